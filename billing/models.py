@@ -1,0 +1,1 @@
+# Products, prices, subscriptions and invoices arrive with the billing issue (spec/billing.md).

@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path(
+        "v1/openapi.json",
+        SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),
+        name="openapi-schema",
+    ),
+    path("v1/", include("customers.api.urls")),
+    path("v1/", include("metering.api.urls")),
+    path("", include("portal.urls")),
+]
+
+handler400 = "core.api.errors.json_bad_request"
+handler404 = "core.api.errors.json_not_found"
+handler500 = "core.api.errors.json_server_error"

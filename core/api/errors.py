@@ -1,0 +1,142 @@
+"""Polar's error shapes: 422 {"detail": [{loc, msg, type}]}, 404 {"error": "ResourceNotFound"}."""
+
+import logging
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorList:
+    """Collects every problem of a request (Polar reports all of them, not only the first)."""
+
+    def __init__(self):
+        self.items: list[dict] = []
+
+    def add(self, loc, msg: str, type_: str = "value_error", input_=None) -> None:
+        item = {"loc": list(loc), "msg": msg, "type": type_}
+        if input_ is not None and isinstance(input_, str | int | float | bool):
+            item["input"] = input_
+        self.items.append(item)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise PolarValidationError(self.items)
+
+
+class PolarValidationError(exceptions.APIException):
+    status_code = 422
+    default_detail = "Validation error"
+    default_code = "validation_error"
+
+    def __init__(self, items: list[dict]):
+        self.items = items
+        super().__init__(detail="Validation error")
+
+    @classmethod
+    def single(cls, loc, msg: str, type_: str = "value_error") -> "PolarValidationError":
+        errors = ErrorList()
+        errors.add(loc, msg, type_)
+        return cls(errors.items)
+
+
+class ResourceNotFound(exceptions.NotFound):
+    pass
+
+
+def _flatten_drf_errors(detail, loc: list) -> list[dict]:
+    if isinstance(detail, dict):
+        out = []
+        for key, value in detail.items():
+            sub = loc if key == "non_field_errors" else [*loc, key]
+            out.extend(_flatten_drf_errors(value, sub))
+        return out
+    if isinstance(detail, list):
+        if all(isinstance(d, exceptions.ErrorDetail | str) for d in detail):
+            return [
+                {"loc": loc, "msg": str(d), "type": getattr(d, "code", "value_error")}
+                for d in detail
+            ]
+        out = []
+        for index, value in enumerate(detail):
+            if value:
+                out.extend(_flatten_drf_errors(value, [*loc, index]))
+        return out
+    return [{"loc": loc, "msg": str(detail), "type": getattr(detail, "code", "value_error")}]
+
+
+def _error(status_code: int, error: str, detail: str, headers=None) -> Response:
+    response = Response({"error": error, "detail": detail}, status=status_code)
+    for key, value in (headers or {}).items():
+        response[key] = value
+    return response
+
+
+def polar_exception_handler(exc, context):
+    if isinstance(exc, PolarValidationError):
+        return Response({"detail": exc.items}, status=422)
+    if isinstance(exc, exceptions.ValidationError):
+        location = getattr(exc, "location", "body")
+        return Response({"detail": _flatten_drf_errors(exc.detail, [location])}, status=422)
+    if isinstance(exc, Http404 | exceptions.NotFound):
+        detail = str(getattr(exc, "detail", "")) or "Not found."
+        return _error(404, "ResourceNotFound", detail)
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        return _error(401, "Unauthorized", str(exc.detail), {"WWW-Authenticate": "Bearer"})
+    if isinstance(exc, PermissionDenied | exceptions.PermissionDenied):
+        return _error(403, "NotPermitted", str(getattr(exc, "detail", exc)) or "Not permitted.")
+    if isinstance(exc, RequestDataTooBig):
+        return _error(413, "RequestTooLarge", "Request body is too large.")
+    if isinstance(exc, exceptions.ParseError):
+        return _error(400, "BadRequest", str(exc.detail))
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        return _error(415, "UnsupportedMediaType", str(exc.detail))
+    if isinstance(exc, exceptions.MethodNotAllowed):
+        return _error(405, "MethodNotAllowed", str(exc.detail))
+    if isinstance(exc, exceptions.Throttled):
+        wait = int(exc.wait or 1)
+        return _error(429, "TooManyRequests", str(exc.detail), {"Retry-After": str(wait)})
+    if isinstance(exc, exceptions.APIException):
+        return _error(exc.status_code, exc.__class__.__name__, str(exc.detail))
+    return None
+
+
+class QueryValidationError(exceptions.ValidationError):
+    location = "query"
+
+
+def json_not_found(request, exception=None):
+    if request.path.startswith("/v1/"):
+        return JsonResponse({"error": "ResourceNotFound", "detail": "Not found."}, status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def json_server_error(request):
+    if request.path.startswith("/v1/"):
+        return JsonResponse(
+            {"error": "InternalServerError", "detail": "Internal server error."},
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    from django.views.defaults import server_error
+
+    return server_error(request)
+
+
+def json_bad_request(request, exception=None):
+    if request.path.startswith("/v1/"):
+        if isinstance(exception, RequestDataTooBig):
+            return JsonResponse(
+                {"error": "RequestTooLarge", "detail": "Request body is too large."}, status=413
+            )
+        return JsonResponse({"error": "BadRequest", "detail": "Bad request."}, status=400)
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)

@@ -1,0 +1,147 @@
+"""Validation of the flat metadata objects Polar accepts on events and customers."""
+
+import decimal
+
+from core.api.errors import ErrorList
+from core.api.parsers import NonFiniteNumber
+
+MAX_KEYS = 50
+MAX_KEY_LENGTH = 40
+MAX_STRING_LENGTH = 500
+
+LLM_REQUIRED_INT = ("input_tokens", "output_tokens", "total_tokens")
+LLM_OPTIONAL_INT = ("cached_input_tokens",)
+LLM_REQUIRED_STR = ("vendor", "model")
+LLM_OPTIONAL_STR = ("prompt", "response")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def describe(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, NonFiniteNumber):
+        return f"non-finite number {value.text}"
+    return type(value).__name__
+
+
+def check_scalar(value, loc, errors: ErrorList, max_length: int = MAX_STRING_LENGTH) -> bool:
+    """string (bounded), integer, finite number or boolean: the one scalar rule of the API."""
+    if isinstance(value, bool) or _is_int(value):
+        return True
+    if isinstance(value, str):
+        if len(value) > max_length:
+            errors.add(
+                loc, f"String should have at most {max_length} characters", "string_too_long"
+            )
+            return False
+        return True
+    if isinstance(value, decimal.Decimal | float):
+        if not decimal.Decimal(value).is_finite():
+            errors.add(loc, "Number must be finite", "finite_number")
+            return False
+        return True
+    if isinstance(value, NonFiniteNumber):
+        errors.add(loc, f"{value.text} is not allowed: numbers must be finite", "finite_number")
+        return False
+    errors.add(
+        loc,
+        f"Value must be a string, integer, finite number or boolean, not {describe(value)}",
+        "metadata_value_type",
+    )
+    return False
+
+
+def _validate_llm(value, loc, errors: ErrorList) -> dict | None:
+    if not isinstance(value, dict):
+        errors.add(loc, "_llm must be an object", "dict_type")
+        return None
+    start = len(errors.items)
+    for key in value:
+        if key not in LLM_REQUIRED_INT + LLM_OPTIONAL_INT + LLM_REQUIRED_STR + LLM_OPTIONAL_STR:
+            errors.add([*loc, key], "Unknown key in _llm", "extra_forbidden")
+    for key in LLM_REQUIRED_STR + LLM_REQUIRED_INT:
+        if key not in value:
+            errors.add([*loc, key], "Field required", "missing")
+    for key in LLM_REQUIRED_STR + LLM_OPTIONAL_STR:
+        if key in value and value[key] is not None:
+            if not isinstance(value[key], str):
+                errors.add([*loc, key], "Input should be a valid string", "string_type")
+            elif key in LLM_REQUIRED_STR and len(value[key]) > MAX_STRING_LENGTH:
+                errors.add([*loc, key], "String too long", "string_too_long")
+        elif key in value and key in LLM_REQUIRED_STR:
+            errors.add([*loc, key], "Input should be a valid string", "string_type")
+    for key in LLM_REQUIRED_INT + LLM_OPTIONAL_INT:
+        if key in value and not (key in LLM_OPTIONAL_INT and value[key] is None):
+            if not _is_int(value[key]):
+                errors.add([*loc, key], "Input should be a valid integer", "int_type")
+            elif value[key] < 0:
+                errors.add([*loc, key], "Input should be greater than or equal to 0", "ge")
+    return dict(value) if len(errors.items) == start else None
+
+
+def _validate_cost(value, loc, errors: ErrorList) -> dict | None:
+    if not isinstance(value, dict):
+        errors.add(loc, "_cost must be an object", "dict_type")
+        return None
+    start = len(errors.items)
+    for key in value:
+        if key not in ("amount", "currency"):
+            errors.add([*loc, key], "Unknown key in _cost", "extra_forbidden")
+    amount = value.get("amount")
+    parsed = None
+    if "amount" not in value:
+        errors.add([*loc, "amount"], "Field required", "missing")
+    elif isinstance(amount, bool) or not isinstance(amount, int | decimal.Decimal | str):
+        errors.add([*loc, "amount"], "Amount must be a number of cents", "decimal_type")
+    else:
+        try:
+            parsed = decimal.Decimal(str(amount))
+        except decimal.InvalidOperation:
+            errors.add([*loc, "amount"], "Amount must be a number of cents", "decimal_parsing")
+        else:
+            if not parsed.is_finite():
+                errors.add([*loc, "amount"], "Amount must be finite", "finite_number")
+    currency = value.get("currency")
+    if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
+        errors.add([*loc, "currency"], "Currency must be a 3-letter ISO code", "currency")
+    if len(errors.items) != start:
+        return None
+    # Polar returns the amount as a decimal string; keep its exact value.
+    return {"amount": str(parsed), "currency": currency.lower()}
+
+
+def validate_metadata(value, loc, errors: ErrorList, *, structured: bool = False) -> dict:
+    """Validate and return a clean copy; problems go to `errors` with their exact location."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        errors.add(loc, "Input should be a valid dictionary", "dict_type")
+        return {}
+    if len(value) > MAX_KEYS:
+        errors.add(loc, f"Metadata can have at most {MAX_KEYS} keys", "too_long")
+    clean = {}
+    for key, item in value.items():
+        key_loc = [*loc, key]
+        if not 1 <= len(key) <= MAX_KEY_LENGTH:
+            errors.add(key_loc, f"Key must be 1 to {MAX_KEY_LENGTH} characters", "string_length")
+            continue
+        if structured and key == "_llm":
+            checked = _validate_llm(item, key_loc, errors)
+        elif structured and key == "_cost":
+            checked = _validate_cost(item, key_loc, errors)
+        elif isinstance(item, dict | list):
+            errors.add(
+                key_loc,
+                "Nested objects and arrays are not allowed in metadata"
+                + (" (only _llm and _cost)" if structured else ""),
+                "metadata_value_type",
+            )
+            continue
+        else:
+            checked = item if check_scalar(item, key_loc, errors) else None
+        if checked is not None:
+            clean[key] = checked
+    return clean

@@ -1,0 +1,131 @@
+from rest_framework import serializers
+
+from core.api.errors import ErrorList
+from core.metadata import validate_metadata
+from customers.models import Customer
+
+COUNTRY_CODE_LENGTH = 2
+
+
+class MetadataField(serializers.JSONField):
+    """Flat metadata (≤50 keys, scalar values) validated with the same rule as events."""
+
+    def to_internal_value(self, data):
+        errors = ErrorList()
+        clean = validate_metadata(data, [], errors)
+        if errors:
+            raise serializers.ValidationError(
+                {".".join(str(p) for p in e["loc"]) or "metadata": e["msg"] for e in errors.items}
+            )
+        return clean
+
+
+class AddressSerializer(serializers.Serializer):
+    line1 = serializers.CharField(max_length=256, required=False, allow_null=True, allow_blank=True)
+    line2 = serializers.CharField(max_length=256, required=False, allow_null=True, allow_blank=True)
+    postal_code = serializers.CharField(
+        max_length=32, required=False, allow_null=True, allow_blank=True
+    )
+    city = serializers.CharField(max_length=128, required=False, allow_null=True, allow_blank=True)
+    state = serializers.CharField(max_length=128, required=False, allow_null=True, allow_blank=True)
+    country = serializers.RegexField(r"^[A-Z]{2}$", max_length=COUNTRY_CODE_LENGTH)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects unknown fields: a typo must not silently drop data."""
+
+    ignored_fields: tuple[str, ...] = ()
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
+        unknown = set(data) - set(self.fields) - set(self.ignored_fields)
+        if "organization_id" in data and data["organization_id"] is not None:
+            raise serializers.ValidationError(
+                {
+                    "organization_id": [
+                        "Setting organization_id is disallowed when using an organization token."
+                    ]
+                }
+            )
+        if unknown:
+            raise serializers.ValidationError(
+                {key: ["Extra inputs are not permitted."] for key in sorted(unknown)}
+            )
+        return super().to_internal_value(data)
+
+
+class CustomerWriteFields(StrictSerializer):
+    ignored_fields = ("organization_id", "owner", "type")
+
+    metadata = MetadataField(required=False)
+    external_id = serializers.CharField(max_length=256, required=False, allow_null=True)
+    name = serializers.CharField(max_length=256, required=False, allow_null=True, allow_blank=True)
+    billing_name = serializers.CharField(max_length=256, required=False, allow_null=True)
+    billing_address = AddressSerializer(required=False, allow_null=True)
+    tax_id = serializers.CharField(max_length=64, required=False, allow_null=True)
+    locale = serializers.RegexField(
+        r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$", max_length=16, required=False, allow_null=True
+    )
+
+    def validate_type(self, value):
+        return value
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and data.get("type") not in (None, "individual"):
+            raise serializers.ValidationError(
+                {"type": ["Only individual customers are supported."]}
+            )
+        values = super().to_internal_value(data)
+        if "tax_id" in values:
+            values["tax_id"] = [values["tax_id"], None] if values["tax_id"] else None
+        if values.get("billing_address") is not None:
+            values["billing_address"] = dict(values["billing_address"])
+        return values
+
+
+class CustomerCreateSerializer(CustomerWriteFields):
+    email = serializers.EmailField(max_length=320)
+
+
+class CustomerUpdateSerializer(CustomerWriteFields):
+    email = serializers.EmailField(max_length=320, required=False, allow_null=True)
+
+
+class CustomerSerializer(serializers.Serializer):
+    """Polar's `CustomerIndividual` output."""
+
+    id = serializers.UUIDField()
+    created_at = serializers.DateTimeField()
+    modified_at = serializers.DateTimeField(allow_null=True)
+    metadata = serializers.DictField()
+    external_id = serializers.CharField(allow_null=True)
+    email = serializers.CharField()
+    email_verified = serializers.BooleanField()
+    type = serializers.SerializerMethodField()
+    name = serializers.CharField(allow_null=True)
+    billing_name = serializers.SerializerMethodField()
+    billing_address = AddressSerializer(allow_null=True)
+    tax_id = serializers.ListField(allow_null=True, child=serializers.CharField(allow_null=True))
+    locale = serializers.CharField(allow_null=True)
+    organization_id = serializers.UUIDField()
+    default_payment_method_id = serializers.SerializerMethodField()
+    deleted_at = serializers.DateTimeField(allow_null=True)
+    first_user_event_at = serializers.DateTimeField(allow_null=True)
+    avatar_url = serializers.SerializerMethodField()
+
+    def get_type(self, obj) -> str:
+        return "individual"
+
+    def get_billing_name(self, obj) -> str | None:
+        return obj.billing_name or obj.name
+
+    def get_default_payment_method_id(self, obj) -> str | None:
+        return None
+
+    def get_avatar_url(self, obj) -> str | None:
+        return None
+
+
+def customer_payload(customer: Customer) -> dict:
+    return CustomerSerializer(customer).data

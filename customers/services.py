@@ -1,0 +1,80 @@
+"""Customer verbs. Views, admin and importers call these; they own the invariants."""
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from core.api.errors import PolarValidationError
+from customers.models import Customer, Organization
+
+
+class CustomerConflict(PolarValidationError):
+    pass
+
+
+def _conflict_error(exc: IntegrityError, loc_prefix=("body",)) -> PolarValidationError:
+    text = str(exc)
+    if "customer_email_unique_per_org" in text:
+        return CustomerConflict.single(
+            [*loc_prefix, "email"],
+            "A customer with this email address already exists.",
+            "value_error",
+        )
+    if "customer_external_id_unique_per_org" in text:
+        return CustomerConflict.single(
+            [*loc_prefix, "external_id"],
+            "A customer with this external ID already exists.",
+            "value_error",
+        )
+    raise exc
+
+
+def create_customer(*, organization: Organization, email: str, **fields) -> Customer:
+    """Create a customer and link the events already sent with its external id."""
+    from metering.services import link_customer_events
+
+    customer = Customer(organization=organization, email=email.strip().lower(), **fields)
+    try:
+        with transaction.atomic():
+            customer.save()
+            if customer.external_id:
+                link_customer_events(customer=customer)
+    except IntegrityError as exc:
+        raise _conflict_error(exc)
+    return customer
+
+
+def update_customer(*, customer: Customer, changes: dict) -> Customer:
+    from metering.services import link_customer_events
+
+    if "external_id" in changes:
+        new = changes["external_id"]
+        if customer.external_id and new != customer.external_id:
+            raise PolarValidationError.single(
+                ["body", "external_id"],
+                "The external ID can't be changed once set.",
+                "value_error",
+            )
+    gains_external_id = not customer.external_id and changes.get("external_id")
+    if "email" in changes and changes["email"] is not None:
+        changes["email"] = changes["email"].strip().lower()
+    for field, value in changes.items():
+        if field == "email" and value is None:
+            continue  # email can't be removed from an individual customer
+        setattr(customer, field, value)
+    customer.modified_at = timezone.now()
+    try:
+        with transaction.atomic():
+            customer.save()
+            if gains_external_id:
+                link_customer_events(customer=customer)
+    except IntegrityError as exc:
+        raise _conflict_error(exc)
+    return customer
+
+
+def delete_customer(*, customer: Customer) -> None:
+    """Soft delete: events stay attached for history; email and external id are freed."""
+    now = timezone.now()
+    Customer.objects.filter(pk=customer.pk, deleted_at__isnull=True).update(
+        deleted_at=now, modified_at=now
+    )

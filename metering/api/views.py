@@ -1,0 +1,205 @@
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db.models import Count, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions
+from rest_framework.generics import GenericAPIView
+from rest_framework.response import Response
+
+from core.api import params
+from core.api.errors import ErrorList, PolarValidationError
+from core.api.parsers import loads
+from metering import services
+from metering.api.serializers import (
+    EventNameSerializer,
+    EventSerializer,
+    EventsIngestResponseSerializer,
+    EventsIngestSerializer,
+)
+from metering.models import Event, EventName
+
+EVENT_SOURCES = ("user", "system")
+
+
+def read_json_body(request, max_bytes: int):
+    content_type = request.META.get("CONTENT_TYPE", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise exceptions.UnsupportedMediaType(content_type or "none")
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > max_bytes:
+        raise RequestDataTooBig()
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise
+    if len(body) > max_bytes:
+        raise RequestDataTooBig()
+    try:
+        return loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise exceptions.ParseError(f"Malformed JSON: {exc}")
+    except RecursionError:
+        raise exceptions.ParseError("Malformed JSON: nested too deeply")
+
+
+class EventIngestView(GenericAPIView):
+    serializer_class = EventsIngestSerializer
+
+    @extend_schema(
+        operation_id="events_ingest",
+        request=EventsIngestSerializer,
+        responses={200: EventsIngestResponseSerializer},
+    )
+    def post(self, request):
+        payload = read_json_body(request, settings.INGEST_MAX_BODY_BYTES)
+        if not isinstance(payload, dict):
+            raise PolarValidationError.single(
+                ["body"], "Expected an object with an `events` list", "dict_type"
+            )
+        unknown = set(payload) - {"events"}
+        events = payload.get("events")
+        errors = ErrorList()
+        for key in sorted(unknown):
+            errors.add(["body", key], "Extra inputs are not permitted", "extra_forbidden")
+        if events is None:
+            errors.add(["body", "events"], "Field required", "missing")
+        elif not isinstance(events, list):
+            errors.add(["body", "events"], "Input should be a valid list", "list_type")
+        elif len(events) > settings.INGEST_MAX_EVENTS:
+            errors.add(
+                ["body", "events"],
+                f"At most {settings.INGEST_MAX_EVENTS} events per request (got {len(events)})",
+                "too_long",
+            )
+        errors.raise_if_any()
+        result = services.ingest_events(organization=request.auth.organization, events=events)
+        return Response({"inserted": result.inserted, "duplicates": result.duplicates})
+
+
+def organization_events(request):
+    child_counts = (
+        Event.objects.filter(parent=OuterRef("pk"))
+        .order_by()
+        .values("parent")
+        .annotate(n=Count("*"))
+        .values("n")
+    )
+    return (
+        Event.objects.filter(organization=request.auth.organization)
+        .select_related("customer")
+        .annotate(child_count=Coalesce(Subquery(child_counts), Value(0)))
+    )
+
+
+EVENT_LIST_PARAMETERS = [
+    OpenApiParameter("customer_id", str, many=True),
+    OpenApiParameter("external_customer_id", str, many=True),
+    OpenApiParameter("name", str, many=True),
+    OpenApiParameter("source", str, many=True, enum=EVENT_SOURCES),
+    OpenApiParameter("start_timestamp", str),
+    OpenApiParameter("end_timestamp", str),
+    OpenApiParameter("meter_id", str),
+    OpenApiParameter("filter", str),
+    OpenApiParameter("query", str),
+    OpenApiParameter("parent_id", str),
+    OpenApiParameter("depth", int),
+    OpenApiParameter("page", int),
+    OpenApiParameter("limit", int),
+    OpenApiParameter("sorting", str, many=True, enum=("timestamp", "-timestamp")),
+]
+
+
+class EventListView(GenericAPIView):
+    serializer_class = EventSerializer
+    capped_count = True
+
+    @extend_schema(operation_id="events_list", parameters=EVENT_LIST_PARAMETERS)
+    def get(self, request):
+        from metering.querying import filter_events
+
+        errors = ErrorList()
+        queryset = filter_events(request, organization_events(request), errors)
+        order = params.sorting(request, {"timestamp": "timestamp"}, ["-timestamp"], errors)
+        errors.raise_if_any()
+        queryset = queryset.order_by(*order, "-id" if order[0].startswith("-") else "id")
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(EventSerializer(page, many=True).data)
+
+
+class EventDetailView(GenericAPIView):
+    serializer_class = EventSerializer
+
+    @extend_schema(operation_id="events_get")
+    def get(self, request, id):
+        return Response(
+            EventSerializer(get_object_or_404(organization_events(request), pk=id)).data
+        )
+
+
+NAME_SORTING = {
+    "name": "name",
+    "occurrences": "occurrences",
+    "first_seen": "first_seen",
+    "last_seen": "last_seen",
+}
+
+
+class EventNameListView(GenericAPIView):
+    serializer_class = EventNameSerializer
+
+    @extend_schema(
+        operation_id="events_list_names",
+        parameters=[
+            OpenApiParameter("customer_id", str, many=True),
+            OpenApiParameter("external_customer_id", str, many=True),
+            OpenApiParameter("source", str, many=True, enum=EVENT_SOURCES),
+            OpenApiParameter("query", str),
+            OpenApiParameter("page", int),
+            OpenApiParameter("limit", int),
+            OpenApiParameter("sorting", str, many=True),
+        ],
+    )
+    def get(self, request):
+        from django.db.models import Max, Min
+
+        errors = ErrorList()
+        organization = request.auth.organization
+        customer_ids = params.uuid_list(request, "customer_id", errors)
+        external_ids = params.string_list(request, "external_customer_id", errors)
+        sources = params.enum_list(request, "source", EVENT_SOURCES, errors)
+        query = request.query_params.get("query")
+        order = params.sorting(request, NAME_SORTING, ["-last_seen"], errors)
+        errors.raise_if_any()
+        if customer_ids or external_ids:
+            # per-customer names come from the customer's own events (indexed by customer)
+            events = Event.objects.filter(organization=organization)
+            customer_q = Q()
+            if customer_ids:
+                customer_q |= Q(customer_id__in=customer_ids)
+            if external_ids:
+                customer_q |= Q(external_customer_id__in=external_ids) | Q(
+                    customer__external_id__in=external_ids
+                )
+            events = events.filter(customer_q)
+            if sources:
+                events = events.filter(source__in=sources)
+            if query:
+                events = events.filter(name__icontains=query)
+            queryset = events.values("name", "source").annotate(
+                occurrences=Count("*"), first_seen=Min("timestamp"), last_seen=Max("timestamp")
+            )
+        else:
+            queryset = EventName.objects.filter(organization=organization)
+            if sources:
+                queryset = queryset.filter(source__in=sources)
+            if query:
+                queryset = queryset.filter(name__icontains=query)
+            queryset = queryset.values("name", "source", "occurrences", "first_seen", "last_seen")
+        queryset = queryset.order_by(*order, "name")
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(EventNameSerializer(page, many=True).data)

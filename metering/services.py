@@ -1,0 +1,354 @@
+"""Event ingestion and customer linking: validate a whole batch, then write it set-based in one
+transaction (no per-event ORM save)."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import simplejson
+from django.conf import settings
+from django.db import connection, transaction
+
+from core.api.errors import ErrorList
+from core.metadata import describe, validate_metadata
+from customers.models import Customer, Organization
+
+EVENT_FIELDS = {
+    "name",
+    "customer_id",
+    "external_customer_id",
+    "timestamp",
+    "external_id",
+    "parent_id",
+    "metadata",
+    "organization_id",
+    "member_id",
+    "external_member_id",
+}
+MAX_NAME = 128
+MAX_EXTERNAL = 256
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    inserted: int
+    duplicates: int
+    event_ids: list
+
+
+@dataclass
+class _Row:
+    name: str
+    timestamp: datetime
+    customer_id: uuid.UUID | None
+    external_customer_id: str | None
+    external_id: str | None
+    parent_reference: str | None
+    metadata: dict
+
+
+def _string(event, key, loc, errors, *, required=False, max_length=MAX_EXTERNAL):
+    value = event.get(key)
+    if value is None:
+        if required:
+            errors.add([*loc, key], "Field required", "missing")
+        return None
+    if not isinstance(value, str):
+        errors.add(
+            [*loc, key], f"Input should be a valid string, not {describe(value)}", "string_type"
+        )
+        return None
+    if not 1 <= len(value) <= max_length:
+        errors.add([*loc, key], f"String should have 1 to {max_length} characters", "string_length")
+        return None
+    return value
+
+
+def _timestamp(event, loc, errors, now: datetime):
+    raw = event.get("timestamp")
+    if raw is None:
+        return now
+    if not isinstance(raw, str):
+        errors.add([*loc, "timestamp"], "Input should be an ISO 8601 string", "datetime_type")
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        errors.add(
+            [*loc, "timestamp"],
+            "Input should be a valid ISO 8601 datetime",
+            "datetime_parsing",
+            raw,
+        )
+        return None
+    if value.tzinfo is None:
+        errors.add(
+            [*loc, "timestamp"],
+            "Timestamp must include a UTC offset (e.g. Z or +02:00)",
+            "timezone_aware",
+        )
+        return None
+    if value > now + timedelta(seconds=settings.EVENT_FUTURE_TOLERANCE_SECONDS):
+        errors.add(
+            [*loc, "timestamp"],
+            "Timestamp must not be more than 5 minutes in the future",
+            "future_timestamp",
+        )
+        return None
+    return value.astimezone(UTC)
+
+
+def validate_events(
+    *, organization: Organization, events: list, now: datetime
+) -> tuple[list[_Row], ErrorList]:
+    """Check every event and report every problem; nothing is written by this function."""
+    errors = ErrorList()
+    rows: list[_Row] = []
+    customer_refs: dict[uuid.UUID, list[int]] = {}
+    for index, event in enumerate(events):
+        loc = ["body", "events", index]
+        if not isinstance(event, dict):
+            errors.add(loc, "Event must be an object", "dict_type")
+            continue
+        before = len(errors.items)
+        for key in event:
+            if key not in EVENT_FIELDS:
+                errors.add([*loc, key], "Extra inputs are not permitted", "extra_forbidden")
+        if event.get("organization_id") is not None:
+            errors.add(
+                [*loc, "organization_id"],
+                "Setting organization_id is disallowed when using an organization token.",
+                "value_error",
+            )
+        for unsupported in ("member_id", "external_member_id"):
+            if event.get(unsupported) is not None:
+                errors.add(
+                    [*loc, unsupported],
+                    "Member attribution is not supported by Meterline.",
+                    "value_error",
+                )
+        name = _string(event, "name", loc, errors, required=True, max_length=MAX_NAME)
+        has_id = event.get("customer_id") is not None
+        has_external = event.get("external_customer_id") is not None
+        customer_id = None
+        external_customer_id = None
+        if has_id == has_external:
+            errors.add(
+                loc,
+                "Exactly one of customer_id or external_customer_id is required",
+                "customer_reference",
+            )
+        elif has_id:
+            raw = event["customer_id"]
+            try:
+                customer_id = uuid.UUID(raw) if isinstance(raw, str) else None
+            except ValueError:
+                customer_id = None
+            if customer_id is None:
+                errors.add([*loc, "customer_id"], "Input should be a valid UUID", "uuid_parsing")
+            else:
+                customer_refs.setdefault(customer_id, []).append(index)
+        else:
+            external_customer_id = _string(event, "external_customer_id", loc, errors)
+        timestamp = _timestamp(event, loc, errors, now)
+        external_id = _string(event, "external_id", loc, errors)
+        parent_reference = _string(event, "parent_id", loc, errors)
+        metadata = validate_metadata(
+            event.get("metadata"), [*loc, "metadata"], errors, structured=True
+        )
+        if len(errors.items) == before:
+            rows.append(
+                _Row(
+                    name,
+                    timestamp,
+                    customer_id,
+                    external_customer_id,
+                    external_id,
+                    parent_reference,
+                    metadata,
+                )
+            )
+    if customer_refs:
+        known = set(
+            Customer.objects.active()
+            .filter(organization=organization, pk__in=list(customer_refs))
+            .values_list("pk", flat=True)
+        )
+        for customer_id, indexes in customer_refs.items():
+            if customer_id not in known:
+                for index in indexes:
+                    errors.add(
+                        ["body", "events", index, "customer_id"],
+                        "Customer does not exist.",
+                        "customer_not_found",
+                    )
+    errors.items.sort(
+        key=lambda item: (
+            item["loc"][2] if len(item["loc"]) > 2 and isinstance(item["loc"][2], int) else -1
+        )
+    )
+    return rows, errors
+
+
+INSERT_SQL = """
+WITH input AS (
+    SELECT * FROM unnest(
+        %(names)s::text[], %(timestamps)s::timestamptz[], %(customer_ids)s::uuid[],
+        %(external_customer_ids)s::text[], %(external_ids)s::text[], %(parents)s::text[],
+        %(metadata)s::jsonb[]
+    ) WITH ORDINALITY AS t(name, ts, customer_id, external_customer_id, external_id, parent_reference, metadata, ord)
+)
+INSERT INTO metering_event (
+    id, organization_id, name, source, timestamp, ingested_at, customer_id,
+    external_customer_id, external_id, parent_reference, metadata
+)
+SELECT gen_random_uuid(), %(org)s, input.name, 'user', input.ts, now(),
+       COALESCE(input.customer_id, c.id), input.external_customer_id, input.external_id,
+       input.parent_reference, input.metadata
+FROM input
+LEFT JOIN customers_customer c
+       ON input.customer_id IS NULL AND c.organization_id = %(org)s
+      AND c.external_id = input.external_customer_id AND c.deleted_at IS NULL
+-- a fixed lock order on the idempotency key: overlapping concurrent batches can't deadlock
+ORDER BY input.external_id NULLS LAST, input.ord
+ON CONFLICT (organization_id, external_id) WHERE external_id IS NOT NULL DO NOTHING
+RETURNING id
+"""
+
+RESOLVE_PARENTS_SQL = """
+UPDATE metering_event e SET parent_id = p.id
+FROM metering_event p
+WHERE e.id = ANY(%(ids)s) AND e.parent_reference IS NOT NULL AND e.parent_id IS NULL
+  AND p.organization_id = %(org)s AND p.id <> e.id
+  AND (p.external_id = e.parent_reference
+       OR p.id = CASE WHEN e.parent_reference ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                      THEN e.parent_reference::uuid END)
+"""
+
+ADOPT_CHILDREN_SQL = """
+UPDATE metering_event c SET parent_id = n.id
+FROM metering_event n
+WHERE n.id = ANY(%(ids)s) AND n.external_id IS NOT NULL
+  AND c.organization_id = %(org)s AND c.parent_id IS NULL AND c.parent_reference = n.external_id
+  AND c.id <> n.id
+"""
+
+FIRST_EVENT_SQL = """
+UPDATE customers_customer c SET first_user_event_at = m.first
+FROM (SELECT customer_id, min(timestamp) AS first FROM metering_event
+      WHERE id = ANY(%(ids)s) AND customer_id IS NOT NULL GROUP BY customer_id) m
+WHERE c.id = m.customer_id AND (c.first_user_event_at IS NULL OR c.first_user_event_at > m.first)
+"""
+
+EVENT_NAMES_SQL = """
+INSERT INTO metering_eventname (organization_id, name, source, occurrences, first_seen, last_seen)
+SELECT %(org)s, name, source, count(*), min(timestamp), max(timestamp)
+FROM metering_event WHERE id = ANY(%(ids)s) GROUP BY name, source ORDER BY name, source
+ON CONFLICT (organization_id, name, source) DO UPDATE SET
+    occurrences = metering_eventname.occurrences + EXCLUDED.occurrences,
+    first_seen = LEAST(metering_eventname.first_seen, EXCLUDED.first_seen),
+    last_seen = GREATEST(metering_eventname.last_seen, EXCLUDED.last_seen)
+"""
+
+
+def _dump_metadata(metadata: dict) -> str:
+    # Decimals go to jsonb as the number written by the sender (exact), not as a float.
+    return simplejson.dumps(metadata, use_decimal=True)
+
+
+def insert_events(*, organization: Organization, rows: list[_Row], source: str = "user") -> list:
+    """Write validated rows in the current transaction; returns the ids actually inserted."""
+    if not rows:
+        return []
+    params = {
+        "org": organization.pk,
+        "names": [r.name for r in rows],
+        "timestamps": [r.timestamp for r in rows],
+        "customer_ids": [r.customer_id for r in rows],
+        "external_customer_ids": [r.external_customer_id for r in rows],
+        "external_ids": [r.external_id for r in rows],
+        "parents": [r.parent_reference for r in rows],
+        "metadata": [_dump_metadata(r.metadata) for r in rows],
+    }
+    sql = INSERT_SQL if source == "user" else INSERT_SQL.replace("'user'", "%(source)s")
+    params["source"] = source
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        ids = [row[0] for row in cursor.fetchall()]
+        if not ids:
+            return ids
+        keyed = {"ids": ids, "org": organization.pk}
+        if any(r.parent_reference for r in rows):
+            cursor.execute(RESOLVE_PARENTS_SQL, keyed)
+        if any(r.external_id for r in rows):
+            cursor.execute(ADOPT_CHILDREN_SQL, keyed)
+        cursor.execute(FIRST_EVENT_SQL, keyed)
+        after_events_inserted(organization=organization, event_ids=ids, cursor=cursor)
+        # Last: this upsert locks one row per event name until commit, so keep that window short.
+        cursor.execute(EVENT_NAMES_SQL, keyed)
+    return ids
+
+
+def after_events_inserted(*, organization: Organization, event_ids: list, cursor) -> None:
+    """Extension point inside the ingest transaction (meter rollups are maintained here)."""
+
+
+def dedupe_within_batch(rows: list[_Row]) -> list[_Row]:
+    seen: set[str] = set()
+    unique = []
+    for row in rows:
+        if row.external_id is not None:
+            if row.external_id in seen:
+                continue  # first one wins
+            seen.add(row.external_id)
+        unique.append(row)
+    return unique
+
+
+def ingest_events(*, organization: Organization, events: list) -> IngestResult:
+    """All or nothing: any invalid event rejects the batch (PolarValidationError), else one
+    transaction inserts it; external_ids already stored (or repeated) count as duplicates."""
+    now = datetime.now(UTC)
+    rows, errors = validate_events(organization=organization, events=events, now=now)
+    errors.raise_if_any()
+    unique = dedupe_within_batch(rows)
+    with transaction.atomic():
+        ids = insert_events(organization=organization, rows=unique)
+    return IngestResult(inserted=len(ids), duplicates=len(rows) - len(ids), event_ids=ids)
+
+
+LINK_SQL = """
+UPDATE metering_event SET customer_id = %(customer)s
+WHERE organization_id = %(org)s AND external_customer_id = %(external_id)s AND customer_id IS NULL
+RETURNING id
+"""
+
+
+def link_customer_events(*, customer: Customer) -> int:
+    """Attach events sent before the customer existed (by its external id), history included."""
+    if not customer.external_id:
+        return 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            LINK_SQL,
+            {
+                "customer": customer.pk,
+                "org": customer.organization_id,
+                "external_id": customer.external_id,
+            },
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        if ids:
+            cursor.execute(FIRST_EVENT_SQL, {"ids": ids})
+            customer.refresh_from_db(fields=["first_user_event_at"])
+            after_events_linked(customer=customer, event_ids=ids, cursor=cursor)
+    return len(ids)
+
+
+def after_events_linked(*, customer: Customer, event_ids: list, cursor) -> None:
+    """Extension point: events just linked to `customer` (meter rollups are rebuilt here)."""
+
+
+def customer_active_meters(*, customer: Customer) -> list[dict]:
+    """Customer meters of non-archived meters, in Polar's CustomerStateMeter shape."""
+    return []

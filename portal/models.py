@@ -1,0 +1,1 @@
+# The customer portal (spec/portal.md) arrives with its own issue; it has no models yet.
