@@ -1,0 +1,24 @@
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from config.embedded import stop_embedded_postgres
+
+
+class Command(BaseCommand):
+    help = "Manage the embedded PostgreSQL under .data/ (used when DATABASE_URL is unset)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("action", choices=["stop", "status"])
+
+    def handle(self, *args, action, **options):
+        pid_file = settings.DATA_DIR / "postgres" / "postmaster.pid"
+        if action == "status":
+            self.stdout.write("running" if pid_file.exists() else "stopped")
+            return
+        if not settings.EMBEDDED_POSTGRES:
+            raise CommandError("DATABASE_URL is set: there is no embedded PostgreSQL to stop.")
+        from django.db import connections
+
+        connections.close_all()
+        stopped = stop_embedded_postgres(settings.DATA_DIR)
+        self.stdout.write("stopped" if stopped else "was not running")

@@ -1,0 +1,23 @@
+"""The periodic jobs. Each one is also a manage.py command a human can run."""
+
+import json
+
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+# name -> (task path, every N seconds)
+SCHEDULES: dict[str, tuple[str, int]] = {
+    "clear expired sessions": ("core.tasks.clear_expired_sessions", 24 * 3600),
+}
+
+
+def ensure_schedules() -> int:
+    created = 0
+    for name, (task, seconds) in SCHEDULES.items():
+        interval, _ = IntervalSchedule.objects.get_or_create(
+            every=seconds, period=IntervalSchedule.SECONDS
+        )
+        _, was_created = PeriodicTask.objects.update_or_create(
+            name=name, defaults={"task": task, "interval": interval, "kwargs": json.dumps({})}
+        )
+        created += was_created
+    return created

@@ -1,0 +1,52 @@
+"""Shared fixtures: organizations with tokens, an authenticated API client, and a live HTTP
+server (pytest-django's threaded live server) driven by the real polar-sdk client."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from customers.tokens import create_token
+
+
+@pytest.fixture
+def token_for():
+    """Make an organization with a token: token_for("Org") -> (organization, secret)."""
+
+    def make(org_name: str = "Acme"):
+        api_token, secret = create_token(organization_name=org_name, label="tests")
+        return api_token.organization, secret
+
+    return make
+
+
+@pytest.fixture
+def org_token(db, token_for):
+    return token_for("Acme")
+
+
+@pytest.fixture
+def organization(org_token):
+    return org_token[0]
+
+
+@pytest.fixture
+def api(org_token):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {org_token[1]}")
+    return client
+
+
+@pytest.fixture
+def live_org_token(transactional_db, token_for):
+    return token_for("Live Org")
+
+
+@pytest.fixture
+def live_url(live_server):
+    return live_server.url
+
+
+@pytest.fixture
+def polar(live_url, live_org_token):
+    from polar.v2026_10 import Polar
+
+    return Polar(live_org_token[1], base_url=live_url)
