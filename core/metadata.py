@@ -8,6 +8,8 @@ from core.api.parsers import NonFiniteNumber
 MAX_KEYS = 50
 MAX_KEY_LENGTH = 40
 MAX_STRING_LENGTH = 500
+# PostgreSQL numeric (used for exact aggregation) overflows far beyond any real usage value.
+MAX_NUMBER_EXPONENT = 1000
 
 LLM_REQUIRED_INT = ("input_tokens", "output_tokens", "total_tokens")
 LLM_OPTIONAL_INT = ("cached_input_tokens",)
@@ -39,8 +41,14 @@ def check_scalar(value, loc, errors: ErrorList, max_length: int = MAX_STRING_LEN
             return False
         return True
     if isinstance(value, decimal.Decimal | float):
-        if not decimal.Decimal(value).is_finite():
+        number = decimal.Decimal(value)
+        if not number.is_finite():
             errors.add(loc, "Number must be finite", "finite_number")
+            return False
+        if number and abs(number.adjusted()) > MAX_NUMBER_EXPONENT:
+            errors.add(
+                loc, f"Number out of range (|exponent| ≤ {MAX_NUMBER_EXPONENT})", "number_range"
+            )
             return False
         return True
     if isinstance(value, NonFiniteNumber):

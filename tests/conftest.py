@@ -49,4 +49,7 @@ def live_url(live_server):
 def polar(live_url, live_org_token):
     from polar.v2026_10 import Polar
 
-    return Polar(live_org_token[1], base_url=live_url)
+    # Closing the client ends its keep-alive connections, which lets the live server's request
+    # threads (and their database connections) finish before the test database is dropped.
+    with Polar(live_org_token[1], base_url=live_url) as client:
+        yield client

@@ -15,6 +15,8 @@ class EventSerializer(serializers.Serializer):
     member_id = serializers.SerializerMethodField()
     external_member_id = serializers.SerializerMethodField()
     child_count = serializers.IntegerField(default=0)
+    # Not in Polar's output; extra fields are allowed and the idempotency key is useful to show.
+    external_id = serializers.CharField(allow_null=True)
     parent_id = serializers.UUIDField(allow_null=True)
     label = serializers.CharField(source="name")
     name = serializers.CharField()
