@@ -65,6 +65,12 @@ class Event(models.Model):
                 name="event_unlinked_customer",
                 condition=models.Q(customer__isnull=True, external_customer_id__isnull=False),
             ),
+            # Credits and resets of a customer (customer meter windows) without scanning usage.
+            models.Index(
+                fields=["customer", "name", "timestamp"],
+                name="event_system_customer",
+                condition=models.Q(source="system"),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -93,3 +99,139 @@ class EventName(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class MeterUnit(models.TextChoices):
+    SCALAR = "scalar", "Scalar"
+    TOKEN = "token", "Token"
+    CUSTOM = "custom", "Custom"
+
+
+class MeterState(models.TextChoices):
+    # Rollups are complete and maintained by ingestion: reads use them.
+    READY = "ready", "Ready"
+    # A backfill is (re)building the rollups: reads compute from raw events meanwhile.
+    BACKFILLING = "backfilling", "Backfilling"
+
+
+class Meter(models.Model):
+    """A filter over events plus an aggregation (docs/meters.md)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.PROTECT, related_name="meters"
+    )
+    name = models.CharField(max_length=256)
+    filter = models.JSONField(default=dict)
+    aggregation = models.JSONField(default=dict)
+    unit = models.CharField(max_length=16, choices=MeterUnit.choices, default=MeterUnit.SCALAR)
+    custom_label = models.CharField(max_length=64, null=True, blank=True)
+    custom_multiplier = models.BigIntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(null=True, blank=True)
+    # --- rollup lifecycle (see docs/meters.md, "Backfill") ---
+    state = models.CharField(max_length=16, choices=MeterState.choices, default=MeterState.READY)
+    # Bumped whenever filter/aggregation change: a running backfill of an older definition stops.
+    definition_version = models.PositiveIntegerField(default=1)
+    # Customers with id <= backfill_cursor are rolled up (by the backfill, then by ingestion);
+    # NULL while backfilling means none yet.
+    backfill_cursor = models.UUIDField(null=True, blank=True)
+    backfill_events_total = models.BigIntegerField(default=0)
+    backfill_events_done = models.BigIntegerField(default=0)
+    backfill_started_at = models.DateTimeField(null=True, blank=True)
+    backfill_finished_at = models.DateTimeField(null=True, blank=True)
+    backfill_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes = [models.Index(fields=["organization", "name"], name="meter_org_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def backfill_progress(self) -> float:
+        if self.state == MeterState.READY:
+            return 1.0
+        if not self.backfill_events_total:
+            return 0.0
+        return min(1.0, self.backfill_events_done / self.backfill_events_total)
+
+
+class CustomerMeter(models.Model):
+    """One per (customer, meter), created when the customer first has a matching event or a
+    credit. Numbers (consumed, credited, balance) are computed from rollups on read."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.CASCADE, related_name="customer_meters"
+    )
+    meter = models.ForeignKey(Meter, on_delete=models.CASCADE, related_name="customer_meters")
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "meter"], name="customer_meter_unique")
+        ]
+        indexes = [models.Index(fields=["meter", "customer"], name="customer_meter_meter")]
+
+    def __str__(self) -> str:
+        return f"{self.customer} / {self.meter}"
+
+
+class NumericField(models.Field):
+    """Unconstrained PostgreSQL `numeric`: exact, any scale (Decimal in Python)."""
+
+    def db_type(self, connection) -> str:
+        return "numeric"
+
+    def get_internal_type(self) -> str:
+        return "NumericField"
+
+
+class MeterRollup(models.Model):
+    """Hourly partial aggregates per (meter, customer): maintained set-based in the ingest
+    transaction. `numeric_*` only cover events whose aggregation property is a JSON number."""
+
+    pk = models.CompositePrimaryKey("meter", "customer", "bucket")
+    # No FK constraints: checking them would cost the ingest path a lookup per row; rows are
+    # deleted with their meter by services (rebuild) and customers are only soft-deleted.
+    meter = models.ForeignKey(
+        Meter, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    customer = models.ForeignKey(
+        "customers.Customer",
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
+    bucket = models.DateTimeField()
+    event_count = models.BigIntegerField(default=0)
+    numeric_count = models.BigIntegerField(default=0)
+    numeric_sum = NumericField(null=True)
+    numeric_min = NumericField(null=True)
+    numeric_max = NumericField(null=True)
+
+
+class MeterUniqueRollup(models.Model):
+    """Distinct values of a `unique` meter's property per (meter, customer, hour). The value key
+    encodes the type: `s:<text>`, `n:<normalized numeric>`, `b:true|false`."""
+
+    pk = models.CompositePrimaryKey("meter", "customer", "bucket", "value_key")
+    # No FK constraints: checking them would cost the ingest path a lookup per row; rows are
+    # deleted with their meter by services (rebuild) and customers are only soft-deleted.
+    meter = models.ForeignKey(
+        Meter, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    customer = models.ForeignKey(
+        "customers.Customer",
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
+    bucket = models.DateTimeField()
+    value_key = models.TextField()
