@@ -1,0 +1,376 @@
+"""Admin for events: strictly read-only and built for tables with tens of millions of rows.
+
+- No exact `COUNT(*)` over the events table: unfiltered, the paginator reads PostgreSQL's
+  `reltuples` estimate; filtered, it counts at most `CAP + 1` rows (so at most CAP / per-page
+  pages are reachable; narrow the filter to go further back).
+- Every filter offered is backed by an index: organization, name (choices from the EventName
+  summary table, not a DISTINCT scan), source, time period, customer (from its page).
+- Search is exact (external id, external customer id, event id), never `icontains`.
+- Only the timestamp column is sortable (the indexes are ordered by timestamp).
+"""
+
+import json
+import uuid
+from datetime import timedelta
+
+from django.contrib import admin
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+
+from customers.models import Customer, Organization
+from metering import models as metering_models
+from metering.models import Event, EventName, EventSource
+
+COUNT_CAP = 10_000
+CHILDREN_SHOWN = 20
+
+ESTIMATE_SQL = """
+SELECT GREATEST(c.reltuples, 0) + COALESCE((
+    SELECT sum(GREATEST(p.reltuples, 0)) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid
+    WHERE i.inhparent = c.oid), 0)
+FROM pg_class c WHERE c.oid = %s::regclass
+"""
+
+
+def estimated_rows(table: str) -> int:
+    """PostgreSQL's planner estimate (kept fresh by autovacuum/ANALYZE); partitions included.
+    -1 (never analyzed) counts as 0."""
+    with connection.cursor() as cursor:
+        cursor.execute(ESTIMATE_SQL, [connection.ops.quote_name(table)])
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+class EstimatedCountPaginator(Paginator):
+    """Never an exact COUNT(*) over the whole table: an estimate when unfiltered and large, a
+    count capped at COUNT_CAP + 1 rows otherwise."""
+
+    cap = COUNT_CAP
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if not isinstance(queryset, QuerySet):
+            return len(queryset)
+        if not queryset.query.where:
+            estimate = estimated_rows(queryset.model._meta.db_table)
+            if estimate > self.cap:
+                return estimate
+        # SELECT count(*) FROM (SELECT ... LIMIT cap + 1): bounded work whatever the filter.
+        return queryset.order_by()[: self.cap + 1].count()
+
+
+# --- filters (each one backed by an index) ----------------------------------------------------
+
+
+def _uuid_or_none(value):
+    try:
+        return uuid.UUID(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+class OrganizationFilter(admin.SimpleListFilter):
+    title = "organization"
+    parameter_name = "organization"
+
+    def lookups(self, request, model_admin):
+        return [(str(pk), name) for pk, name in Organization.objects.values_list("pk", "name")]
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        pk = _uuid_or_none(self.value())
+        return queryset.filter(organization_id=pk) if pk else queryset.none()
+
+
+class EventNameFilter(admin.SimpleListFilter):
+    """Choices from the EventName summary table (maintained by ingestion)."""
+
+    title = "name"
+    parameter_name = "name"
+
+    def lookups(self, request, model_admin):
+        names = EventName.objects.all()
+        organization = _uuid_or_none(request.GET.get(OrganizationFilter.parameter_name))
+        if organization:
+            names = names.filter(organization_id=organization)
+        return [(n, n) for n in names.order_by("name").values_list("name", flat=True).distinct()]
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        return queryset.filter(name=self.value())
+
+
+class SourceFilter(admin.SimpleListFilter):
+    title = "source"
+    parameter_name = "source"
+
+    def lookups(self, request, model_admin):
+        return EventSource.choices
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        return queryset.filter(source=self.value())
+
+
+class PeriodFilter(admin.SimpleListFilter):
+    """Time ranges on `timestamp` (also `?timestamp__gte=...&timestamp__lt=...` in the URL)."""
+
+    title = "timestamp"
+    parameter_name = "period"
+    PERIODS = {
+        "1h": ("Last hour", timedelta(hours=1)),
+        "24h": ("Last 24 hours", timedelta(days=1)),
+        "7d": ("Last 7 days", timedelta(days=7)),
+        "30d": ("Last 30 days", timedelta(days=30)),
+        "90d": ("Last 90 days", timedelta(days=90)),
+    }
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, (label, _) in self.PERIODS.items()]
+
+    def queryset(self, request, queryset):
+        period = self.PERIODS.get(self.value() or "")
+        if period is None:
+            return queryset
+        return queryset.filter(timestamp__gte=timezone.now() - period[1])
+
+
+class CustomerFilter(admin.SimpleListFilter):
+    """Set from a customer's page; lists only the selected customer (no scan for choices)."""
+
+    title = "customer"
+    parameter_name = "customer"
+
+    def lookups(self, request, model_admin):
+        pk = _uuid_or_none(self.value())
+        if pk is None:
+            return []
+        return [(str(c.pk), str(c)) for c in Customer.objects.filter(pk=pk)]
+
+    def has_output(self):
+        return self.value() is not None
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        pk = _uuid_or_none(self.value())
+        return queryset.filter(customer_id=pk) if pk else queryset.none()
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+def _admin_link(obj, label=None) -> str:
+    if obj is None:
+        return "—"
+    opts = obj._meta
+    try:
+        url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+    except NoReverseMatch:
+        return str(label or obj)
+    return format_html('<a href="{}">{}</a>', url, label or obj)
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = (
+        "timestamp",
+        "name",
+        "organization",
+        "customer_link",
+        "external_customer_id",
+        "source",
+        "external_id",
+    )
+    list_display_links = ("timestamp", "name")
+    list_select_related = ("organization", "customer")
+    list_filter = (OrganizationFilter, EventNameFilter, SourceFilter, PeriodFilter, CustomerFilter)
+    list_per_page = 50
+    list_max_show_all = 200
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    ordering = ("-timestamp",)
+    sortable_by = ("timestamp",)
+    # Enables the search box; get_search_results below does exact, index-backed matching.
+    search_fields = ("=external_id", "=external_customer_id")
+    search_help_text = "Exact event id, external id or external customer id."
+    actions = None
+    fieldsets = (
+        (None, {"fields": ("id", "organization", "name", "source", "timestamp", "ingested_at")}),
+        ("Customer", {"fields": ("customer_link", "external_customer_id")}),
+        (
+            "Idempotency and hierarchy",
+            {"fields": ("external_id", "parent_link", "parent_reference", "children_links")},
+        ),
+        ("Metadata", {"fields": ("metadata_pretty",)}),
+        ("Meters", {"fields": ("matched_meters",)}),
+    )
+    readonly_fields = (
+        "id",
+        "organization",
+        "name",
+        "source",
+        "timestamp",
+        "ingested_at",
+        "customer_link",
+        "external_customer_id",
+        "external_id",
+        "parent_link",
+        "parent_reference",
+        "children_links",
+        "metadata_pretty",
+        "matched_meters",
+    )
+
+    # Events are immutable: view only, for everyone.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_object(self, request, object_id, from_field=None):
+        pk = _uuid_or_none(object_id)
+        if pk is None:
+            return None
+        return (
+            self.get_queryset(request)
+            .select_related("organization", "customer", "parent")
+            .filter(pk=pk)
+            .first()
+        )
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        # The unique (organization, external_id) and (organization, external_customer_id,
+        # -timestamp) indexes lead with organization: name the organizations so they apply.
+        organizations = list(Organization.objects.values_list("pk", flat=True))
+        match = Q(external_id=term) | Q(external_customer_id=term)
+        customers = list(
+            Customer.objects.filter(external_id=term).values_list("pk", flat=True)[:100]
+        )
+        if customers:  # events sent with customer_id, found through (customer, -timestamp)
+            match |= Q(customer_id__in=customers)
+        event_id = _uuid_or_none(term)
+        if event_id:
+            match |= Q(pk=event_id)
+        return queryset.filter(Q(organization_id__in=organizations) & match), False
+
+    # -- columns and fields --------------------------------------------------------------------
+
+    @admin.display(description="customer", ordering=None)
+    def customer_link(self, obj):
+        if obj.customer_id is None:
+            return "— (not linked)" if obj.external_customer_id else "—"
+        return _admin_link(obj.customer, obj.customer.email)
+
+    @admin.display(description="parent")
+    def parent_link(self, obj):
+        if obj.parent_id is None:
+            return "—"
+        return _admin_link(obj.parent, f"{obj.parent} ({obj.parent_id})")
+
+    @admin.display(description="children")
+    def children_links(self, obj):
+        # event_parent partial index: (parent_id) WHERE parent_id IS NOT NULL
+        children = list(
+            Event.objects.filter(parent=obj)
+            .order_by("timestamp")
+            .only("id", "name", "timestamp")[: CHILDREN_SHOWN + 1]
+        )
+        if not children:
+            return "—"
+        items = format_html_join(
+            "", "<li>{}</li>", ((_admin_link(c),) for c in children[:CHILDREN_SHOWN])
+        )
+        more = ""
+        if len(children) > CHILDREN_SHOWN:
+            url = reverse("admin:metering_event_changelist") + "?" + urlencode({"parent": obj.pk})
+            more = format_html('<li><a href="{}">all children →</a></li>', url)
+        return format_html("<ul>{}{}</ul>", items, more)
+
+    @admin.display(description="metadata")
+    def metadata_pretty(self, obj):
+        text = json.dumps(obj.metadata or {}, indent=2, sort_keys=True, ensure_ascii=False)
+        return format_html('<pre style="margin: 0">{}</pre>', text)
+
+    # ------------------------------------------------------------------------------------------
+    # MATCHED METERS: which meters this event matched, and with what value. Uses the meter
+    # filter language of metering.filters (the same rule as the SQL compiler and the rollups).
+    # ------------------------------------------------------------------------------------------
+    @admin.display(description="matched meters")
+    def matched_meters(self, obj):
+        Meter = getattr(metering_models, "Meter", None)
+        if Meter is None or obj is None:
+            return "—"
+        from metering import filters
+
+        event = {
+            "name": obj.name,
+            "source": obj.source,
+            "timestamp": obj.timestamp,
+            "metadata": obj.metadata or {},
+        }
+        meters = Meter.objects.filter(organization_id=obj.organization_id).order_by("name")
+        rows = []
+        for meter in meters:
+            if not filters.evaluate(meter.filter or {}, event):
+                continue
+            aggregation = meter.aggregation or {}
+            func = aggregation.get("func", "count")
+            if func == "count":
+                value = "1"
+            elif func == "unique":
+                key = filters.value_key(aggregation.get("property", ""), event)
+                value = key.split(":", 1)[1] if key else "no value (not counted)"
+            else:
+                number = filters.numeric_value(aggregation.get("property", ""), event)
+                value = str(number) if number is not None else "no numeric value (ignored)"
+            archived = " (archived)" if meter.archived_at else ""
+            rows.append((_admin_link(meter), func, value, archived))
+        if not rows:
+            return "No meter matches this event."
+        return format_html(
+            "<table><thead><tr><th>meter</th><th>aggregation</th><th>value</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            format_html_join(
+                "",
+                "<tr><td>{}{}</td><td>{}</td><td>{}</td></tr>",
+                ((link, archived, func, value) for link, func, value, archived in rows),
+            ),
+        )
+
+
+@admin.register(EventName)
+class EventNameAdmin(admin.ModelAdmin):
+    """The per-organization summary of event names (read-only; maintained by ingestion)."""
+
+    list_display = ("name", "organization", "source", "occurrences", "first_seen", "last_seen")
+    list_filter = ("organization", "source")
+    list_select_related = ("organization",)
+    search_fields = ("name",)
+    ordering = ("organization", "name")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
