@@ -292,11 +292,20 @@ class Command(BaseCommand):
 
         if not hasattr(metering_models, "Meter"):
             return "Meters: skipped (no Meter model yet)."
+        from metering.management.commands.generate_events import ensure_demo_meters
+
+        summary = ensure_demo_meters(organization)
         try:
-            from metering.management.commands.generate_events import ensure_demo_meters
+            from metering.meters import backfill
         except ImportError:  # pragma: no cover - depends on the meters work
-            return "Meters: skipped (no meter service found)."
-        return ensure_demo_meters(organization)
+            return summary
+        # Roll up the demo events now (the worker would do it too; this makes the demo ready).
+        pending = metering_models.Meter.objects.filter(
+            organization=organization, state=metering_models.MeterState.BACKFILLING
+        )
+        for meter in pending:
+            backfill(meter.pk)
+        return summary
 
 
 DEMO_NAMES = (
