@@ -1,0 +1,1 @@
+"""Benchmarks P1-P4 (docs/performance.md). Not part of the test suite."""
