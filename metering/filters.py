@@ -10,6 +10,7 @@ Property values are handled as jsonb everywhere in SQL, so SQL and Python share 
 
 import decimal
 import math
+import re
 from datetime import UTC, datetime
 
 from core.api.errors import ErrorList
@@ -326,22 +327,38 @@ def property_sql(prop: str, alias: str = "e") -> tuple[str, list]:
     return f"({alias}.metadata -> %s)", [path]
 
 
+def _subst(template: str, expr: str, expr_params: list, extra: list) -> tuple[str, list]:
+    """Fill `{v}` with the property expression (repeating its params) and `%s` with `extra`."""
+    out, params = [], []
+    extra_iter = iter(extra)
+    for token in re.split(r"(\{v\}|%s)", template):
+        if token == "{v}":
+            out.append(expr)
+            params.extend(expr_params)
+        elif token == "%s":
+            out.append("%s")
+            params.append(next(extra_iter))
+        else:
+            out.append(token)
+    return "".join(out), params
+
+
 def numeric_sql(prop: str, alias: str = "e") -> tuple[str, list]:
     expr, params = property_sql(prop, alias)
-    return (
-        f"(SELECT CASE WHEN jsonb_typeof(v) = 'number' THEN (v)::numeric END FROM (SELECT {expr} AS v) p)",
-        params,
+    return _subst(
+        "(CASE WHEN jsonb_typeof({v}) = 'number' THEN ({v})::numeric END)", expr, params, []
     )
 
 
 def value_key_sql(prop: str, alias: str = "e") -> tuple[str, list]:
     expr, params = property_sql(prop, alias)
-    return (
-        "(SELECT CASE jsonb_typeof(v) WHEN 'string' THEN 's:' || (v #>> '{}') "
-        "WHEN 'number' THEN 'n:' || trim_scale((v)::numeric)::text "
-        "WHEN 'boolean' THEN 'b:' || (v #>> '{}') END "
-        f"FROM (SELECT {expr} AS v) p)",
+    return _subst(
+        "(CASE jsonb_typeof({v}) WHEN 'string' THEN 's:' || ({v} #>> '{}') "
+        "WHEN 'number' THEN 'n:' || trim_scale(({v})::numeric)::text "
+        "WHEN 'boolean' THEN 'b:' || ({v} #>> '{}') END)",
+        expr,
         params,
+        [],
     )
 
 
@@ -386,23 +403,29 @@ def _clause_sql(clause: dict, alias: str) -> tuple[str, list]:
     if isinstance(expected, str):
         if operator in ("like", "not_like"):
             test = "> 0" if operator == "like" else "= 0"
-            return (
-                f"(SELECT CASE WHEN jsonb_typeof(v) = 'string' THEN strpos(v #>> '{{}}', %s) {test} "
-                f"ELSE FALSE END FROM (SELECT {expr} AS v) p)",
-                [*params, expected],
+            return _subst(
+                "(CASE WHEN jsonb_typeof({v}) = 'string' THEN strpos({v} #>> '{}', %s) "
+                f"{test} ELSE FALSE END)",
+                expr,
+                params,
+                [expected],
             )
-        return (
-            f"(SELECT CASE WHEN jsonb_typeof(v) = 'string' THEN "
-            f'(v #>> \'{{}}\') COLLATE "C" {SQL_OPS[operator]} %s COLLATE "C" '
-            f"ELSE FALSE END FROM (SELECT {expr} AS v) p)",
-            [*params, expected],
+        return _subst(
+            "(CASE WHEN jsonb_typeof({v}) = 'string' THEN "
+            f'({{v}} #>> \'{{}}\') COLLATE "C" {SQL_OPS[operator]} %s COLLATE "C" '
+            "ELSE FALSE END)",
+            expr,
+            params,
+            [expected],
         )
     if operator in ("like", "not_like"):
         return "FALSE", []
-    return (
-        f"(SELECT CASE WHEN jsonb_typeof(v) = 'number' THEN (v)::numeric {SQL_OPS[operator]} "
-        f"%s::numeric ELSE FALSE END FROM (SELECT {expr} AS v) p)",
-        [*params, str(_as_decimal(expected))],
+    return _subst(
+        f"(CASE WHEN jsonb_typeof({{v}}) = 'number' THEN ({{v}})::numeric {SQL_OPS[operator]} "
+        "%s::numeric ELSE FALSE END)",
+        expr,
+        params,
+        [str(_as_decimal(expected))],
     )
 
 

@@ -215,6 +215,9 @@ class MeterRollup(models.Model):
     numeric_min = NumericField(null=True)
     numeric_max = NumericField(null=True)
 
+    def __str__(self) -> str:
+        return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
+
 
 class MeterUniqueRollup(models.Model):
     """Distinct values of a `unique` meter's property per (meter, customer, hour). The value key
@@ -235,3 +238,8 @@ class MeterUniqueRollup(models.Model):
     )
     bucket = models.DateTimeField()
     value_key = models.TextField()
+
+    def __str__(self) -> str:
+        return (
+            f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}: {self.value_key}"
+        )

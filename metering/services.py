@@ -2,9 +2,11 @@
 transaction (no per-event ORM save)."""
 
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import simplejson
 from django.conf import settings
 from django.db import connection, transaction
@@ -60,6 +62,9 @@ def _string(event, key, loc, errors, *, required=False, max_length=MAX_EXTERNAL)
         return None
     if not 1 <= len(value) <= max_length:
         errors.add([*loc, key], f"String should have 1 to {max_length} characters", "string_length")
+        return None
+    if "\x00" in value:
+        errors.add([*loc, key], "NUL characters are not allowed", "string_nul")
         return None
     return value
 
@@ -193,9 +198,9 @@ def validate_events(
 INSERT_SQL = """
 WITH input AS (
     SELECT * FROM unnest(
-        %(names)s::text[], %(timestamps)s::timestamptz[], %(customer_ids)s::uuid[],
-        %(external_customer_ids)s::text[], %(external_ids)s::text[], %(parents)s::text[],
-        %(metadata)s::jsonb[]
+        %(names)b::text[], %(timestamps)b::timestamptz[], %(customer_ids)b::uuid[],
+        %(external_customer_ids)b::text[], %(external_ids)b::text[], %(parents)b::text[],
+        %(metadata)b::jsonb[]
     ) WITH ORDINALITY AS t(name, ts, customer_id, external_customer_id, external_id, parent_reference, metadata, ord)
 )
 INSERT INTO metering_event (
@@ -218,7 +223,7 @@ RETURNING id
 RESOLVE_PARENTS_SQL = """
 UPDATE metering_event e SET parent_id = p.id
 FROM metering_event p
-WHERE e.id = ANY(%(ids)s) AND e.parent_reference IS NOT NULL AND e.parent_id IS NULL
+WHERE e.id = ANY(%(ids)b) AND e.parent_reference IS NOT NULL AND e.parent_id IS NULL
   AND p.organization_id = %(org)s AND p.id <> e.id
   AND (p.external_id = e.parent_reference
        OR p.id = CASE WHEN e.parent_reference ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
@@ -228,7 +233,7 @@ WHERE e.id = ANY(%(ids)s) AND e.parent_reference IS NOT NULL AND e.parent_id IS 
 ADOPT_CHILDREN_SQL = """
 UPDATE metering_event c SET parent_id = n.id
 FROM metering_event n
-WHERE n.id = ANY(%(ids)s) AND n.external_id IS NOT NULL
+WHERE n.id = ANY(%(ids)b) AND n.external_id IS NOT NULL
   AND c.organization_id = %(org)s AND c.parent_id IS NULL AND c.parent_reference = n.external_id
   AND c.id <> n.id
 """
@@ -236,14 +241,14 @@ WHERE n.id = ANY(%(ids)s) AND n.external_id IS NOT NULL
 FIRST_EVENT_SQL = """
 UPDATE customers_customer c SET first_user_event_at = m.first
 FROM (SELECT customer_id, min(timestamp) AS first FROM metering_event
-      WHERE id = ANY(%(ids)s) AND customer_id IS NOT NULL GROUP BY customer_id) m
+      WHERE id = ANY(%(ids)b) AND customer_id IS NOT NULL GROUP BY customer_id) m
 WHERE c.id = m.customer_id AND (c.first_user_event_at IS NULL OR c.first_user_event_at > m.first)
 """
 
 EVENT_NAMES_SQL = """
 INSERT INTO metering_eventname (organization_id, name, source, occurrences, first_seen, last_seen)
 SELECT %(org)s, name, source, count(*), min(timestamp), max(timestamp)
-FROM metering_event WHERE id = ANY(%(ids)s) GROUP BY name, source ORDER BY name, source
+FROM metering_event WHERE id = ANY(%(ids)b) GROUP BY name, source ORDER BY name, source
 ON CONFLICT (organization_id, name, source) DO UPDATE SET
     occurrences = metering_eventname.occurrences + EXCLUDED.occurrences,
     first_seen = LEAST(metering_eventname.first_seen, EXCLUDED.first_seen),
@@ -272,7 +277,7 @@ def insert_events(*, organization: Organization, rows: list[_Row], source: str =
     }
     sql = INSERT_SQL if source == "user" else INSERT_SQL.replace("'user'", "%(source)s")
     params["source"] = source
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:
         cursor.execute(sql, params)
         ids = [row[0] for row in cursor.fetchall()]
         if not ids:
@@ -289,8 +294,25 @@ def insert_events(*, organization: Organization, rows: list[_Row], source: str =
     return ids
 
 
+@contextmanager
+def bound_cursor():
+    """A psycopg cursor with server-side binding, inside Django's current transaction.
+
+    Django binds parameters client-side, quoting every element of a list into SQL text with
+    regular expressions; for the ingest path's 1,000-element arrays that was ~65% of a batch's
+    time. Server-side binding sends the arrays in binary. Errors are mapped to Django's
+    exception classes so callers see the usual IntegrityError/DataError."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
+
+
 def after_events_inserted(*, organization: Organization, event_ids: list, cursor) -> None:
-    """Extension point inside the ingest transaction (meter rollups are maintained here)."""
+    """Inside the ingest transaction: add the new events to every meter's rollups (set-based,
+    one statement per meter), so reads right after the response see them."""
+    from metering import rollups
+
+    rollups.after_insert(cursor, organization_id=organization.pk, event_ids=event_ids)
 
 
 def dedupe_within_batch(rows: list[_Row]) -> list[_Row]:
@@ -346,9 +368,15 @@ def link_customer_events(*, customer: Customer) -> int:
 
 
 def after_events_linked(*, customer: Customer, event_ids: list, cursor) -> None:
-    """Extension point: events just linked to `customer` (meter rollups are rebuilt here)."""
+    """Events sent before `customer` existed were just linked to it: roll them up now (history
+    included), in the linking transaction."""
+    from metering import rollups
+
+    rollups.after_insert(cursor, organization_id=customer.organization_id, event_ids=event_ids)
 
 
 def customer_active_meters(*, customer: Customer) -> list[dict]:
     """Customer meters of non-archived meters, in Polar's CustomerStateMeter shape."""
-    return []
+    from metering import meters
+
+    return meters.customer_active_meters(customer=customer)

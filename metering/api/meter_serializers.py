@@ -1,0 +1,180 @@
+"""Polar's Meter / MeterQuantities / CustomerMeter shapes. Writes are validated by
+`metering.api.meter_views` (one pass reporting every problem); these serializers produce the
+output and document the bodies in OpenAPI."""
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from customers.api.serializers import CustomerSerializer
+from metering.filters import AGGREGATION_FUNCS, CONJUNCTIONS, OPERATORS
+from metering.models import MeterUnit
+
+FILTER_SCHEMA = {
+    "type": "object",
+    "required": ["conjunction", "clauses"],
+    "properties": {
+        "conjunction": {"type": "string", "enum": list(CONJUNCTIONS)},
+        "clauses": {
+            "type": "array",
+            "maxItems": 100,
+            "items": {
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "required": ["property", "operator", "value"],
+                        "properties": {
+                            "property": {"type": "string", "minLength": 1, "maxLength": 256},
+                            "operator": {"type": "string", "enum": list(OPERATORS)},
+                            "value": {
+                                "oneOf": [
+                                    {"type": "string", "maxLength": 1000},
+                                    {"type": "integer"},
+                                    {"type": "number"},
+                                    {"type": "boolean"},
+                                ]
+                            },
+                        },
+                    },
+                    {"type": "object", "description": "A nested filter (same shape)."},
+                ]
+            },
+        },
+    },
+}
+
+AGGREGATION_SCHEMA = {
+    "type": "object",
+    "required": ["func"],
+    "properties": {
+        "func": {"type": "string", "enum": list(AGGREGATION_FUNCS)},
+        "property": {"type": "string", "minLength": 1, "maxLength": 256},
+    },
+}
+
+
+@extend_schema_field(FILTER_SCHEMA)
+class FilterField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field(AGGREGATION_SCHEMA)
+class AggregationField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {
+            "oneOf": [
+                {"type": "string"},
+                {"type": "integer"},
+                {"type": "number"},
+                {"type": "boolean"},
+            ]
+        },
+    }
+)
+class MetadataOutField(serializers.JSONField):
+    pass
+
+
+class MeterSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    created_at = serializers.DateTimeField()
+    modified_at = serializers.DateTimeField(allow_null=True)
+    organization_id = serializers.UUIDField()
+    name = serializers.CharField()
+    unit = serializers.ChoiceField(choices=MeterUnit.choices)
+    custom_label = serializers.CharField(allow_null=True)
+    custom_multiplier = serializers.IntegerField(allow_null=True)
+    filter = FilterField()
+    aggregation = AggregationField()
+    metadata = MetadataOutField()
+    archived_at = serializers.DateTimeField(allow_null=True)
+    # Meterline extras (allowed by the client): rollup lifecycle.
+    state = serializers.CharField()
+    backfill_progress = serializers.FloatField()
+
+
+class MeterCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(min_length=3, max_length=256)
+    filter = FilterField()
+    aggregation = AggregationField()
+    unit = serializers.ChoiceField(choices=MeterUnit.choices, required=False)
+    custom_label = serializers.CharField(max_length=64, required=False, allow_null=True)
+    custom_multiplier = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    metadata = MetadataOutField(required=False)
+    organization_id = serializers.UUIDField(required=False, allow_null=True)
+
+
+class MeterUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(min_length=3, max_length=256, required=False, allow_null=True)
+    filter = FilterField(required=False, allow_null=True)
+    aggregation = AggregationField(required=False, allow_null=True)
+    unit = serializers.ChoiceField(choices=MeterUnit.choices, required=False, allow_null=True)
+    custom_label = serializers.CharField(max_length=64, required=False, allow_null=True)
+    custom_multiplier = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    metadata = MetadataOutField(required=False)
+    is_archived = serializers.BooleanField(required=False, allow_null=True)
+
+
+class MeterQuantitySerializer(serializers.Serializer):
+    timestamp = serializers.DateTimeField()
+    quantity = serializers.FloatField()
+
+
+class MeterQuantitiesSerializer(serializers.Serializer):
+    quantities = MeterQuantitySerializer(many=True)
+    total = serializers.FloatField()
+
+
+class CustomerMeterSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    created_at = serializers.DateTimeField()
+    modified_at = serializers.DateTimeField(allow_null=True)
+    customer_id = serializers.UUIDField()
+    meter_id = serializers.UUIDField()
+    consumed_units = serializers.FloatField()
+    credited_units = serializers.IntegerField()
+    balance = serializers.FloatField()
+    customer = CustomerSerializer()
+    meter = MeterSerializer()
+
+
+def meter_payload(meter) -> dict:
+    return MeterSerializer(
+        {
+            "id": meter.pk,
+            "created_at": meter.created_at,
+            "modified_at": meter.modified_at,
+            "organization_id": meter.organization_id,
+            "name": meter.name,
+            "unit": meter.unit,
+            "custom_label": meter.custom_label,
+            "custom_multiplier": meter.custom_multiplier,
+            "filter": meter.filter,
+            "aggregation": meter.aggregation,
+            "metadata": meter.metadata,
+            "archived_at": meter.archived_at,
+            "state": meter.state,
+            "backfill_progress": meter.backfill_progress,
+        }
+    ).data
+
+
+def customer_meter_payload(customer_meter, numbers) -> dict:
+    return {
+        "id": str(customer_meter.pk),
+        "created_at": serializers.DateTimeField().to_representation(customer_meter.created_at),
+        "modified_at": serializers.DateTimeField().to_representation(customer_meter.modified_at)
+        if customer_meter.modified_at
+        else None,
+        "customer_id": str(customer_meter.customer_id),
+        "meter_id": str(customer_meter.meter_id),
+        "consumed_units": float(numbers.consumed_units),
+        "credited_units": numbers.credited_units,
+        "balance": float(numbers.balance),
+        "customer": CustomerSerializer(customer_meter.customer).data,
+        "meter": meter_payload(customer_meter.meter),
+    }

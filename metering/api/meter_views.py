@@ -1,0 +1,464 @@
+"""Meters, quantities and customer meters in Polar's wire format."""
+
+from datetime import UTC
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from django.db.models import Q
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.generics import GenericAPIView
+from rest_framework.response import Response
+
+from core.api import params
+from core.api.errors import ErrorList, PolarValidationError
+from core.api.pagination import read_page_params
+from core.metadata import validate_metadata
+from customers.models import Customer
+from metering import filters, meters, quantities
+from metering.api.meter_serializers import (
+    CustomerMeterSerializer,
+    MeterCreateSerializer,
+    MeterQuantitiesSerializer,
+    MeterSerializer,
+    MeterUpdateSerializer,
+    customer_meter_payload,
+    meter_payload,
+)
+from metering.models import CustomerMeter, Meter, MeterUnit
+
+CREATE_FIELDS = {
+    "name",
+    "filter",
+    "aggregation",
+    "unit",
+    "custom_label",
+    "custom_multiplier",
+    "metadata",
+    "organization_id",
+}
+UPDATE_FIELDS = (CREATE_FIELDS - {"organization_id"}) | {"is_archived"}
+MAX_NAME = 256
+MAX_LABEL = 64
+MAX_MULTIPLIER = 2**63 - 1
+
+
+def _uuid_or_404(value):
+    import uuid
+
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise Http404("Meter not found.")
+
+
+def organization_meter(request, id) -> Meter:
+    meter = Meter.objects.filter(
+        organization=request.auth.organization, pk=_uuid_or_404(id)
+    ).first()
+    if meter is None:
+        raise Http404("Meter not found.")
+    return meter
+
+
+def _validate_body(request, *, creating: bool) -> dict:
+    data = request.data
+    if not isinstance(data, dict):
+        raise PolarValidationError.single(["body"], "Expected a JSON object", "dict_type")
+    errors = ErrorList()
+    allowed = CREATE_FIELDS if creating else UPDATE_FIELDS
+    for key in data:
+        if key not in allowed:
+            errors.add(["body", key], "Extra inputs are not permitted", "extra_forbidden")
+    if creating and data.get("organization_id") is not None:
+        errors.add(
+            ["body", "organization_id"],
+            "Setting organization_id is disallowed when using an organization token.",
+            "value_error",
+        )
+    clean: dict = {}
+    present = {k for k, v in data.items() if v is not None or k in ("custom_label",)}
+    if creating:
+        for key in ("name", "filter", "aggregation"):
+            if data.get(key) is None:
+                errors.add(["body", key], "Field required", "missing")
+    if "name" in present:
+        name = data["name"]
+        if not isinstance(name, str):
+            errors.add(["body", "name"], "Input should be a valid string", "string_type")
+        elif not 3 <= len(name.strip()) <= MAX_NAME:
+            errors.add(
+                ["body", "name"], f"Name must have 3 to {MAX_NAME} characters", "string_length"
+            )
+        else:
+            clean["name"] = name
+    if "filter" in present:
+        cleaned = filters.validate_filter(data["filter"], ["body", "filter"], errors)
+        if cleaned is not None:
+            clean["filter"] = cleaned
+    if "aggregation" in present:
+        cleaned = filters.validate_aggregation(data["aggregation"], ["body", "aggregation"], errors)
+        if cleaned is not None:
+            clean["aggregation"] = cleaned
+    if "unit" in present:
+        if data["unit"] not in MeterUnit.values:
+            errors.add(
+                ["body", "unit"], "Input should be 'scalar', 'token' or 'custom'", "literal_error"
+            )
+        else:
+            clean["unit"] = data["unit"]
+    if "custom_label" in present:
+        label = data["custom_label"]
+        if label is not None and (not isinstance(label, str) or not 1 <= len(label) <= MAX_LABEL):
+            errors.add(
+                ["body", "custom_label"],
+                f"Input should be a string of 1 to {MAX_LABEL} characters",
+                "string_type",
+            )
+        else:
+            clean["custom_label"] = label
+    if "custom_multiplier" in present:
+        multiplier = data["custom_multiplier"]
+        if (
+            isinstance(multiplier, bool)
+            or not isinstance(multiplier, int)
+            or not 1 <= multiplier <= MAX_MULTIPLIER
+        ):
+            errors.add(
+                ["body", "custom_multiplier"],
+                "Input should be a positive integer",
+                "int_type",
+            )
+        else:
+            clean["custom_multiplier"] = multiplier
+    if "metadata" in present:
+        clean["metadata"] = validate_metadata(data["metadata"], ["body", "metadata"], errors)
+    if "is_archived" in present:
+        if not isinstance(data["is_archived"], bool):
+            errors.add(["body", "is_archived"], "Input should be a valid boolean", "bool_type")
+        else:
+            clean["is_archived"] = data["is_archived"]
+    if creating and clean.get("unit") == "custom" and not clean.get("custom_label"):
+        errors.add(
+            ["body", "custom_label"], "custom_label is required when unit is 'custom'", "missing"
+        )
+    errors.raise_if_any()
+    return clean
+
+
+METER_SORTING = {"created_at": "created_at", "name": "name"}
+
+
+class MeterListView(GenericAPIView):
+    serializer_class = MeterSerializer
+
+    @extend_schema(
+        operation_id="meters_list",
+        parameters=[
+            OpenApiParameter("organization_id", str, many=True),
+            OpenApiParameter("query", str),
+            OpenApiParameter("is_archived", bool),
+            OpenApiParameter("page", int),
+            OpenApiParameter("limit", int),
+            OpenApiParameter("sorting", str, many=True),
+        ],
+        responses={200: MeterSerializer(many=True)},
+    )
+    def get(self, request):
+        errors = ErrorList()
+        organization = request.auth.organization
+        organization_ids = params.uuid_list(request, "organization_id", errors)
+        archived = params.parse_bool(request, "is_archived", errors)
+        query = request.query_params.get("query")
+        metadata = params.metadata_filters(request, errors)
+        order = params.sorting(request, METER_SORTING, ["name"], errors)
+        errors.raise_if_any()
+        queryset = Meter.objects.filter(organization=organization)
+        if organization_ids and organization.pk not in organization_ids:
+            queryset = queryset.none()
+        if archived is not None:
+            queryset = queryset.filter(archived_at__isnull=not archived)
+        if query:
+            queryset = queryset.filter(name__icontains=query)
+        if metadata:
+            queryset = queryset.filter(params.metadata_q("metadata", metadata))
+        queryset = queryset.order_by(*order, "id")
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response([meter_payload(m) for m in page])
+
+    @extend_schema(
+        operation_id="meters_create",
+        request=MeterCreateSerializer,
+        responses={201: MeterSerializer},
+    )
+    def post(self, request):
+        clean = _validate_body(request, creating=True)
+        clean.pop("organization_id", None)
+        meter = meters.create_meter(organization=request.auth.organization, **clean)
+        return Response(meter_payload(meter), status=201)
+
+
+class MeterDetailView(GenericAPIView):
+    serializer_class = MeterSerializer
+
+    @extend_schema(operation_id="meters_get", responses={200: MeterSerializer})
+    def get(self, request, id):
+        return Response(meter_payload(organization_meter(request, id)))
+
+    @extend_schema(
+        operation_id="meters_update",
+        request=MeterUpdateSerializer,
+        responses={200: MeterSerializer},
+    )
+    def patch(self, request, id):
+        meter = organization_meter(request, id)
+        clean = _validate_body(request, creating=False)
+        archived = clean.pop("is_archived", None)
+        if ("filter" in clean or "aggregation" in clean) and (
+            blockers := meters.definition_change_blockers(meter)
+        ):
+            raise PolarValidationError.single(["body", "filter"], "; ".join(blockers))
+        unit = clean.get("unit", meter.unit)
+        label = clean.get("custom_label", meter.custom_label)
+        if unit == "custom" and not label:
+            raise PolarValidationError.single(
+                ["body", "custom_label"], "custom_label is required when unit is 'custom'"
+            )
+        if archived and meter.archived_at is None and (blockers := meters.archive_blockers(meter)):
+            raise PolarValidationError.single(
+                ["body", "is_archived"], "Cannot archive: " + "; ".join(blockers)
+            )
+        if clean:
+            meter = meters.update_meter(meter=meter, **clean)
+        if archived is not None:
+            meter = meters.set_archived(meter=meter, archived=archived)
+        return Response(meter_payload(meter))
+
+
+def _timezone(raw: str, errors: ErrorList):
+    if not raw or len(raw) > 64 or raw not in _zones():
+        errors.add(["query", "timezone"], "Input should be a valid IANA timezone", "timezone", raw)
+        return None
+    try:
+        return ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        errors.add(["query", "timezone"], "Input should be a valid IANA timezone", "timezone", raw)
+        return None
+
+
+_ZONES: set[str] = set()
+
+
+def _zones() -> set[str]:
+    if not _ZONES:
+        _ZONES.update(available_timezones())
+        _ZONES.add("UTC")
+    return _ZONES
+
+
+def _timestamp(request, name: str, errors: ErrorList):
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        errors.add(["query", name], "Field required", "missing")
+        return None
+    value = params.parse_datetime(raw, name, errors)
+    if value is None:
+        return None
+    if not 1 < value.year < 9000:
+        errors.add(["query", name], "Timestamp out of range", "datetime_range")
+        return None
+    return value.astimezone(UTC)
+
+
+class MeterQuantitiesView(GenericAPIView):
+    serializer_class = MeterQuantitiesSerializer
+
+    @extend_schema(
+        operation_id="meters_quantities",
+        parameters=[
+            OpenApiParameter("start_timestamp", str, required=True),
+            OpenApiParameter("end_timestamp", str, required=True),
+            OpenApiParameter("interval", str, required=True, enum=quantities.INTERVALS),
+            OpenApiParameter("timezone", str),
+            OpenApiParameter("customer_id", str, many=True),
+            OpenApiParameter("external_customer_id", str, many=True),
+            OpenApiParameter(
+                "customer_aggregation_function",
+                str,
+                enum=("count", "sum", "avg", "min", "max", "unique"),
+            ),
+        ],
+        responses={200: MeterQuantitiesSerializer},
+    )
+    def get(self, request, id):
+        meter = organization_meter(request, id)
+        errors = ErrorList()
+        start = _timestamp(request, "start_timestamp", errors)
+        end = _timestamp(request, "end_timestamp", errors)
+        interval = request.query_params.get("interval")
+        if interval not in quantities.INTERVALS:
+            errors.add(
+                ["query", "interval"],
+                f"Input should be one of {', '.join(quantities.INTERVALS)}",
+                "enum" if interval else "missing",
+            )
+        zone = _timezone(request.query_params.get("timezone", "UTC"), errors)
+        customer_ids = params.uuid_list(request, "customer_id", errors)
+        external_ids = params.string_list(request, "external_customer_id", errors)
+        function = request.query_params.get("customer_aggregation_function")
+        if function is not None and function not in filters.AGGREGATION_FUNCS:
+            errors.add(
+                ["query", "customer_aggregation_function"],
+                f"Input should be one of {', '.join(filters.AGGREGATION_FUNCS)}",
+                "enum",
+            )
+        metadata = params.metadata_filters(request, errors)
+        if start and end and end < start:
+            errors.add(
+                ["query", "end_timestamp"], "end_timestamp must be after start_timestamp", "range"
+            )
+        errors.raise_if_any()
+        selected = None
+        if customer_ids or external_ids:
+            selected = list(
+                Customer.objects.filter(organization=meter.organization_id)
+                .filter(Q(pk__in=customer_ids) | Q(external_id__in=external_ids, deleted_at=None))
+                .values_list("pk", flat=True)
+            )
+        try:
+            result = quantities.quantities(
+                meter,
+                start=start,
+                end=end,
+                interval=interval,
+                zone=zone,
+                customer_ids=selected,
+                customer_aggregation_function=function,
+                metadata=metadata,
+            )
+        except quantities.TooManyBuckets:
+            raise PolarValidationError.single(
+                ["query", "interval"],
+                f"Too many buckets: at most {quantities.MAX_BUCKETS} per request; "
+                "use a larger interval or a shorter range",
+                "too_many_buckets",
+            )
+        except OverflowError:
+            raise PolarValidationError.single(
+                ["query", "end_timestamp"], "Range out of bounds", "datetime_range"
+            )
+        return Response(MeterQuantitiesSerializer(result).data)
+
+
+CUSTOMER_METER_SORTING = {
+    "created_at": "created_at",
+    "modified_at": "modified_at",
+    "customer_id": "customer_id",
+    "customer_name": "customer__name",
+    "meter_id": "meter_id",
+    "meter_name": "meter__name",
+    "consumed_units": None,
+    "credited_units": None,
+    "balance": None,
+}
+
+
+def organization_customer_meters(request):
+    return CustomerMeter.objects.filter(
+        meter__organization=request.auth.organization, customer__deleted_at__isnull=True
+    ).select_related("customer", "meter")
+
+
+class CustomerMeterListView(GenericAPIView):
+    serializer_class = CustomerMeterSerializer
+
+    @extend_schema(
+        operation_id="customer_meters_list",
+        parameters=[
+            OpenApiParameter("organization_id", str, many=True),
+            OpenApiParameter("customer_id", str, many=True),
+            OpenApiParameter("external_customer_id", str, many=True),
+            OpenApiParameter("meter_id", str, many=True),
+            OpenApiParameter("page", int),
+            OpenApiParameter("limit", int),
+            OpenApiParameter("sorting", str, many=True),
+        ],
+        responses={200: CustomerMeterSerializer(many=True)},
+    )
+    def get(self, request):
+        errors = ErrorList()
+        organization = request.auth.organization
+        organization_ids = params.uuid_list(request, "organization_id", errors)
+        customer_ids = params.uuid_list(request, "customer_id", errors)
+        external_ids = params.string_list(request, "external_customer_id", errors)
+        meter_ids = params.uuid_list(request, "meter_id", errors)
+        requested = request.query_params.getlist("sorting") or ["-modified_at"]
+        for key in requested:
+            if key.removeprefix("-") not in CUSTOMER_METER_SORTING:
+                errors.add(["query", "sorting"], f"Unknown sorting criterion {key!r}", "enum", key)
+        errors.raise_if_any()
+        page, limit = read_page_params(request)
+        queryset = organization_customer_meters(request)
+        if organization_ids and organization.pk not in organization_ids:
+            queryset = queryset.none()
+        if customer_ids:
+            queryset = queryset.filter(customer_id__in=customer_ids)
+        if external_ids:
+            queryset = queryset.filter(customer__external_id__in=external_ids)
+        if meter_ids:
+            queryset = queryset.filter(meter_id__in=meter_ids)
+        computed = [k for k in requested if CUSTOMER_METER_SORTING[k.removeprefix("-")] is None]
+        offset = (page - 1) * limit
+        if computed:
+            # numbers are computed from rollups, so sorting by them computes every row first
+            rows = meters.customer_meters_with_numbers(queryset.order_by("id"))
+            for key in reversed(requested):
+                bare = key.removeprefix("-")
+                rows.sort(key=_sort_key(bare), reverse=key.startswith("-"))
+            total = len(rows)
+            rows = rows[offset : offset + limit]
+        else:
+            order = [
+                ("-" if k.startswith("-") else "") + CUSTOMER_METER_SORTING[k.removeprefix("-")]
+                for k in requested
+            ]
+            total = queryset.count()
+            rows = meters.customer_meters_with_numbers(
+                queryset.order_by(*order, "id")[offset : offset + limit]
+            )
+        items = [customer_meter_payload(cm, numbers) for cm, numbers in rows]
+        return Response(
+            {
+                "items": items,
+                "pagination": {
+                    "total_count": total,
+                    "max_page": (total + limit - 1) // limit if total else 0,
+                },
+            }
+        )
+
+
+def _sort_key(bare: str):
+    def key(row):
+        customer_meter, numbers = row
+        if bare in ("consumed_units", "credited_units", "balance"):
+            return getattr(numbers, bare)
+        value = getattr(customer_meter, CUSTOMER_METER_SORTING[bare].replace("__", "."), None)
+        if bare == "customer_name":
+            value = customer_meter.customer.name or ""
+        elif bare == "meter_name":
+            value = customer_meter.meter.name
+        return str(value) if value is not None else ""
+
+    return key
+
+
+class CustomerMeterDetailView(GenericAPIView):
+    serializer_class = CustomerMeterSerializer
+
+    @extend_schema(operation_id="customer_meters_get", responses={200: CustomerMeterSerializer})
+    def get(self, request, id):
+        customer_meter = organization_customer_meters(request).filter(pk=_uuid_or_404(id)).first()
+        if customer_meter is None:
+            raise Http404("Customer meter not found.")
+        ((cm, numbers),) = meters.customer_meters_with_numbers([customer_meter])
+        return Response(customer_meter_payload(cm, numbers))

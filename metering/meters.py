@@ -1,0 +1,411 @@
+"""Meter services: lifecycle (create / update / archive + backfill), customer meters (consumed,
+credited, balance), credits and resets (system events). Views, tasks and the admin call these."""
+
+import decimal
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from customers.models import Customer, Organization
+from metering import aggregation, rollups
+from metering.models import CustomerMeter, Meter, MeterState
+
+CREDITED = "meter.credited"
+RESET = "meter.reset"
+BACKFILL_CHUNK_EVENTS = 200_000
+
+
+# --- lifecycle --------------------------------------------------------------------------------
+
+
+def definition_change_blockers(meter: Meter) -> list[str]:
+    """Reasons that forbid changing filter/aggregation: usage of this meter on a finalized
+    invoice. Billing does not exist yet, so there are none; billing replaces this check."""
+    return []
+
+
+def archive_blockers(meter: Meter) -> list[str]:
+    """Reasons that forbid archiving: an active price or credit benefit using the meter.
+    Billing does not exist yet, so there are none; billing replaces this check."""
+    return []
+
+
+def _jsonable(value):
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def create_meter(
+    *,
+    organization: Organization,
+    name: str,
+    filter: dict,
+    aggregation: dict,
+    unit: str = "scalar",
+    custom_label: str | None = None,
+    custom_multiplier: int | None = None,
+    metadata: dict | None = None,
+) -> Meter:
+    """Create a meter; it applies to events already stored through a backfill (reads use raw
+    events until the backfill is done)."""
+    with transaction.atomic():
+        has_events = _organization_has_events(organization.pk)
+        meter = Meter.objects.create(
+            organization=organization,
+            name=name,
+            filter=filter,
+            aggregation=aggregation,
+            unit=unit,
+            custom_label=custom_label,
+            custom_multiplier=custom_multiplier,
+            metadata=_jsonable(metadata or {}),
+            modified_at=timezone.now(),
+            state=MeterState.BACKFILLING if has_events else MeterState.READY,
+            backfill_started_at=timezone.now() if has_events else None,
+        )
+        if has_events:
+            _enqueue_backfill(meter)
+    return meter
+
+
+def update_meter(*, meter: Meter, **changes) -> Meter:
+    """Apply changes; a new filter or aggregation rebuilds the rollups like a create."""
+    with transaction.atomic():
+        meter = Meter.objects.select_for_update().get(pk=meter.pk)
+        redefine = False
+        for key in ("filter", "aggregation"):
+            if key in changes and changes[key] != getattr(meter, key):
+                redefine = True
+        for key, value in changes.items():
+            if key == "metadata":
+                value = _jsonable(value)
+            setattr(meter, key, value)
+        meter.modified_at = timezone.now()
+        if redefine:
+            with connection.cursor() as cursor:
+                # Exclusive: no ingest is adding to the old definition's rollups meanwhile.
+                rollups.lock_organization(cursor, meter.organization_id, exclusive=True)
+                cursor.execute("DELETE FROM metering_meterrollup WHERE meter_id = %s", [meter.pk])
+                cursor.execute(
+                    "DELETE FROM metering_meteruniquerollup WHERE meter_id = %s", [meter.pk]
+                )
+            meter.definition_version += 1
+            meter.state = MeterState.BACKFILLING
+            meter.backfill_cursor = None
+            meter.backfill_events_done = 0
+            meter.backfill_events_total = 0
+            meter.backfill_started_at = timezone.now()
+            meter.backfill_finished_at = None
+            meter.backfill_error = ""
+            _enqueue_backfill(meter)
+        meter.save()
+    return meter
+
+
+def set_archived(*, meter: Meter, archived: bool) -> Meter:
+    meter.archived_at = (meter.archived_at or timezone.now()) if archived else None
+    meter.modified_at = timezone.now()
+    meter.save(update_fields=["archived_at", "modified_at"])
+    return meter
+
+
+def _organization_has_events(organization_id) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM metering_event WHERE organization_id = %s "
+            "AND customer_id IS NOT NULL AND source = 'user')",
+            [organization_id],
+        )
+        return cursor.fetchone()[0]
+
+
+def _enqueue_backfill(meter: Meter) -> None:
+    from metering.tasks import backfill_meter
+
+    version = meter.definition_version
+    backfill_meter.delay_on_commit(str(meter.pk), version)
+
+
+# --- backfill -----------------------------------------------------------------------------------
+
+NEXT_CUSTOMERS_SQL = """
+SELECT c.id, (SELECT count(*) FROM metering_event e
+              WHERE e.customer_id = c.id AND e.source = 'user')
+FROM customers_customer c
+WHERE c.organization_id = %s AND (%s::uuid IS NULL OR c.id > %s::uuid)
+ORDER BY c.id LIMIT %s
+"""
+
+
+def backfill(meter_id, version: int | None = None, *, chunk_events: int = BACKFILL_CHUNK_EVENTS):
+    """Roll up the events stored before the meter (or its new definition) existed, customer
+    range by customer range. Each chunk runs under the organization's exclusive rollup lock and
+    advances `backfill_cursor`; ingestion maintains the customers at or below the cursor. Safe
+    to re-run: a chunk and its cursor commit together."""
+    while True:
+        done = backfill_step(meter_id, version, chunk_events=chunk_events)
+        if done:
+            return
+
+
+def backfill_step(meter_id, version=None, *, chunk_events: int = BACKFILL_CHUNK_EVENTS) -> bool:
+    """One chunk; returns True when the meter is ready (or gone / redefined meanwhile)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        meter = Meter.objects.filter(pk=meter_id).first()
+        if meter is None or meter.state != MeterState.BACKFILLING:
+            return True
+        if version is not None and meter.definition_version != version:
+            return True  # a newer definition has its own backfill
+        rollups.lock_organization(cursor, meter.organization_id, exclusive=True)
+        meter = Meter.objects.select_for_update().get(pk=meter_id)
+        if meter.state != MeterState.BACKFILLING or (
+            version is not None and meter.definition_version != version
+        ):
+            return True
+        if not meter.backfill_events_total:
+            cursor.execute(
+                "SELECT count(*) FROM metering_event WHERE organization_id = %s "
+                "AND customer_id IS NOT NULL AND source = 'user'",
+                [meter.organization_id],
+            )
+            meter.backfill_events_total = cursor.fetchone()[0]
+        # Pick customers until the chunk holds about `chunk_events` events (at least one).
+        cursor.execute(
+            NEXT_CUSTOMERS_SQL,
+            [meter.organization_id, meter.backfill_cursor, meter.backfill_cursor, 200],
+        )
+        picked, events = None, 0
+        for customer_id, count in cursor.fetchall():
+            if picked is not None and events + count > chunk_events:
+                break
+            picked, events = customer_id, events + count
+        if picked is None:
+            meter.state = MeterState.READY
+            meter.backfill_finished_at = timezone.now()
+            meter.backfill_events_done = meter.backfill_events_total
+            meter.save()
+            return True
+        definition = rollups.MeterDefinition(
+            meter.pk,
+            meter.filter,
+            meter.aggregation,
+            meter.state,
+            None,
+            meter.definition_version,
+        )
+        low = meter.backfill_cursor
+        rollups.apply(
+            cursor,
+            [definition],
+            source_sql=(
+                "e.organization_id = %(org)s AND e.customer_id <= %(high)s"
+                + (" AND e.customer_id > %(low)s" if low else "")
+            ),
+            source_params={"org": meter.organization_id, "high": picked, "low": low},
+            ignore_cursor=True,
+        )
+        meter.backfill_cursor = picked
+        meter.backfill_events_done += events
+        meter.save()
+        return False
+
+
+# --- customer meters --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MeterNumbers:
+    consumed_units: decimal.Decimal
+    credited_units: int
+    balance: decimal.Decimal
+    window_start: datetime | None
+
+
+SYSTEM_EVENTS_SQL = """
+SELECT name, metadata ->> 'meter_id', timestamp, metadata -> 'units'
+FROM metering_event
+WHERE customer_id = %s AND source = 'system' AND name IN ('meter.credited', 'meter.reset')
+ORDER BY timestamp, ingested_at, id
+"""
+
+
+def _system_events(customer_id) -> list:
+    with connection.cursor() as cursor:
+        cursor.execute(SYSTEM_EVENTS_SQL, [customer_id])
+        # Django leaves jsonb undecoded on raw cursors.
+        return [
+            (name, meter_id, moment, json.loads(units) if isinstance(units, str) else units)
+            for name, meter_id, moment, units in cursor.fetchall()
+        ]
+
+
+def _windows(system_events: list) -> dict[str, tuple[datetime | None, int]]:
+    """meter id → (window start = latest reset, clamped credits since then)."""
+    resets: dict[str, datetime] = {}
+    for name, meter_id, moment, _units in system_events:
+        if name == RESET and meter_id:
+            resets[meter_id] = moment
+    result: dict[str, tuple[datetime | None, int]] = {}
+    for meter_id, moment in resets.items():
+        result[meter_id] = (moment, 0)
+    for name, meter_id, moment, units in system_events:
+        if name != CREDITED or not meter_id or not isinstance(units, int | float):
+            continue
+        start, credited = result.get(meter_id, (None, 0))
+        if start is not None and moment < start:
+            continue
+        result[meter_id] = (start, max(0, credited + int(units)))
+    return result
+
+
+def numbers_for(meter: Meter, customer: Customer, system_events=None) -> MeterNumbers:
+    if system_events is None:
+        system_events = _system_events(customer.pk)
+    window_start, credited = _windows(system_events).get(str(meter.pk), (None, 0))
+    start = window_start or datetime(1, 1, 2, tzinfo=UTC)
+    _, total = aggregation.compute(
+        meter,
+        buckets=[(start, aggregation.FAR_FUTURE)],
+        customer_ids=[customer.pk],
+        use_rollups=meter.state == MeterState.READY,
+    )
+    consumed = aggregation.final_value(meter.aggregation["func"], total)
+    return MeterNumbers(consumed, credited, decimal.Decimal(credited) - consumed, window_start)
+
+
+def ensure_customer_meter(*, customer: Customer, meter: Meter) -> CustomerMeter:
+    obj, _ = CustomerMeter.objects.get_or_create(
+        customer=customer, meter=meter, defaults={"modified_at": timezone.now()}
+    )
+    return obj
+
+
+def customer_meters_with_numbers(customer_meters) -> list[tuple[CustomerMeter, MeterNumbers]]:
+    cache: dict = {}
+    out = []
+    for customer_meter in customer_meters:
+        events = cache.get(customer_meter.customer_id)
+        if events is None:
+            events = cache[customer_meter.customer_id] = _system_events(customer_meter.customer_id)
+        out.append(
+            (
+                customer_meter,
+                numbers_for(customer_meter.meter, customer_meter.customer, events),
+            )
+        )
+    return out
+
+
+def _backfilling_matches(customer: Customer) -> None:
+    """While a meter backfills, its customer meters may not exist yet: create them on read for
+    customers that have matching events (raw path)."""
+    backfilling = Meter.objects.filter(
+        organization_id=customer.organization_id,
+        state=MeterState.BACKFILLING,
+        archived_at__isnull=True,
+    ).exclude(customer_meters__customer=customer)
+    for meter in backfilling:
+        _, total = aggregation.compute(
+            meter,
+            buckets=[(datetime(1, 1, 2, tzinfo=UTC), aggregation.FAR_FUTURE)],
+            customer_ids=[customer.pk],
+            use_rollups=False,
+        )
+        if total.event_count:
+            ensure_customer_meter(customer=customer, meter=meter)
+
+
+def customer_active_meters(*, customer: Customer) -> list[dict]:
+    _backfilling_matches(customer)
+    customer_meters = (
+        CustomerMeter.objects.filter(customer=customer, meter__archived_at__isnull=True)
+        .select_related("meter", "customer")
+        .order_by("meter__name", "meter_id")
+    )
+    result = []
+    for customer_meter, numbers in customer_meters_with_numbers(customer_meters):
+        result.append(
+            {
+                "id": str(customer_meter.pk),
+                "created_at": customer_meter.created_at.isoformat(),
+                "modified_at": customer_meter.modified_at.isoformat()
+                if customer_meter.modified_at
+                else None,
+                "meter_id": str(customer_meter.meter_id),
+                "consumed_units": float(numbers.consumed_units),
+                "credited_units": numbers.credited_units,
+                "balance": float(numbers.balance),
+            }
+        )
+    return result
+
+
+# --- credits and resets -------------------------------------------------------------------------
+
+
+def _system_event(*, customer: Customer, name: str, metadata: dict, timestamp: datetime | None):
+    from metering.services import _Row, insert_events
+
+    row = _Row(
+        name=name,
+        timestamp=(timestamp or datetime.now(UTC)).astimezone(UTC),
+        customer_id=customer.pk,
+        external_customer_id=None,
+        external_id=None,
+        parent_reference=None,
+        metadata=metadata,
+    )
+    with transaction.atomic():
+        ids = insert_events(organization=customer.organization, rows=[row], source="system")
+    return ids[0]
+
+
+def grant_credits(
+    *,
+    customer: Customer,
+    meter: Meter,
+    units: int,
+    rollover: bool = False,
+    reason: str = "",
+    timestamp: datetime | None = None,
+) -> uuid.UUID:
+    """Record a `meter.credited` system event (units may be negative: a revocation)."""
+    if meter.organization_id != customer.organization_id:
+        raise ValueError("Meter and customer belong to different organizations")
+    if isinstance(units, bool) or not isinstance(units, int):
+        raise ValueError("units must be an integer")
+    with transaction.atomic():
+        event_id = _system_event(
+            customer=customer,
+            name=CREDITED,
+            metadata={
+                "meter_id": str(meter.pk),
+                "units": units,
+                "rollover": bool(rollover),
+                "reason": reason,
+            },
+            timestamp=timestamp,
+        )
+        ensure_customer_meter(customer=customer, meter=meter)
+    return event_id
+
+
+def reset_meter(
+    *, customer: Customer, meter: Meter, reason: str = "", timestamp: datetime | None = None
+) -> uuid.UUID:
+    """Record a `meter.reset` system event: the customer meter's window starts there."""
+    if meter.organization_id != customer.organization_id:
+        raise ValueError("Meter and customer belong to different organizations")
+    return _system_event(
+        customer=customer,
+        name=RESET,
+        metadata={"meter_id": str(meter.pk), "reason": reason},
+        timestamp=timestamp,
+    )
