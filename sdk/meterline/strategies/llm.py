@@ -127,23 +127,34 @@ def normalize_usage(usage: Any, *, model: str | None, vendor: str | None) -> LLM
     )
 
 
+def _looks_like_usage(obj: Any) -> bool:
+    return any(
+        _has(obj, key)
+        for key in ("prompt_tokens", "input_tokens", "output_tokens", "request_tokens")
+    )
+
+
 def extract_usage(
     result: Any, *, model: str | None = None, vendor: str | None = None
 ) -> LLMUsage | None:
     """Find the usage block of ``result``: a response object or dict with ``usage``, a usage
-    block itself, or a PydanticAI run result (``result.usage()``)."""
-    usage_attr = None if isinstance(result, Mapping) else getattr(result, "usage", None)
-    if callable(usage_attr):  # PydanticAI AgentRunResult / StreamedRunResult
-        try:
-            usage = usage_attr()
-        except Exception:
-            logger.exception("meterline: result.usage() raised")
-            return None
+    block itself, or a PydanticAI run result (``result.usage`` / ``result.usage()``)."""
+    if not isinstance(result, Mapping):
+        usage_attr = getattr(result, "usage", None)
+        if callable(usage_attr) and not _looks_like_usage(usage_attr):
+            try:  # PydanticAI < 2: ``result.usage()``
+                usage_attr = usage_attr()
+            except Exception:
+                logger.exception("meterline: result.usage() raised")
+                return None
         response = getattr(result, "response", None)
-        model = model or _get(response, "model_name")
-        vendor = vendor or _get(response, "provider_name")
-        return normalize_usage(usage, model=model, vendor=vendor)
-    usage = _get(result, "usage")
+        if _get(response, "model_name") is not None:  # PydanticAI run result
+            model = model or _get(response, "model_name")
+            vendor = vendor or _get(response, "provider_name")
+            return normalize_usage(usage_attr, model=model, vendor=vendor)
+        usage = usage_attr
+    else:
+        usage = result.get("usage")
     if usage is None:
         usage = result  # maybe the usage block itself
     model = model or _get(result, "model")
