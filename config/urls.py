@@ -1,12 +1,12 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularJSONAPIView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path(
         "v1/openapi.json",
-        SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),
+        SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]),
         name="openapi-schema",
     ),
     path("v1/", include("customers.api.urls")),

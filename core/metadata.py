@@ -39,6 +39,9 @@ def check_scalar(value, loc, errors: ErrorList, max_length: int = MAX_STRING_LEN
                 loc, f"String should have at most {max_length} characters", "string_too_long"
             )
             return False
+        if "\x00" in value:
+            errors.add(loc, "NUL characters are not allowed", "string_nul")
+            return False
         return True
     if isinstance(value, decimal.Decimal | float):
         number = decimal.Decimal(value)
@@ -75,8 +78,8 @@ def _validate_llm(value, loc, errors: ErrorList) -> dict | None:
             errors.add([*loc, key], "Field required", "missing")
     for key in LLM_REQUIRED_STR + LLM_OPTIONAL_STR:
         if key in value and value[key] is not None:
-            if not isinstance(value[key], str):
-                errors.add([*loc, key], "Input should be a valid string", "string_type")
+            if not isinstance(value[key], str) or "\x00" in value[key]:
+                errors.add([*loc, key], "Input should be a valid string without NUL", "string_type")
             elif key in LLM_REQUIRED_STR and len(value[key]) > MAX_STRING_LENGTH:
                 errors.add([*loc, key], "String too long", "string_too_long")
         elif key in value and key in LLM_REQUIRED_STR:
@@ -133,8 +136,12 @@ def validate_metadata(value, loc, errors: ErrorList, *, structured: bool = False
     clean = {}
     for key, item in value.items():
         key_loc = [*loc, key]
-        if not 1 <= len(key) <= MAX_KEY_LENGTH:
-            errors.add(key_loc, f"Key must be 1 to {MAX_KEY_LENGTH} characters", "string_length")
+        if not 1 <= len(key) <= MAX_KEY_LENGTH or "\x00" in key:
+            errors.add(
+                key_loc,
+                f"Key must be 1 to {MAX_KEY_LENGTH} characters, without NUL",
+                "string_length",
+            )
             continue
         if structured and key == "_llm":
             checked = _validate_llm(item, key_loc, errors)

@@ -171,3 +171,25 @@ def test_last_used_is_not_written_on_every_request(org_token, django_assert_max_
     assert not any(
         "UPDATE" in q["sql"] and "apitoken" in q["sql"] for q in queries.captured_queries
     )
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"name": "a\u0000b", "external_customer_id": "u"},
+        {"name": "a", "external_customer_id": "u\u0000"},
+        {"name": "a", "external_customer_id": "u", "metadata": {"k": "v\u0000"}},
+        {"name": "a", "external_customer_id": "u", "metadata": {"k\u0000": "v"}},
+        {"name": "a", "external_customer_id": "u", "external_id": "\u0000"},
+    ],
+)
+def test_nul_characters_in_ingest_are_422(api, event):
+    response = api.post("/v1/events/ingest", {"events": [event]}, format="json")
+    assert response.status_code == 422
+    assert Event.objects.count() == 0
+
+
+def test_nul_characters_in_query_are_422(api):
+    response = api.get("/v1/events/names", {"query": "a\x00"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "query"]
