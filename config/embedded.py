@@ -77,11 +77,12 @@ def stop_embedded_postgres(data_dir: Path) -> bool:
 
 def filesystem_broker(data_dir: Path) -> tuple[str, dict]:
     folder = data_dir / "broker"
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     return "filesystem://", {
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),
         "processed_folder": str(folder / "processed"),
         "store_processed": False,
+        "control_folder": str(folder / "control"),
     }
