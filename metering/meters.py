@@ -89,23 +89,36 @@ def update_meter(*, meter: Meter, **changes) -> Meter:
             setattr(meter, key, value)
         meter.modified_at = timezone.now()
         if redefine:
-            with connection.cursor() as cursor:
-                # Exclusive: no ingest is adding to the old definition's rollups meanwhile.
-                rollups.lock_organization(cursor, meter.organization_id, exclusive=True)
-                cursor.execute("DELETE FROM metering_meterrollup WHERE meter_id = %s", [meter.pk])
-                cursor.execute(
-                    "DELETE FROM metering_meteruniquerollup WHERE meter_id = %s", [meter.pk]
-                )
-            meter.definition_version += 1
-            meter.state = MeterState.BACKFILLING
-            meter.backfill_cursor = None
-            meter.backfill_events_done = 0
-            meter.backfill_events_total = 0
-            meter.backfill_started_at = timezone.now()
-            meter.backfill_finished_at = None
-            meter.backfill_error = ""
+            _reset_rollups(meter)
             _enqueue_backfill(meter)
         meter.save()
+    return meter
+
+
+def _reset_rollups(meter: Meter) -> None:
+    with connection.cursor() as cursor:
+        # Exclusive: no ingest is adding to the old definition's rollups meanwhile.
+        rollups.lock_organization(cursor, meter.organization_id, exclusive=True)
+        cursor.execute("DELETE FROM metering_meterrollup WHERE meter_id = %s", [meter.pk])
+        cursor.execute("DELETE FROM metering_meteruniquerollup WHERE meter_id = %s", [meter.pk])
+    meter.definition_version += 1
+    meter.state = MeterState.BACKFILLING
+    meter.backfill_cursor = None
+    meter.backfill_events_done = 0
+    meter.backfill_events_total = 0
+    meter.backfill_started_at = timezone.now()
+    meter.backfill_finished_at = None
+    meter.backfill_error = ""
+
+
+def start_rebuild(*, meter: Meter, enqueue: bool = True) -> Meter:
+    """Drop a meter's rollups and rebuild them from events (reads use raw events meanwhile)."""
+    with transaction.atomic():
+        meter = Meter.objects.select_for_update().get(pk=meter.pk)
+        _reset_rollups(meter)
+        meter.save()
+        if enqueue:
+            _enqueue_backfill(meter)
     return meter
 
 

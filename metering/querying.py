@@ -72,5 +72,56 @@ def _filter_tree(request, queryset, errors: ErrorList):
 
 
 def filter_events_by_meter(request, queryset, errors: ErrorList):
-    """`meter_id` and `filter` (a meter filter as JSON) narrow the list to matching events."""
+    """`meter_id` and `filter` (a meter filter as JSON) narrow the list to matching events, with
+    the same typed comparison rule as the meters (metering.filters)."""
+    import json
+
+    from metering import filters
+    from metering.models import Meter
+
+    raw_meter = request.query_params.get("meter_id")
+    raw_filter = request.query_params.get("filter")
+    conditions = []
+    if raw_meter:
+        meter_id = params.parse_uuid(raw_meter, ["query", "meter_id"], errors)
+        if meter_id is not None:
+            meter = Meter.objects.filter(
+                pk=meter_id, organization=request.auth.organization
+            ).first()
+            if meter is None:
+                errors.add(["query", "meter_id"], "Meter not found", "not_found", raw_meter)
+            else:
+                conditions.append((meter.filter, True))
+    if raw_filter:
+        try:
+            parsed = json.loads(raw_filter, parse_float=_decimal, parse_constant=_non_finite)
+        except (ValueError, RecursionError):
+            errors.add(["query", "filter"], "Input should be a JSON filter object", "json_invalid")
+        else:
+            cleaned = filters.validate_filter(parsed, ["query", "filter"], errors)
+            if cleaned is not None:
+                conditions.append((cleaned, False))
+    for condition, user_only in conditions:
+        sql, sql_params = filters.compile_filter(condition, alias="metering_event")
+        if user_only:  # meters only count user events
+            sql = f"(metering_event.source = 'user' AND {sql})"
+        queryset = queryset.filter(RawSQL(sql, sql_params, output_field=_bool()))
     return queryset
+
+
+def _decimal(text):
+    import decimal
+
+    return decimal.Decimal(text)
+
+
+def _non_finite(text):
+    from core.api.parsers import NonFiniteNumber
+
+    return NonFiniteNumber(text)
+
+
+def _bool():
+    from django.db.models import BooleanField
+
+    return BooleanField()

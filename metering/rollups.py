@@ -171,4 +171,4 @@ def after_insert(cursor, *, organization_id, event_ids: list) -> None:
     lock_organization(cursor, organization_id)
     meters = organization_meters(cursor, organization_id)
     if meters:
-        apply(cursor, meters, source_sql="e.id = ANY(%(ids)s)", source_params={"ids": event_ids})
+        apply(cursor, meters, source_sql="e.id = ANY(%(ids)b)", source_params={"ids": event_ids})

@@ -21,6 +21,10 @@ BASE = datetime(2024, 3, 9, 0, 0, tzinfo=UTC)
 KEYS = ["tokens", "model", "flag", "a.b", "n"]
 PROPERTIES = [*KEYS, "name", "timestamp", "metadata.tokens", "_llm.total_tokens", "source"]
 
+numbers = st.one_of(
+    st.integers(-50, 50),
+    st.decimals(min_value=-20, max_value=20, places=2, allow_nan=False),
+)
 scalars = st.one_of(
     st.integers(-50, 50),
     st.decimals(min_value=-20, max_value=20, places=2, allow_nan=False),
@@ -32,6 +36,8 @@ scalars = st.one_of(
 @st.composite
 def event_metadata(draw):
     metadata = draw(st.dictionaries(st.sampled_from(KEYS), scalars, max_size=4))
+    if draw(st.booleans()):
+        metadata["tokens"] = draw(numbers)
     if draw(st.booleans()):
         total = draw(st.integers(0, 2000))
         metadata["_llm"] = {
@@ -86,14 +92,18 @@ def filters(depth=0):
     )
 
 
-aggregations = st.one_of(
-    st.just({"func": "count"}),
-    st.builds(
-        lambda func, prop: {"func": func, "property": prop},
-        st.sampled_from(["sum", "avg", "min", "max", "unique"]),
-        st.sampled_from(PROPERTIES),
-    ),
+NUMERIC_PROPERTIES = ["tokens", "n", "_llm.total_tokens", "metadata.tokens", "timestamp"]
+aggregations = st.sampled_from(["count", "sum", "avg", "min", "max", "unique"]).flatmap(
+    lambda func: (
+        st.just({"func": "count"})
+        if func == "count"
+        else st.builds(
+            lambda prop: {"func": func, "property": prop},
+            st.one_of(st.sampled_from(NUMERIC_PROPERTIES), st.sampled_from(PROPERTIES)),
+        )
+    )
 )
+meter_filters = st.one_of(st.just({"conjunction": "and", "clauses": []}), filters())
 
 
 @st.composite
@@ -149,7 +159,7 @@ def same(left: aggregation.Partial, right: aggregation.Partial, func: str) -> bo
 )
 @given(
     stream=st.lists(events(), max_size=25),
-    meter_filter=filters(),
+    meter_filter=meter_filters,
     meter_aggregation=aggregations,
     buckets=cut_points(),
     split=st.integers(0, 25),
