@@ -144,3 +144,25 @@ def test_customer_page_lists_recent_events_bounded(admin_client, data):
     page = admin_client.get(f"/admin/customers/customer/{customer.pk}/change/").content.decode()
     assert len(re.findall(r"/admin/metering/event/[0-9a-f-]{36}/change/", page)) == 20
     assert f"/admin/metering/event/?customer={customer.pk}" in page
+
+
+def test_event_page_shows_matched_meters_with_values(admin_client, data):
+    from metering.models import Meter
+
+    def meter(name, value, aggregation):
+        clause = {"property": "name", "operator": "eq", "value": value}
+        return Meter.objects.create(
+            organization=data["org"],
+            name=name,
+            filter={"conjunction": "and", "clauses": [clause]},
+            aggregation=aggregation,
+        )
+
+    meter("Tokens", "llm.completion", {"func": "sum", "property": "total_tokens"})
+    meter("Models", "llm.completion", {"func": "unique", "property": "model"})
+    meter("Requests", "api.request", {"func": "count"})
+    page = admin_client.get(f"/admin/metering/event/{data['child'].pk}/change/").content.decode()
+    section = page[page.index("Matched meters") :]
+    assert "Tokens" in section and "<td>12</td>" in section
+    assert "Models" in section and "<td>gpt-4o</td>" in section
+    assert "Requests" not in section
