@@ -374,3 +374,7 @@ class EventNameAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# Customer meters admin (the meters work): imported last so that its registrations see ours.
+from metering import admin_meters  # noqa: E402,F401
