@@ -1,5 +1,7 @@
 """SDK fixtures: a ``Meterline`` client pointed at the live test server, and event reads."""
 
+import socket
+
 import pytest
 from meterline import Meterline, RetryPolicy
 
@@ -34,3 +36,16 @@ def stored(org, **filters):
     from metering.models import Event
 
     return list(Event.objects.filter(organization=org, **filters).order_by("timestamp", "id"))
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

@@ -2,12 +2,10 @@
 
 import io
 import os
-import socket
 
 import boto3
 import botocore.exceptions
 import pytest
-from moto.server import ThreadedMotoServer
 
 from .conftest import stored
 
@@ -15,17 +13,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 MIB = 1024 * 1024
 BIG = 20 * MIB
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture
