@@ -224,18 +224,24 @@ def compute(
         )
         return sql, [the_plan.starts, meter.id, lo, hi, *customer_params]
 
-    def raw_part(columns: str, extra_params: list) -> tuple[str, list]:
+    def raw_part(expr: str, expr_params: list, columns: str, width: int) -> tuple[str, list]:
+        """Events inside the raw windows only: each window drives an index range scan."""
+        if not the_plan.raw_starts:
+            empty = ", ".join(["NULL"] * width)
+            return f"SELECT NULL::bigint, NULL::uuid, {empty} WHERE FALSE", []
         sql = (
-            f"SELECT width_bucket(e.timestamp, %s::timestamptz[]) AS idx, e.customer_id, {columns} "
-            f"FROM metering_event e JOIN {windows_sql} ON e.timestamp >= w.ws AND e.timestamp < w.we "
-            "WHERE e.organization_id = %s AND e.customer_id IS NOT NULL AND e.source = 'user' AND "
+            f"SELECT width_bucket(x.ts, %s::timestamptz[]) AS idx, x.customer_id, {columns} "
+            f"FROM {windows_sql} CROSS JOIN LATERAL ("
+            f"SELECT e.timestamp AS ts, e.customer_id, {expr} AS val FROM metering_event e "
+            "WHERE e.timestamp >= w.ws AND e.timestamp < w.we AND e.organization_id = %s "
+            "AND e.customer_id IS NOT NULL AND e.source = 'user' AND "
             + customer_sql.format(alias="e")
-            + f" AND {filter_sql} AND {meta_sql}"
+            + f" AND {filter_sql} AND {meta_sql} OFFSET 0) x"
         )
         return sql, [
             the_plan.starts,
-            *extra_params,
             *windows_params,
+            *expr_params,
             meter.organization_id,
             *customer_params,
             *filter_params,
@@ -250,14 +256,12 @@ def compute(
         "metering_meterrollup",
         "r.event_count, r.numeric_count, r.numeric_sum, r.numeric_min, r.numeric_max",
     )
-    raw_columns = "1, (n.num IS NOT NULL)::int, COALESCE(n.num, 0), n.num, n.num"
-    e_sql, e_params = raw_part(raw_columns, [])
-    e_sql = e_sql.replace(
-        "FROM metering_event e JOIN",
-        f"FROM metering_event e CROSS JOIN LATERAL (SELECT {num_sql} AS num) n JOIN",
-        1,
+    e_sql, e_params = raw_part(
+        num_sql,
+        num_params,
+        "1, (x.val IS NOT NULL)::int, COALESCE(x.val, 0), x.val, x.val",
+        5,
     )
-    e_params = [e_params[0], *num_params, *e_params[1:]]
     sql = (
         f"WITH {bucket_cte}, parts(idx, customer_id, ec, nc, ns, mn, mx) AS ({r_sql}{e_sql}) "
         f"SELECT GROUPING(idx) = 1 AS is_total, idx, {select_customer}, sum(ec), sum(nc), "
@@ -268,14 +272,9 @@ def compute(
     if func == "unique":
         key_sql, key_params = filters.value_key_sql(prop)
         ur_sql, ur_params = rollup_part("metering_meteruniquerollup", "r.value_key")
-        ue_sql, ue_params = raw_part("k.vk", [])
-        ue_sql = ue_sql.replace(
-            "FROM metering_event e JOIN",
-            f"FROM metering_event e CROSS JOIN LATERAL (SELECT {key_sql} AS vk) k JOIN",
-            1,
-        )
-        ue_sql += " AND k.vk IS NOT NULL"
-        ue_params = [ue_params[0], *key_params, *ue_params[1:]]
+        ue_sql, ue_params = raw_part(key_sql, key_params, "x.val", 1)
+        if the_plan.raw_starts:
+            ue_sql += " WHERE x.val IS NOT NULL"
         sql = (
             f"WITH {bucket_cte}, parts(idx, customer_id, vk) AS ({ur_sql}{ue_sql}) "
             f"SELECT GROUPING(idx) = 1, idx, {select_customer}, count(DISTINCT vk) "

@@ -319,12 +319,23 @@ def customer_meters_with_numbers(customer_meters) -> list[tuple[CustomerMeter, M
 def _backfilling_matches(customer: Customer) -> None:
     """While a meter backfills, its customer meters may not exist yet: create them on read for
     customers that have matching events (raw path)."""
-    backfilling = Meter.objects.filter(
-        organization_id=customer.organization_id,
-        state=MeterState.BACKFILLING,
-        archived_at__isnull=True,
-    ).exclude(customer_meters__customer=customer)
+    backfilling = list(
+        Meter.objects.filter(
+            organization_id=customer.organization_id,
+            state=MeterState.BACKFILLING,
+            archived_at__isnull=True,
+        )
+    )
+    if not backfilling:
+        return  # the usual case: one cheap query on the (small) meters table
+    present = set(
+        CustomerMeter.objects.filter(customer=customer, meter__in=backfilling).values_list(
+            "meter_id", flat=True
+        )
+    )
     for meter in backfilling:
+        if meter.pk in present:
+            continue
         _, total = aggregation.compute(
             meter,
             buckets=[(datetime(1, 1, 2, tzinfo=UTC), aggregation.FAR_FUTURE)],
