@@ -7,6 +7,17 @@ from rest_framework.test import APIClient
 from customers.tokens import create_token
 
 
+def pytest_configure(config):
+    # Production serves hashed static files from `collectstatic`'s manifest; tests render admin
+    # pages without running collectstatic, so they use the plain storage.
+    from django.conf import settings
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
 @pytest.fixture
 def token_for():
     """Make an organization with a token: token_for("Org") -> (organization, secret)."""

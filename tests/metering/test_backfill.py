@@ -203,18 +203,10 @@ def test_backfill_with_a_real_celery_worker(tmp_path, monkeypatch):
         stderr=subprocess.PIPE,
     )
     try:
-        folder = data_dir / "broker"
-        for sub in ("queue", "processed"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        broker = Connection(
-            "filesystem://",
-            transport_options={
-                "data_folder_in": str(folder / "queue"),
-                "data_folder_out": str(folder / "queue"),
-                "processed_folder": str(folder / "processed"),
-                "store_processed": False,
-            },
-        )
+        from config.embedded import filesystem_broker
+
+        broker_url, transport_options = filesystem_broker(data_dir)
+        broker = Connection(broker_url, transport_options=transport_options)
         with broker:
             backfill_meter.apply_async(
                 args=[str(meter.pk), meter.definition_version], connection=broker
