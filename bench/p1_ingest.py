@@ -168,6 +168,49 @@ class FreshnessProbe(threading.Thread):
                 self.rounds += 1
 
 
+class WaitSampler(threading.Thread):
+    """Samples pg_stat_activity of the benchmark database every 0.1 s: what the server's
+    backends are doing (running, waiting on a lock, on I/O, idle in transaction...)."""
+
+    def __init__(self, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.stop = stop
+        self.samples: dict[str, int] = {}
+        self.active_samples = 0
+
+    def run(self):
+        import psycopg
+
+        with psycopg.connect(common.database_url(), autocommit=True) as conn:
+            me = conn.info.backend_pid
+            while not self.stop.is_set():
+                rows = conn.execute(
+                    "SELECT state, wait_event_type, wait_event, "
+                    "left(regexp_replace(query, '\\s+', ' ', 'g'), 60) "
+                    "FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND backend_type = 'client backend' AND pid <> %s "
+                    "AND state <> 'idle'",
+                    [me],
+                ).fetchall()
+                for state, wait_type, wait, query in rows:
+                    self.active_samples += 1
+                    if wait_type in ("Lock", "LWLock", "IO", "IPC") or wait_type is None:
+                        what = f"{wait_type or 'CPU'}:{wait or state}"
+                    else:
+                        what = f"{wait_type}:{wait}"
+                    if wait_type == "Lock":
+                        what += f" <- {query}"
+                    self.samples[what] = self.samples.get(what, 0) + 1
+                self.stop.wait(0.1)
+
+    def report(self) -> dict:
+        total = self.active_samples or 1
+        return {
+            key: {"samples": n, "share": round(n / total, 3)}
+            for key, n in sorted(self.samples.items(), key=lambda kv: -kv[1])
+        }
+
+
 def copy_reference(payload: bytes, rows: int) -> float:
     """COPY the rows into metering_event in one transaction; returns events/s."""
     import psycopg
@@ -208,8 +251,6 @@ def cleanup(organization_ids: list) -> None:
             for sql in statements:
                 conn.execute(sql, {"ids": ids})
             conn.commit()
-            conn.autocommit = True
-            conn.execute("VACUUM ANALYZE metering_event")
     except psycopg.Error as exc:
         print(f"cleanup failed ({exc}); the organizations are left in place", file=sys.stderr)
 
@@ -273,11 +314,14 @@ def run(args, *, name: str = "p1_ingest") -> dict:
         _, _, warm_failures = post_batches(server.base_url, token, warm_bodies, args.clients)
         warm_at = time.monotonic()
         stop = threading.Event()
+        waits = WaitSampler(stop)
+        waits.start()
         if args.probe:
             probe = FreshnessProbe(server.base_url, token, meter_ids[PROBE_METER], stop)
             probe.start()
         wall, records, failures = post_batches(server.base_url, token, bodies, args.clients)
         stop.set()
+        waits.join(timeout=10)
         if probe:
             probe.join(timeout=60)
         time.sleep(0.6)  # one more RSS sample after the load
@@ -303,6 +347,9 @@ def run(args, *, name: str = "p1_ingest") -> dict:
     print(f"   ratio: {ratio:.3f} x COPY   target >= 0.25")
     print(f"   per batch, client: {common.fmt_ms(client)}")
     print(f"   per batch, server (Server-Timing): {common.fmt_ms(server_side)}")
+    print("   database backends during the run (share of non-idle samples):")
+    for what, figures in list(waits.report().items())[:8]:
+        print(f"      {figures['share']:6.1%}  {what}")
     for pid, figures in rss.items():
         print(
             f"   P6 worker {pid} RSS: {figures['start_mib']} -> {figures['end_mib']} MiB "
@@ -333,6 +380,7 @@ def run(args, *, name: str = "p1_ingest") -> dict:
             "met": throughput >= 20000 and ratio >= 0.25,
         },
         "p6_worker_rss": rss,
+        "database_backend_samples": waits.report(),
     }
     if probe:
         visible = common.percentiles(probe.visible_ms)
