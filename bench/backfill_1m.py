@@ -50,10 +50,21 @@ def main():
 
     org_name = f"backfill-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
-    call_command("generate_events", events=args.events, customers=args.customers, days=60, org=org_name, skip_rollups=True)
+    call_command(
+        "generate_events",
+        events=args.events,
+        customers=args.customers,
+        days=60,
+        org=org_name,
+        skip_rollups=True,
+    )
     load_seconds = time.perf_counter() - started
     organization = Organization.objects.get(name=org_name)
-    customers = list(Customer.objects.filter(organization=organization).order_by("id")[:: max(1, args.customers // 8)])
+    customers = list(
+        Customer.objects.filter(organization=organization).order_by("id")[
+            :: max(1, args.customers // 8)
+        ]
+    )
     with connection.cursor() as cursor:
         expected = {}
         for customer in customers:
@@ -63,7 +74,10 @@ def main():
     meter = meters.create_meter(
         organization=organization,
         name="LLM tokens (backfill bench)",
-        filter={"conjunction": "and", "clauses": [{"property": "name", "operator": "eq", "value": "llm.completion"}]},
+        filter={
+            "conjunction": "and",
+            "clauses": [{"property": "name", "operator": "eq", "value": "llm.completion"}],
+        },
         aggregation={"func": "sum", "property": "total_tokens"},
     )
     assert meter.state == MeterState.BACKFILLING, meter.state
@@ -113,7 +127,9 @@ def main():
         "wrong_reads": reads["wrong"],
         "wrong_after": after_wrong,
         "read_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1) if latencies else None,
-        "read_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1) if latencies else None,
+        "read_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1)
+        if latencies
+        else None,
         "cpus": os.cpu_count(),
     }
     print(json.dumps(result, indent=2))
