@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from django.db import connection
 from django.test import override_settings  # noqa: F401
 
 from customers.models import Organization
 from customers.services import create_customer
 from metering import aggregation, meters, services
 from metering.models import MeterState
+from tests.support import subprocess_database_url
 
 BASE = datetime(2025, 2, 3, 0, 0, tzinfo=UTC)
 SUM_TOKENS = {"func": "sum", "property": "tokens"}
@@ -156,15 +156,6 @@ def test_update_rebuilds_and_management_command():
     assert meters.backfill_step(meter.pk, 1) is True
 
 
-def _database_url() -> str:
-    settings = connection.settings_dict
-    user = settings.get("USER") or "postgres"
-    password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
-    host = settings.get("HOST") or "127.0.0.1"
-    port = settings.get("PORT") or 5432
-    return f"postgres://{user}{password}@{host}:{port}/{settings['NAME']}"
-
-
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_backfill_with_a_real_celery_worker(tmp_path, monkeypatch):
@@ -188,7 +179,7 @@ def test_backfill_with_a_real_celery_worker(tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": subprocess_database_url(),
         "METERLINE_DATA_DIR": str(data_dir),
         "CELERY_TASK_ALWAYS_EAGER": "0",
     }

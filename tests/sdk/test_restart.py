@@ -9,28 +9,15 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import pytest
-from django.db import connection
 from meterline import Meterline, RetryPolicy
+
+from tests.support import subprocess_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 TOTAL = 3000
-
-
-def database_url() -> str:
-    s = connection.settings_dict
-    user = quote(s.get("USER") or "postgres", safe="")
-    password = f":{quote(s['PASSWORD'], safe='')}" if s.get("PASSWORD") else ""
-    host = s.get("HOST") or ""
-    port = s.get("PORT") or ""
-    name = quote(s["NAME"], safe="")
-    if host.startswith("/"):  # unix-socket directory (embedded PostgreSQL)
-        query = f"?host={quote(host, safe='')}" + (f"&port={port}" if port else "")
-        return f"postgresql://{user}{password}@/{name}{query}"
-    return f"postgresql://{user}{password}@{host}:{port or 5432}/{name}"
 
 
 def free_port() -> int:
@@ -48,7 +35,7 @@ class ServerProcess:
     def start(self) -> None:
         env = {
             **os.environ,
-            "DATABASE_URL": database_url(),
+            "DATABASE_URL": subprocess_database_url(),
             "SECRET_KEY": "sdk-restart-test",
             "DEBUG": "0",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
