@@ -129,6 +129,12 @@ def machine_info(url: str | None = None) -> dict:
             "SELECT reltuples::bigint, pg_total_relation_size(oid) FROM pg_class "
             "WHERE relname = 'metering_event'"
         ).fetchone()
+        info["events_table_indexes"] = [
+            name
+            for (name,) in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'metering_event' ORDER BY 1"
+            ).fetchall()
+        ]
         if row:
             info["events_table_estimated_rows"] = int(row[0])
             info["events_table_total_mib"] = round(row[1] / 2**20)
@@ -145,7 +151,8 @@ def print_machine(info: dict) -> None:
     if "events_table_estimated_rows" in info:
         print(
             f"events table: ~{info['events_table_estimated_rows']:,} rows, "
-            f"{info['events_table_total_mib']:,} MiB with indexes"
+            f"{info['events_table_total_mib']:,} MiB with {len(info['events_table_indexes'])} "
+            "indexes"
         )
 
 
@@ -287,6 +294,10 @@ class Server:
             warm = [s for s in series if since is None or s[0] >= since] or series
             mib = [r / 2**20 for _, r in warm]
             workers[str(pid)] = {
+                # RSS at 25 %, 50 %, 75 % and 100 % of the run: growth vs plateau
+                "quarters_mib": [
+                    round(mib[min(len(mib) - 1, int(len(mib) * q / 4))], 1) for q in (1, 2, 3, 4)
+                ],
                 "start_mib": round(mib[0], 1),
                 "peak_mib": round(max(mib), 1),
                 "end_mib": round(mib[-1], 1),

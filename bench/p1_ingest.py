@@ -353,7 +353,8 @@ def run(args, *, name: str = "p1_ingest") -> dict:
     for pid, figures in rss.items():
         print(
             f"   P6 worker {pid} RSS: {figures['start_mib']} -> {figures['end_mib']} MiB "
-            f"(peak {figures['peak_mib']}, {figures['samples']} samples)"
+            f"(quarters {figures['quarters_mib']}, peak {figures['peak_mib']}, "
+            f"{figures['samples']} samples)"
         )
     result = {
         "machine": info,

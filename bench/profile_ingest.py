@@ -125,7 +125,7 @@ def main(argv=None) -> None:
     print(f"{n} batches x {args.batch} events, {len(meter_ids)} meters, one process, no HTTP")
     print(f"per batch: {wall / n * 1000:.1f} ms total -> {n * args.batch / wall:,.0f} events/s")
     print(
-        f"  outside SQL statements (validation, parameters, COMMIT): "
+        f"  outside SQL statements (JSON parsing, validation, parameters, COMMIT): "
         f"{(wall - sql_total) / n * 1000:.1f} ms"
     )
     for key, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
