@@ -263,3 +263,26 @@ def test_changing_the_filter_rebuilds(staff_client, org):
     assert meter.filter == narrower
     assert meter.definition_version == version + 1
     assert meter.state == MeterState.BACKFILLING
+
+
+def test_preview_on_the_change_page_uses_the_meters_organization(staff_client, org):
+    meter = meters.create_meter(
+        organization=org, name="Tokens", filter=FILTER, aggregation={"func": "count"}
+    )
+    data = form_data(org, aggregation_func="count", aggregation_property="", _preview="1")
+    data.pop("organization")  # read-only on the change page
+    url = reverse("admin:metering_meter_change", args=[meter.pk])
+    response = staff_client.post(url, data)
+    assert response.status_code == 200
+    preview = response.context["preview"]
+    assert preview.matching_events == 6
+    top = [(c.external_id, v) for c, _, v, _ in preview.top_customers]
+    # c1 and c2 tie at 2 (their order follows the customer id); c3 has 1
+    assert sorted(top[:2]) == [("c1", Decimal(2)), ("c2", Decimal(2))]
+    assert top[2] == ("c3", Decimal(1))
+    fragment = staff_client.post(
+        reverse("admin:metering_meter_preview_change", args=[meter.pk]), data
+    )
+    assert '<span class="figure" id="preview-matching">6</span>' in fragment.content.decode()
+    meter.refresh_from_db()
+    assert meter.aggregation == {"func": "count"} and meter.definition_version == 1
