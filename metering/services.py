@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import simplejson
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 
 from core.api.errors import ErrorList
 from core.metadata import describe, validate_metadata
@@ -239,10 +239,19 @@ WHERE n.id = ANY(%(ids)b) AND n.external_id IS NOT NULL
 """
 
 FIRST_EVENT_SQL = """
-UPDATE customers_customer c SET first_user_event_at = m.first
-FROM (SELECT customer_id, min(timestamp) AS first FROM metering_event
-      WHERE id = ANY(%(ids)b) AND customer_id IS NOT NULL GROUP BY customer_id) m
-WHERE c.id = m.customer_id AND (c.first_user_event_at IS NULL OR c.first_user_event_at > m.first)
+WITH m AS (
+    SELECT customer_id, min(timestamp) AS first FROM metering_event
+    WHERE id = ANY(%(ids)b) AND customer_id IS NOT NULL GROUP BY customer_id
+), locked AS (
+    -- only rows that need the update, locked in id order: concurrent batches sharing customers
+    -- wait for each other instead of deadlocking
+    SELECT c.id, m.first FROM customers_customer c JOIN m ON c.id = m.customer_id
+    WHERE c.first_user_event_at IS NULL OR c.first_user_event_at > m.first
+    ORDER BY c.id FOR NO KEY UPDATE OF c
+)
+UPDATE customers_customer c
+SET first_user_event_at = LEAST(COALESCE(c.first_user_event_at, locked.first), locked.first)
+FROM locked WHERE c.id = locked.id
 """
 
 EVENT_NAMES_SQL = """
@@ -287,9 +296,11 @@ def insert_events(*, organization: Organization, rows: list[_Row], source: str =
             cursor.execute(RESOLVE_PARENTS_SQL, keyed)
         if any(r.external_id for r in rows):
             cursor.execute(ADOPT_CHILDREN_SQL, keyed)
-        cursor.execute(FIRST_EVENT_SQL, keyed)
         after_events_inserted(organization=organization, event_ids=ids, cursor=cursor)
-        # Last: this upsert locks one row per event name until commit, so keep that window short.
+        # Row locks are taken in one global order by every writer (rollups by meter, customer
+        # and bucket; then customers by id; then event names by name) and as late as possible,
+        # since they are held until commit.
+        cursor.execute(FIRST_EVENT_SQL, keyed)
         cursor.execute(EVENT_NAMES_SQL, keyed)
     return ids
 
@@ -327,6 +338,14 @@ def dedupe_within_batch(rows: list[_Row]) -> list[_Row]:
     return unique
 
 
+INGEST_ATTEMPTS = 3
+TRANSIENT_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+
+
+def is_transient(exc: Exception) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) in TRANSIENT_SQLSTATES
+
+
 def ingest_events(*, organization: Organization, events: list) -> IngestResult:
     """All or nothing: any invalid event rejects the batch (PolarValidationError), else one
     transaction inserts it; external_ids already stored (or repeated) count as duplicates."""
@@ -334,8 +353,16 @@ def ingest_events(*, organization: Organization, events: list) -> IngestResult:
     rows, errors = validate_events(organization=organization, events=events, now=now)
     errors.raise_if_any()
     unique = dedupe_within_batch(rows)
-    with transaction.atomic():
-        ids = insert_events(organization=organization, rows=unique)
+    for attempt in range(1, INGEST_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                ids = insert_events(organization=organization, rows=unique)
+            break
+        except OperationalError as exc:
+            # The batch is one idempotent transaction, so a deadlock victim can simply run again;
+            # inside a caller's transaction we can't, and the error goes up (a 503 for the API).
+            if not is_transient(exc) or attempt == INGEST_ATTEMPTS or connection.in_atomic_block:
+                raise
     return IngestResult(inserted=len(ids), duplicates=len(rows) - len(ids), event_ids=ids)
 
 
@@ -350,7 +377,7 @@ def link_customer_events(*, customer: Customer) -> int:
     """Attach events sent before the customer existed (by its external id), history included."""
     if not customer.external_id:
         return 0
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(), bound_cursor() as cursor:
         cursor.execute(
             LINK_SQL,
             {
@@ -361,9 +388,9 @@ def link_customer_events(*, customer: Customer) -> int:
         )
         ids = [row[0] for row in cursor.fetchall()]
         if ids:
-            cursor.execute(FIRST_EVENT_SQL, {"ids": ids})
-            customer.refresh_from_db(fields=["first_user_event_at"])
             after_events_linked(customer=customer, event_ids=ids, cursor=cursor)
+            cursor.execute(FIRST_EVENT_SQL, {"ids": ids})  # same lock order as ingestion
+            customer.refresh_from_db(fields=["first_user_event_at"])
     return len(ids)
 
 

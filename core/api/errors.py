@@ -3,6 +3,7 @@
 import logging
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -102,6 +103,14 @@ def polar_exception_handler(exc, context):
     if isinstance(exc, exceptions.Throttled):
         wait = int(exc.wait or 1)
         return _error(429, "TooManyRequests", str(exc.detail), {"Retry-After": str(wait)})
+    if isinstance(exc, OperationalError) and getattr(exc.__cause__, "sqlstate", None) in (
+        "40P01",
+        "40001",
+    ):
+        # a concurrency conflict that survived the service's retries: safe to resend as is
+        return _error(
+            503, "ServiceUnavailable", "Concurrent update conflict; retry.", {"Retry-After": "1"}
+        )
     if isinstance(exc, exceptions.APIException):
         return _error(exc.status_code, exc.__class__.__name__, str(exc.detail))
     return None
