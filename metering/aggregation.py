@@ -6,7 +6,6 @@ Final values are computed in Python with `Decimal`, so the rollup path and the r
 arithmetic: empty → 0; avg = sum ÷ number of numeric events.
 """
 
-import contextlib
 import decimal
 import json
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 
+from core.api.params import metadata_value_candidates
 from metering import filters
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -160,12 +160,7 @@ def metadata_sql(metadata: dict[str, list] | None) -> tuple[str, list]:
     for key, raw_values in metadata.items():
         alternatives = []
         for raw in raw_values:
-            candidates = [raw]
-            if raw in ("true", "false"):
-                candidates.append(raw == "true")
-            with contextlib.suppress(ValueError):
-                candidates.append(int(raw))
-            for candidate in candidates:
+            for candidate in metadata_value_candidates(raw):
                 alternatives.append("e.metadata @> %s::jsonb")
                 params.append(json.dumps({key: candidate}))
         parts.append("(" + " OR ".join(alternatives or ["FALSE"]) + ")")

@@ -119,6 +119,16 @@ def metadata_filters(request, errors: ErrorList) -> dict[str, list]:
     return filters
 
 
+def metadata_value_candidates(raw: str) -> list:
+    """A query-string value matches the string itself, and also the boolean or integer it spells."""
+    candidates: list = [raw]
+    if raw in ("true", "false"):
+        candidates.append(raw == "true")
+    with contextlib.suppress(ValueError):
+        candidates.append(int(raw))
+    return candidates
+
+
 def metadata_q(field: str, filters: dict[str, list]):
     """A Q matching JSON metadata where each key equals one of its values (string, int or bool)."""
     from django.db.models import Q
@@ -127,12 +137,7 @@ def metadata_q(field: str, filters: dict[str, list]):
     for key, raw_values in filters.items():
         alternatives = Q()
         for raw in raw_values:
-            candidates = [raw]
-            if raw in ("true", "false"):
-                candidates.append(raw == "true")
-            with contextlib.suppress(ValueError):
-                candidates.append(int(raw))
-            for candidate in candidates:
+            for candidate in metadata_value_candidates(raw):
                 alternatives |= Q(**{f"{field}__contains": {key: candidate}})
         q &= alternatives
     return q
