@@ -300,20 +300,77 @@ def ensure_customer_meter(*, customer: Customer, meter: Meter) -> CustomerMeter:
     return obj
 
 
-def customer_meters_with_numbers(customer_meters) -> list[tuple[CustomerMeter, MeterNumbers]]:
-    cache: dict = {}
-    out = []
-    for customer_meter in customer_meters:
-        events = cache.get(customer_meter.customer_id)
-        if events is None:
-            events = cache[customer_meter.customer_id] = _system_events(customer_meter.customer_id)
-        out.append(
-            (
-                customer_meter,
-                numbers_for(customer_meter.meter, customer_meter.customer, events),
+ALL_TIME_TOTALS_SQL = """
+SELECT meter_id, sum(event_count), sum(numeric_count), COALESCE(sum(numeric_sum), 0),
+       min(numeric_min), max(numeric_max)
+FROM metering_meterrollup WHERE customer_id = %s AND meter_id = ANY(%s::uuid[])
+GROUP BY meter_id
+"""
+
+ALL_TIME_DISTINCT_SQL = """
+SELECT meter_id, count(DISTINCT value_key) FROM metering_meteruniquerollup
+WHERE customer_id = %s AND meter_id = ANY(%s::uuid[]) GROUP BY meter_id
+"""
+
+
+def _all_time_partials(customer_id, meters: list[Meter]) -> dict:
+    """meter id → Partial over all of the customer's rollups, for several meters in one or two
+    statements. Only valid for ready meters whose window is all time: rollups then hold every
+    matching event, so no raw edge is needed."""
+    if not meters:
+        return {}
+    ids = [str(meter.pk) for meter in meters]
+    partials: dict = {}
+    with connection.cursor() as cursor:
+        cursor.execute(ALL_TIME_TOTALS_SQL, [customer_id, ids])
+        for meter_id, count, numeric_count, total, low, high in cursor.fetchall():
+            partials[meter_id] = aggregation.Partial(
+                event_count=count or 0,
+                numeric_count=numeric_count or 0,
+                numeric_sum=decimal.Decimal(total),
+                numeric_min=low,
+                numeric_max=high,
             )
-        )
-    return out
+        unique_ids = [str(m.pk) for m in meters if m.aggregation.get("func") == "unique"]
+        if unique_ids:
+            cursor.execute(ALL_TIME_DISTINCT_SQL, [customer_id, unique_ids])
+            for meter_id, distinct in cursor.fetchall():
+                partials.setdefault(meter_id, aggregation.Partial()).distinct = distinct
+    return partials
+
+
+def customer_meters_with_numbers(customer_meters) -> list[tuple[CustomerMeter, MeterNumbers]]:
+    """Numbers for many customer meters. Per customer: one query for the system events (credits,
+    resets), one grouped rollup query for every ready meter whose window is all time (the usual
+    case), and the general read (raw edges, backfilling meters) only for the rest."""
+    customer_meters = list(customer_meters)
+    by_customer: dict = {}
+    for customer_meter in customer_meters:
+        by_customer.setdefault(customer_meter.customer_id, []).append(customer_meter)
+    numbers: dict = {}
+    for customer_id, group in by_customer.items():
+        events = _system_events(customer_id)
+        windows = _windows(events)
+        all_time = [
+            cm.meter
+            for cm in group
+            if cm.meter.state == MeterState.READY
+            and windows.get(str(cm.meter_id), (None, 0))[0] is None
+        ]
+        partials = _all_time_partials(customer_id, all_time)
+        fast = {meter.pk for meter in all_time}
+        for cm in group:
+            if cm.meter_id in fast:
+                _, credited = windows.get(str(cm.meter_id), (None, 0))
+                consumed = aggregation.final_value(
+                    cm.meter.aggregation["func"], partials.get(cm.meter_id)
+                )
+                numbers[cm.pk] = MeterNumbers(
+                    consumed, credited, decimal.Decimal(credited) - consumed, None
+                )
+            else:
+                numbers[cm.pk] = numbers_for(cm.meter, cm.customer, events)
+    return [(cm, numbers[cm.pk]) for cm in customer_meters]
 
 
 def _backfilling_matches(customer: Customer) -> None:
