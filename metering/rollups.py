@@ -110,7 +110,9 @@ WITH ev AS MATERIALIZED (
     INSERT INTO metering_customermeter AS m (id, customer_id, meter_id, created_at, modified_at)
     SELECT gen_random_uuid(), customer_id, %(meter)s, now(), now()
     FROM (SELECT DISTINCT customer_id FROM agg) x ORDER BY customer_id
-    ON CONFLICT (customer_id, meter_id) DO UPDATE SET modified_at = now()
+    -- DO NOTHING, not a modified_at bump: rewriting the row would lock every customer meter a
+    -- batch touches until commit and serialize concurrent ingests of the same customers
+    ON CONFLICT (customer_id, meter_id) DO NOTHING
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ev)
