@@ -205,11 +205,9 @@ class NumericField(models.Field):
         return "NumericField"
 
 
-class MeterRollup(models.Model):
-    """Hourly partial aggregates per (meter, customer): maintained set-based in the ingest
-    transaction. `numeric_*` only cover events whose aggregation property is a JSON number."""
+class RollupKey(models.Model):
+    """The (meter, customer, hour) key shared by the rollup tables."""
 
-    pk = models.CompositePrimaryKey("meter", "customer", "bucket")
     # No FK constraints: checking them would cost the ingest path a lookup per row; rows are
     # deleted with their meter by services (rebuild) and customers are only soft-deleted.
     meter = models.ForeignKey(
@@ -223,6 +221,16 @@ class MeterRollup(models.Model):
         db_index=False,
     )
     bucket = models.DateTimeField()
+
+    class Meta:
+        abstract = True
+
+
+class MeterRollup(RollupKey):
+    """Hourly partial aggregates per (meter, customer): maintained set-based in the ingest
+    transaction. `numeric_*` only cover events whose aggregation property is a JSON number."""
+
+    pk = models.CompositePrimaryKey("meter", "customer", "bucket")
     event_count = models.BigIntegerField(default=0)
     numeric_count = models.BigIntegerField(default=0)
     numeric_sum = NumericField(null=True)
@@ -233,24 +241,11 @@ class MeterRollup(models.Model):
         return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
 
 
-class MeterUniqueRollup(models.Model):
+class MeterUniqueRollup(RollupKey):
     """Distinct values of a `unique` meter's property per (meter, customer, hour). The value key
     encodes the type: `s:<text>`, `n:<normalized numeric>`, `b:true|false`."""
 
     pk = models.CompositePrimaryKey("meter", "customer", "bucket", "value_key")
-    # No FK constraints: checking them would cost the ingest path a lookup per row; rows are
-    # deleted with their meter by services (rebuild) and customers are only soft-deleted.
-    meter = models.ForeignKey(
-        Meter, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
-    )
-    customer = models.ForeignKey(
-        "customers.Customer",
-        on_delete=models.DO_NOTHING,
-        related_name="+",
-        db_constraint=False,
-        db_index=False,
-    )
-    bucket = models.DateTimeField()
     value_key = models.TextField()
 
     def __str__(self) -> str:

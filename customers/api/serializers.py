@@ -68,9 +68,6 @@ class CustomerWriteFields(StrictSerializer):
         r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$", max_length=16, required=False, allow_null=True
     )
 
-    def validate_type(self, value):
-        return value
-
     def to_internal_value(self, data):
         if isinstance(data, dict) and data.get("type") not in (None, "individual"):
             raise serializers.ValidationError(

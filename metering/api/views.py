@@ -33,10 +33,7 @@ def read_json_body(request, max_bytes: int):
         declared = 0
     if declared > max_bytes:
         raise RequestDataTooBig()
-    try:
-        body = request.body
-    except RequestDataTooBig:
-        raise
+    body = request.body  # RequestDataTooBig past DATA_UPLOAD_MAX_MEMORY_SIZE: a 413
     if len(body) > max_bytes:
         raise RequestDataTooBig()
     try:
