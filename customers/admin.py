@@ -4,15 +4,17 @@
   (never stored, never put in a message/cookie/session), and only its hash is kept. Revoking is an
   action with a confirmation page, logged in the admin log.
 - Customers: add/change/delete go through customers.services (creation links earlier events;
-  deletion is a soft delete), and the page lists the customer's 20 most recent events.
+  deletion is a soft delete); apps above add sections to a customer's page
+  (`register_activity_section`), e.g. metering's recent events.
 """
+
+from collections.abc import Callable
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import model_ngettext
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from rest_framework_api_key.models import APIKey
@@ -20,7 +22,14 @@ from rest_framework_api_key.models import APIKey
 from customers.models import APIToken, Customer, Organization
 from customers.services import create_customer, delete_customer, update_customer
 
-RECENT_EVENTS = 20
+# Sections the apps above customers add to a customer's admin page (title, render(customer) ->
+# safe HTML): metering adds its recent events, billing its subscriptions.
+ACTIVITY_SECTIONS: list[tuple[str, Callable]] = []
+
+
+def register_activity_section(title: str, render: Callable) -> None:
+    ACTIVITY_SECTIONS.append((title, render))
+
 
 # djangorestframework-api-key registers its own concrete APIKey model; Meterline uses APIToken
 # (organization-scoped) only, so the stock page would just be confusing.
@@ -196,7 +205,7 @@ class CustomerAdmin(admin.ModelAdmin):
         "created_at",
         "modified_at",
         "deleted_at",
-        "recent_events",
+        "activity",
     )
     fieldsets = (
         (None, {"fields": ("id", "organization", "external_id", "email", "email_verified")}),
@@ -210,7 +219,7 @@ class CustomerAdmin(admin.ModelAdmin):
                     "created_at",
                     "modified_at",
                     "deleted_at",
-                    "recent_events",
+                    "activity",
                 )
             },
         ),
@@ -233,41 +242,15 @@ class CustomerAdmin(admin.ModelAdmin):
     def is_active(self, obj):
         return obj.deleted_at is None
 
-    @admin.display(description=f"Recent events (last {RECENT_EVENTS})")
-    def recent_events(self, obj):
-        from metering.models import Event
-
+    @admin.display(description="Activity")
+    def activity(self, obj):
         if obj is None or obj.pk is None:
             return "—"
-        # (customer_id, -timestamp) index: one short index range scan.
-        events = list(
-            Event.objects.filter(customer=obj)
-            .order_by("-timestamp")
-            .only("id", "name", "timestamp", "external_id", "metadata")[:RECENT_EVENTS]
-        )
-        if not events:
-            return "No events yet."
-        rows = format_html_join(
-            "",
-            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>',
-            (
-                (
-                    reverse("admin:metering_event_change", args=[event.pk]),
-                    timezone.localtime(event.timestamp).strftime("%Y-%m-%d %H:%M:%S"),
-                    event.name,
-                    event.external_id or "—",
-                    _short_metadata(event.metadata),
-                )
-                for event in events
-            ),
-        )
-        all_url = reverse("admin:metering_event_changelist") + "?" + urlencode({"customer": obj.pk})
-        return format_html(
-            "<table><thead><tr><th>timestamp</th><th>name</th><th>external id</th>"
-            "<th>metadata</th></tr></thead><tbody>{}</tbody></table>"
-            '<p><a href="{}">All events of this customer →</a></p>',
-            rows,
-            all_url,
+        return (
+            format_html_join(
+                "", "<h4>{}</h4>{}", ((title, render(obj)) for title, render in ACTIVITY_SECTIONS)
+            )
+            or "—"
         )
 
     # -- writes go through customers.services --------------------------------------------------
@@ -316,8 +299,3 @@ class CustomerAdmin(admin.ModelAdmin):
         if obj is not None and obj.deleted_at is not None:
             return False  # deleted customers are history: view only
         return super().has_change_permission(request, obj)
-
-
-def _short_metadata(metadata: dict, limit: int = 80) -> str:
-    text = ", ".join(f"{k}={v}" for k, v in (metadata or {}).items() if not k.startswith("_"))
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -8,27 +8,9 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from core.errors import ErrorList, ValidationFailed
+
 logger = logging.getLogger(__name__)
-
-
-class ErrorList:
-    """Collects every problem of a request (Polar reports all of them, not only the first)."""
-
-    def __init__(self):
-        self.items: list[dict] = []
-
-    def add(self, loc, msg: str, type_: str = "value_error", input_=None) -> None:
-        item = {"loc": list(loc), "msg": msg, "type": type_}
-        if input_ is not None and isinstance(input_, str | int | float | bool):
-            item["input"] = input_
-        self.items.append(item)
-
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise PolarValidationError(self.items)
 
 
 class PolarValidationError(exceptions.APIException):
@@ -80,7 +62,7 @@ def _error(status_code: int, error: str, detail: str, headers=None) -> Response:
 
 
 def polar_exception_handler(exc, context):
-    if isinstance(exc, PolarValidationError):
+    if isinstance(exc, PolarValidationError | ValidationFailed):
         return Response({"detail": exc.items}, status=422)
     if isinstance(exc, exceptions.ValidationError):
         location = getattr(exc, "location", "body")

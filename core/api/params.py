@@ -1,11 +1,11 @@
 """Query-parameter parsing with Polar's 422 shape (loc = ["query", name])."""
 
-import contextlib
 import re
 import uuid
 from datetime import datetime
 
-from core.api.errors import ErrorList
+from core.errors import ErrorList
+from core.metadata import metadata_value_candidates
 
 METADATA_PARAM = re.compile(r"^metadata\[([^\]]{1,40})\]$")
 
@@ -117,16 +117,6 @@ def metadata_filters(request, errors: ErrorList) -> dict[str, list]:
             continue
         filters[match.group(1)] = request.query_params.getlist(name)
     return filters
-
-
-def metadata_value_candidates(raw: str) -> list:
-    """A query-string value matches the string itself, and also the boolean or integer it spells."""
-    candidates: list = [raw]
-    if raw in ("true", "false"):
-        candidates.append(raw == "true")
-    with contextlib.suppress(ValueError):
-        candidates.append(int(raw))
-    return candidates
 
 
 def metadata_q(field: str, filters: dict[str, list]):

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from core.api.errors import ErrorList
+from core.errors import ErrorList
 from core.metadata import validate_metadata
 from customers.models import Customer
 

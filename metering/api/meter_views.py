@@ -10,11 +10,12 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from core.api import params
-from core.api.errors import ErrorList, PolarValidationError
+from core.api.errors import PolarValidationError
 from core.api.pagination import read_page_params
+from core.errors import ErrorList
 from core.metadata import validate_metadata
 from customers.models import Customer
-from metering import filters, meters, quantities
+from metering import customer_meters, filters, meters, quantities
 from metering.api.meter_serializers import (
     CustomerMeterSerializer,
     MeterCreateSerializer,
@@ -362,6 +363,9 @@ CUSTOMER_METER_SORTING = {
 }
 
 
+SORT_BY_NUMBERS_LIMIT = 10_000
+
+
 def organization_customer_meters(request):
     return CustomerMeter.objects.filter(
         meter__organization=request.auth.organization, customer__deleted_at__isnull=True
@@ -409,8 +413,18 @@ class CustomerMeterListView(GenericAPIView):
         computed = [k for k in requested if CUSTOMER_METER_SORTING[k.removeprefix("-")] is None]
         offset = (page - 1) * limit
         if computed:
-            # numbers are computed from rollups, so sorting by them computes every row first
-            rows = meters.customer_meters_with_numbers(queryset.order_by("id"))
+            # Numbers are computed from rollups, not stored: sorting by them computes every
+            # matching row first (in a constant number of statements), so it is bounded.
+            bounded = list(queryset.order_by("id")[: SORT_BY_NUMBERS_LIMIT + 1])
+            if len(bounded) > SORT_BY_NUMBERS_LIMIT:
+                raise PolarValidationError.single(
+                    ["query", "sorting"],
+                    f"Sorting by {', '.join(computed)} is limited to "
+                    f"{SORT_BY_NUMBERS_LIMIT:,} customer meters; narrow the list with meter_id "
+                    "or customer_id.",
+                    "sorting_too_broad",
+                )
+            rows = customer_meters.customer_meters_with_numbers(bounded)
             for key in reversed(requested):
                 bare = key.removeprefix("-")
                 rows.sort(key=_sort_key(bare), reverse=key.startswith("-"))
@@ -422,7 +436,7 @@ class CustomerMeterListView(GenericAPIView):
                 for k in requested
             ]
             total = queryset.count()
-            rows = meters.customer_meters_with_numbers(
+            rows = customer_meters.customer_meters_with_numbers(
                 queryset.order_by(*order, "id")[offset : offset + limit]
             )
         items = [customer_meter_payload(cm, numbers) for cm, numbers in rows]
@@ -460,5 +474,5 @@ class CustomerMeterDetailView(GenericAPIView):
         customer_meter = organization_customer_meters(request).filter(pk=_uuid_or_404(id)).first()
         if customer_meter is None:
             raise Http404("Customer meter not found.")
-        ((cm, numbers),) = meters.customer_meters_with_numbers([customer_meter])
+        ((cm, numbers),) = customer_meters.customer_meters_with_numbers([customer_meter])
         return Response(customer_meter_payload(cm, numbers))

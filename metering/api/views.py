@@ -9,9 +9,10 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from core.api import params
-from core.api.errors import ErrorList, PolarValidationError
-from core.api.parsers import loads
-from metering import services
+from core.api.errors import PolarValidationError
+from core.errors import ErrorList
+from core.strict_json import loads
+from metering import ingest
 from metering.api.serializers import (
     EventNameSerializer,
     EventSerializer,
@@ -74,7 +75,7 @@ class EventIngestView(GenericAPIView):
                 "too_long",
             )
         errors.raise_if_any()
-        result = services.ingest_events(organization=request.auth.organization, events=events)
+        result = ingest.ingest_events(organization=request.auth.organization, events=events)
         return Response({"inserted": result.inserted, "duplicates": result.duplicates})
 
 
@@ -117,7 +118,7 @@ class EventListView(GenericAPIView):
 
     @extend_schema(operation_id="events_list", parameters=EVENT_LIST_PARAMETERS)
     def get(self, request):
-        from metering.querying import filter_events
+        from metering.api.event_filters import filter_events
 
         errors = ErrorList()
         queryset = filter_events(request, organization_events(request), errors)

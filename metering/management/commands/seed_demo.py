@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from customers.models import APIToken, Customer, Organization
 from customers.services import create_customer
+from metering.ingest import ingest_events
 from metering.models import Event
-from metering.services import ingest_events
 
 DEMO_ORGANIZATION = "Meterline Demo"
 DEMO_USERNAME = "demo"
@@ -296,7 +296,7 @@ class Command(BaseCommand):
 
         summary = ensure_demo_meters(organization)
         try:
-            from metering.meters import backfill
+            from metering.backfill import backfill
         except ImportError:  # pragma: no cover - depends on the meters work
             return summary
         # Roll up the demo events now (the worker would do it too; this makes the demo ready).

@@ -4,7 +4,7 @@ from django.db.models import Q
 from django.db.models.expressions import RawSQL
 
 from core.api import params
-from core.api.errors import ErrorList
+from core.errors import ErrorList
 
 MAX_DEPTH = 5
 
@@ -116,7 +116,7 @@ def _decimal(text):
 
 
 def _non_finite(text):
-    from core.api.parsers import NonFiniteNumber
+    from core.strict_json import NonFiniteNumber
 
     return NonFiniteNumber(text)
 
