@@ -31,7 +31,6 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
-    "django_filters",
     "django_htmx",
     "django_celery_beat",
     "djmoney",

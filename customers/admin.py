@@ -19,6 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from rest_framework_api_key.models import APIKey
 
+from core.admin import MeterlineModelAdmin
 from customers.models import APIToken, Customer, Organization
 from customers.services import create_customer, delete_customer, update_customer
 
@@ -38,7 +39,7 @@ if admin.site.is_registered(APIKey):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(MeterlineModelAdmin):
     list_display = ("name", "created_at", "id", "links")
     search_fields = ("name", "=id")
     ordering = ("name",)
@@ -64,7 +65,7 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(APIToken)
-class APITokenAdmin(admin.ModelAdmin):
+class APITokenAdmin(MeterlineModelAdmin):
     list_display = (
         "prefix",
         "name",
@@ -184,7 +185,7 @@ class DeletedFilter(admin.SimpleListFilter):
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(MeterlineModelAdmin):
     list_display = (
         "email",
         "name",

@@ -9,6 +9,7 @@ import simplejson
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 
+from core import timestamps
 from core.db import bound_cursor
 from core.errors import ErrorList
 from core.metadata import describe, validate_metadata
@@ -94,14 +95,18 @@ def _timestamp(event, loc, errors, now: datetime):
             "timezone_aware",
         )
         return None
-    if value > now + timedelta(seconds=settings.EVENT_FUTURE_TOLERANCE_SECONDS):
+    utc = timestamps.to_utc(value)
+    if utc is None:
+        errors.add([*loc, "timestamp"], timestamps.RANGE_MESSAGE, "datetime_range", raw)
+        return None
+    if utc > now + timedelta(seconds=settings.EVENT_FUTURE_TOLERANCE_SECONDS):
         errors.add(
             [*loc, "timestamp"],
             "Timestamp must not be more than 5 minutes in the future",
             "future_timestamp",
         )
         return None
-    return value.astimezone(UTC)
+    return utc
 
 
 def validate_events(

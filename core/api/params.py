@@ -2,8 +2,9 @@
 
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
+from core import timestamps
 from core.errors import ErrorList
 from core.metadata import metadata_value_candidates
 
@@ -40,6 +41,7 @@ def string_list(request, name: str, errors: ErrorList, max_length: int = 256) ->
 
 
 def parse_datetime(raw: str | None, name: str, errors: ErrorList) -> datetime | None:
+    """An ISO 8601 query value in UTC (naive means UTC), within `core.timestamps`' range."""
     if raw is None or raw == "":
         return None
     try:
@@ -48,10 +50,11 @@ def parse_datetime(raw: str | None, name: str, errors: ErrorList) -> datetime | 
         errors.add(["query", name], "Input should be a valid datetime", "datetime_parsing", raw)
         return None
     if value.tzinfo is None:
-        from datetime import UTC
-
         value = value.replace(tzinfo=UTC)
-    return value
+    utc = timestamps.to_utc(value)
+    if utc is None:
+        errors.add(["query", name], timestamps.RANGE_MESSAGE, "datetime_range", raw)
+    return utc
 
 
 def parse_int(request, name: str, errors: ErrorList, *, minimum=None, maximum=None) -> int | None:

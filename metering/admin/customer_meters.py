@@ -8,6 +8,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.views.main import ChangeList
 from django.template.response import TemplateResponse
 
+from core.admin import MeterlineModelAdmin
 from metering import customer_meters
 from metering.models import CustomerMeter
 
@@ -73,7 +74,7 @@ class NumbersChangeList(ChangeList):
 
 
 @admin.register(CustomerMeter)
-class CustomerMeterAdmin(admin.ModelAdmin):
+class CustomerMeterAdmin(MeterlineModelAdmin):
     list_display = ("customer", "meter", "consumed", "credited", "balance", "modified_at")
     list_select_related = ("customer", "meter")
     list_filter = ("meter__organization",)

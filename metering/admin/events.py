@@ -23,6 +23,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
+from core.admin import MeterlineModelAdmin
 from customers.admin import register_activity_section
 from customers.models import Customer, Organization
 from metering import models as metering_models
@@ -183,7 +184,7 @@ def _admin_link(obj, label=None) -> str:
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(MeterlineModelAdmin):
     list_display = (
         "timestamp",
         "name",
@@ -358,7 +359,7 @@ class EventAdmin(admin.ModelAdmin):
 
 
 @admin.register(EventName)
-class EventNameAdmin(admin.ModelAdmin):
+class EventNameAdmin(MeterlineModelAdmin):
     """The per-organization summary of event names (read-only; maintained by ingestion)."""
 
     list_display = ("name", "organization", "source", "occurrences", "first_seen", "last_seen")

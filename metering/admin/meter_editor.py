@@ -25,10 +25,11 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from core.admin import MeterlineModelAdmin
 from core.errors import ErrorList
 from customers.models import Customer
 from metering import aggregation, filters, meters
-from metering.models import Meter, MeterState, MeterUnit
+from metering.models import CustomerMeter, Meter, MeterState, MeterUnit
 
 PREVIEW_DAYS = 30
 PREVIEW_TOP = 10
@@ -508,6 +509,12 @@ class MeterEditorMixin:
         obj._state.adding = False
         obj._state.db = meter._state.db
 
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # Customer meters are derived from the meter and go with it; nobody deletes them alone
+        # (their admin refuses it), which must not forbid deleting the meter.
+        perms_needed.discard(CustomerMeter._meta.verbose_name)
+        return deleted, counts, perms_needed, protected
 
     # Deleting goes through the service: rollup rows carry no foreign key to the meter.
     def delete_model(self, request, obj):
@@ -519,5 +526,5 @@ class MeterEditorMixin:
 
 
 @admin.register(Meter)
-class MeterAdmin(MeterEditorMixin, admin.ModelAdmin):
+class MeterAdmin(MeterEditorMixin, MeterlineModelAdmin):
     pass

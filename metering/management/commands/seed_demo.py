@@ -17,8 +17,9 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from tqdm import tqdm
 
@@ -154,6 +155,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     def handle(self, *args, events, credentials_file, password, seed, no_progress, **options):
+        if not settings.DEBUG:
+            # it creates a superuser with a published password and a demo API token
+            raise CommandError(
+                "seed_demo is for development only: it creates the superuser "
+                f"'{DEMO_USERNAME}' with a known password. Run it with DEBUG=1."
+            )
         organization, _ = Organization.objects.get_or_create(name=DEMO_ORGANIZATION)
         self._ensure_user(password)
         token = self._ensure_token(organization, credentials_file)
