@@ -74,7 +74,7 @@ def backfill_meters(url: str, org: str, chunk_events: int) -> dict:
     common.bootstrap(url)
     from customers.models import Organization
     from metering import backfill
-    from metering.management.commands.generate_events import ensure_demo_meters
+    from metering.demo import ensure_demo_meters
     from metering.models import Meter, MeterState
 
     organization = Organization.objects.get(name=org)

@@ -26,8 +26,8 @@ from django.utils.http import urlencode
 from core.admin import MeterlineModelAdmin
 from customers.admin import register_activity_section
 from customers.models import Customer, Organization
-from metering import models as metering_models
-from metering.models import Event, EventName, EventSource
+from metering import filters
+from metering.models import Event, EventName, EventSource, Meter
 
 COUNT_CAP = 10_000
 CHILDREN_SHOWN = 20
@@ -317,11 +317,8 @@ class EventAdmin(MeterlineModelAdmin):
     # ------------------------------------------------------------------------------------------
     @admin.display(description="matched meters")
     def matched_meters(self, obj):
-        Meter = getattr(metering_models, "Meter", None)
-        if Meter is None or obj is None:
+        if obj is None:
             return "—"
-        from metering import filters
-
         event = {
             "name": obj.name,
             "source": obj.source,

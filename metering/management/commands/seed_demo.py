@@ -25,8 +25,10 @@ from tqdm import tqdm
 
 from customers.models import APIToken, Customer, Organization
 from customers.services import create_customer
+from metering.backfill import backfill
+from metering.demo import ensure_demo_meters
 from metering.ingest import ingest_events
-from metering.models import Event
+from metering.models import Event, Meter, MeterState
 
 DEMO_ORGANIZATION = "Meterline Demo"
 DEMO_USERNAME = "demo"
@@ -295,21 +297,9 @@ class Command(BaseCommand):
         return inserted
 
     def _ensure_meters(self, organization) -> str:
-        from metering import models as metering_models
-
-        if not hasattr(metering_models, "Meter"):
-            return "Meters: skipped (no Meter model yet)."
-        from metering.management.commands.generate_events import ensure_demo_meters
-
         summary = ensure_demo_meters(organization)
-        try:
-            from metering.backfill import backfill
-        except ImportError:  # pragma: no cover - depends on the meters work
-            return summary
         # Roll up the demo events now (the worker would do it too; this makes the demo ready).
-        pending = metering_models.Meter.objects.filter(
-            organization=organization, state=metering_models.MeterState.BACKFILLING
-        )
+        pending = Meter.objects.filter(organization=organization, state=MeterState.BACKFILLING)
         for meter in pending:
             backfill(meter.pk)
         return summary
