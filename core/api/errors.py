@@ -33,6 +33,25 @@ class ResourceNotFound(exceptions.NotFound):
     pass
 
 
+# DRF's error codes → the error types Polar's (pydantic's) 422 bodies use
+POLAR_ERROR_TYPES = {
+    "required": "missing",
+    "null": "missing",
+    "blank": "string_too_short",
+    "max_length": "string_too_long",
+    "min_length": "string_too_short",
+    "invalid_choice": "enum",
+    "max_value": "less_than_equal",
+    "min_value": "greater_than_equal",
+    "max_string_length": "string_too_long",
+}
+
+
+def _polar_type(detail) -> str:
+    code = getattr(detail, "code", None) or "value_error"
+    return POLAR_ERROR_TYPES.get(code, code)
+
+
 def _flatten_drf_errors(detail, loc: list) -> list[dict]:
     if isinstance(detail, dict):
         out = []
@@ -43,7 +62,7 @@ def _flatten_drf_errors(detail, loc: list) -> list[dict]:
     if isinstance(detail, list):
         if all(isinstance(d, exceptions.ErrorDetail | str) for d in detail):
             return [
-                {"loc": loc, "msg": str(d), "type": getattr(d, "code", "value_error")}
+                {"loc": loc, "msg": str(d), "type": _polar_type(d)}
                 for d in detail
             ]
         out = []
@@ -51,7 +70,7 @@ def _flatten_drf_errors(detail, loc: list) -> list[dict]:
             if value:
                 out.extend(_flatten_drf_errors(value, [*loc, index]))
         return out
-    return [{"loc": loc, "msg": str(detail), "type": getattr(detail, "code", "value_error")}]
+    return [{"loc": loc, "msg": str(detail), "type": _polar_type(detail)}]
 
 
 def _error(status_code: int, error: str, detail: str, headers=None) -> Response:
