@@ -403,15 +403,21 @@ def _backfilling_matches(customer: Customer) -> None:
             ensure_customer_meter(customer=customer, meter=meter)
 
 
-def customer_active_meters(*, customer: Customer) -> list[dict]:
+def active_customer_meters(*, customer: Customer) -> list[tuple[CustomerMeter, MeterNumbers]]:
+    """The customer's meters of non-archived meters with their numbers, by meter name: what
+    customer state and the portal show."""
     _backfilling_matches(customer)
     customer_meters = (
         CustomerMeter.objects.filter(customer=customer, meter__archived_at__isnull=True)
         .select_related("meter", "customer")
         .order_by("meter__name", "meter_id")
     )
+    return customer_meters_with_numbers(customer_meters)
+
+
+def customer_active_meters(*, customer: Customer) -> list[dict]:
     result = []
-    for customer_meter, numbers in customer_meters_with_numbers(customer_meters):
+    for customer_meter, numbers in active_customer_meters(customer=customer):
         result.append(
             {
                 "id": str(customer_meter.pk),
