@@ -54,8 +54,9 @@ def nice_ceiling(value: decimal.Decimal) -> decimal.Decimal:
     return decimal.Decimal(10).scaleb(exponent)  # unreachable: 10 × 10^k > value
 
 
-def format_number(value: decimal.Decimal) -> str:
+def format_number(value: decimal.Decimal | int) -> str:
     """Thousands separators; at most 4 decimals, rounded half away from zero."""
+    value = decimal.Decimal(value)
     if value == value.to_integral_value():
         return f"{int(value):,}"
     rounded = value.quantize(decimal.Decimal("0.0001"), rounding=decimal.ROUND_HALF_UP)

@@ -1,6 +1,7 @@
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
 
 class SignInTokenKind(models.TextChoices):
@@ -21,7 +22,7 @@ class SignInToken(models.Model):
     kind = models.CharField(max_length=16, choices=SignInTokenKind.choices)
     token_digest = models.CharField(max_length=64, unique=True)
     return_url = models.URLField(max_length=2048, null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     modified_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
@@ -44,7 +45,7 @@ class PortalSession(models.Model):
     sign_in_token = models.OneToOneField(
         SignInToken, on_delete=models.SET_NULL, null=True, blank=True, related_name="session"
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField()
     ended_at = models.DateTimeField(null=True, blank=True)
 

@@ -41,6 +41,7 @@ def _issue(
         kind=kind,
         token_digest=token_digest(token),
         return_url=return_url,
+        created_at=now,
         modified_at=now,
         expires_at=now + timedelta(seconds=ttl_seconds),
     )
@@ -140,6 +141,7 @@ def redeem(*, organization: Organization, token: str, kind: str) -> PortalSessio
         return PortalSession.objects.create(
             customer=sign_in_token.customer,
             sign_in_token=sign_in_token,
+            created_at=now,
             expires_at=now + timedelta(seconds=settings.PORTAL_SESSION_TTL_SECONDS),
         )
 

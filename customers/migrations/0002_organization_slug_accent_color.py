@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="organization",
             name="slug",
-            field=models.SlugField(blank=True, max_length=64, null=True),
+            field=models.SlugField(blank=True, db_index=False, max_length=64, null=True),
         ),
         migrations.AddField(
             model_name="organization",
