@@ -4,11 +4,11 @@ it; the same numbers are also listed in a table for screen readers and for copyi
 import decimal
 import math
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 WIDTH = 640
 HEIGHT = 220
-PLOT_LEFT = 56  # room for the y-axis labels
+PLOT_LEFT = 72  # room for the y-axis labels
 PLOT_RIGHT = 8
 PLOT_TOP = 12
 PLOT_BOTTOM = 28  # room for the x-axis labels
@@ -28,6 +28,7 @@ class Bar:
 class Tick:
     position: float
     label: str
+    anchor: str = "end"  # SVG text-anchor
 
 
 @dataclass(frozen=True)
@@ -64,14 +65,17 @@ def format_number(value: decimal.Decimal | int) -> str:
     return text
 
 
-def bar_chart(days: list[tuple[date, decimal.Decimal]]) -> BarChart:
+def bar_chart(days: list[tuple[date, decimal.Decimal]], *, slots: int | None = None) -> BarChart:
+    """Bars for consecutive `days`, drawn in the first of `slots` equal slots (the whole period,
+    so the days still to come show as room on the right)."""
+    slots = max(slots or len(days), len(days), 1)
     plot_width = WIDTH - PLOT_LEFT - PLOT_RIGHT
     plot_height = HEIGHT - PLOT_TOP - PLOT_BOTTOM
     baseline = PLOT_TOP + plot_height
     # Negative days (e.g. refunds sent as negative amounts) are drawn as empty bars; the table
     # next to the chart lists the exact values.
     top = nice_ceiling(max((v for _, v in days), default=decimal.Decimal(0)))
-    slot = plot_width / max(len(days), 1)
+    slot = plot_width / slots
     gap = min(4.0, slot * 0.2)
     bars = []
     for index, (day, value) in enumerate(days):
@@ -92,10 +96,19 @@ def bar_chart(days: list[tuple[date, decimal.Decimal]]) -> BarChart:
     ]
     x_ticks = []
     if days:
-        for index in sorted({0, len(days) // 2, len(days) - 1}):
-            x_ticks.append(
-                Tick(round(PLOT_LEFT + (index + 0.5) * slot, 2), days[index][0].strftime("%b %-d"))
-            )
+        first = days[0][0]
+        # first day flush left, last day of the period flush right, one in the middle
+        x_ticks = [
+            Tick(PLOT_LEFT, _day_label(first), "start"),
+            Tick(
+                round(PLOT_LEFT + (slots // 2 + 0.5) * slot, 2),
+                _day_label(first + timedelta(days=slots // 2)),
+                "middle",
+            ),
+            Tick(WIDTH - PLOT_RIGHT, _day_label(first + timedelta(days=slots - 1)), "end"),
+        ]
+        if slots == 1:
+            x_ticks = [Tick(round(PLOT_LEFT + slot / 2, 2), _day_label(first), "middle")]
     return BarChart(
         width=WIDTH,
         height=HEIGHT,
@@ -106,3 +119,7 @@ def bar_chart(days: list[tuple[date, decimal.Decimal]]) -> BarChart:
         y_ticks=y_ticks,
         x_ticks=x_ticks,
     )
+
+
+def _day_label(day: date) -> str:
+    return f"{day:%b} {day.day}"

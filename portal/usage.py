@@ -8,7 +8,7 @@ the API."""
 import decimal
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from django.utils import timezone
 from djmoney.money import Money
@@ -50,7 +50,12 @@ class Usage:
 class DailyUsage:
     customer_meter: CustomerMeter
     period: Period
-    days: list[tuple[date, decimal.Decimal]]
+    days: list[tuple[date, decimal.Decimal]]  # from the period's start up to now
+    period_days: int  # days the whole period touches
+
+
+# A chart longer than this shows its last days only (a period provider could return anything).
+MAX_CHART_DAYS = 400
 
 
 def unit_label(meter) -> str:
@@ -127,9 +132,11 @@ def daily_usage(
     """The meter's value per UTC day of the current period, up to now."""
     now = now or timezone.now()
     period = chart_period(customer_meter, window_start=window_start, now=now)
+    period = Period(max(period.start, period.end - timedelta(days=MAX_CHART_DAYS)), period.end)
+    period_days = len(quantities.buckets(period.start, period.end, "day", UTC))
     end = min(period.end, now)
     if end <= period.start:
-        return DailyUsage(customer_meter, period, [])
+        return DailyUsage(customer_meter, period, [], period_days)
     meter = customer_meter.meter
     ranges = quantities.buckets(period.start, end, "day", UTC)
     parts, _total = aggregation.compute(
@@ -143,4 +150,4 @@ def daily_usage(
         (start.date(), aggregation.final_value(func, part))
         for (start, _end), part in zip(ranges, parts, strict=True)
     ]
-    return DailyUsage(customer_meter, period, days)
+    return DailyUsage(customer_meter, period, days, period_days)

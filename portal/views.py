@@ -186,7 +186,7 @@ def _chart_context(customer_meter, *, unit_label: str, window_start) -> dict:
         "first_day": daily.period.start.date(),
         "last_day": (daily.period.end - timedelta(microseconds=1)).date(),
         "days": [(day, value, charts.format_number(value)) for day, value in daily.days],
-        "chart": charts.bar_chart(daily.days),
+        "chart": charts.bar_chart(daily.days, slots=daily.period_days),
     }
 
 

@@ -153,6 +153,7 @@ def test_daily_chart_of_the_current_month(world, signed_in):
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     assert daily.period.start == month_start
     assert len(daily.days) == now.day
+    assert daily.period_days == (daily.period.end - daily.period.start).days
     by_day = dict(daily.days)
     # 2 from the fixture (ingested "now") + early + 2 late
     expected = {d: Decimal(0) for d in by_day}
@@ -322,12 +323,24 @@ def test_bar_geometry():
         (datetime(2026, 11, d, tzinfo=UTC).date(), Decimal(v))
         for d, v in [(1, 0), (2, 5), (3, 10), (4, -3)]
     ]
-    chart = charts.bar_chart(days)
+    chart = charts.bar_chart(days, slots=30)
     plot_height = charts.HEIGHT - charts.PLOT_TOP - charts.PLOT_BOTTOM  # 180
     assert [b.height for b in chart.bars] == [0, plot_height / 2, plot_height, 0]
     assert all(b.y + b.height == chart.baseline for b in chart.bars)
     assert [t.label for t in chart.y_ticks] == ["0", "5", "10"]
-    assert [t.label for t in chart.x_ticks] == ["Nov 1", "Nov 3", "Nov 4"]
-    slot = (charts.WIDTH - charts.PLOT_LEFT - charts.PLOT_RIGHT) / 4
-    assert chart.bars[1].x == round(charts.PLOT_LEFT + slot + 2, 2)
-    assert chart.bars[0].width == round(slot - 4, 2)
+    # the whole period is laid out: Nov 1 to Nov 30, whatever has happened so far
+    assert [(t.label, t.anchor) for t in chart.x_ticks] == [
+        ("Nov 1", "start"),
+        ("Nov 16", "middle"),
+        ("Nov 30", "end"),
+    ]
+    slot = (charts.WIDTH - charts.PLOT_LEFT - charts.PLOT_RIGHT) / 30
+    assert chart.bars[1].x == round(charts.PLOT_LEFT + slot + 0.2 * slot / 2, 2)
+    assert chart.bars[0].width == round(slot * 0.8, 2)
+    assert chart.bars[-1].x + chart.bars[-1].width < charts.PLOT_LEFT + 4 * slot
+
+
+def test_single_day_chart():
+    chart = charts.bar_chart([(datetime(2026, 11, 5, tzinfo=UTC).date(), Decimal(2))])
+    assert [(t.label, t.anchor) for t in chart.x_ticks] == [("Nov 5", "middle")]
+    assert chart.bars[0].height == charts.HEIGHT - charts.PLOT_TOP - charts.PLOT_BOTTOM
