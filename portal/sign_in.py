@@ -74,16 +74,18 @@ def create_api_session(
     return sign_in_token, token, url
 
 
-def send_sign_in_link(*, organization_id, email: str, base_url: str) -> bool:
+def send_sign_in_link(*, organization_id, email: str, base_url: str, next_path: str = "") -> bool:
     """Email a single-use sign-in link if `email` belongs to a customer of the organization.
     Runs in a Celery task so that the page answers the same, in the same time, either way.
+    `next_path` rides along in the link (the page the customer wanted; checked when used).
     Returns whether a link was sent (for logs and tests only, never shown to the requester)."""
     organization = Organization.objects.filter(pk=organization_id).first()
     if organization is None:
         return False
+    # Emails are stored lower-case (customers.services), which the unique index relies on too.
     customer = (
         Customer.objects.active()
-        .filter(organization=organization, email__iexact=email.strip())
+        .filter(organization=organization, email=email.strip().lower())
         .first()
     )
     if customer is None:
@@ -94,9 +96,8 @@ def send_sign_in_link(*, organization_id, email: str, base_url: str) -> bool:
         ttl_seconds=settings.PORTAL_MAGIC_LINK_TTL_SECONDS,
         prefix=EMAIL_LINK_PREFIX,
     )
-    link = portal_url(
-        organization, "sign-in/link?" + urlencode({"token": token}), base_url=base_url
-    )
+    query = {"token": token, **({"next": next_path} if next_path else {})}
+    link = portal_url(organization, "sign-in/link?" + urlencode(query), base_url=base_url)
     context = {
         "organization": organization,
         "customer": customer,

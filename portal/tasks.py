@@ -6,8 +6,10 @@ from portal import sign_in
 
 
 @shared_task(acks_late=True)
-def send_sign_in_link(organization_id: str, email: str, base_url: str) -> None:
-    sign_in.send_sign_in_link(organization_id=organization_id, email=email, base_url=base_url)
+def send_sign_in_link(organization_id: str, email: str, base_url: str, next_path: str = "") -> None:
+    sign_in.send_sign_in_link(
+        organization_id=organization_id, email=email, base_url=base_url, next_path=next_path
+    )
 
 
 @shared_task

@@ -43,7 +43,7 @@ def _context(request, organization: Organization, **extra) -> dict:
     }
 
 
-def _safe_next(request, organization: Organization, candidate: str | None) -> str:
+def _safe_next(organization: Organization, candidate: str | None) -> str:
     """Only paths inside this organization's portal; anything else goes to the usage page."""
     home_path = reverse("portal:usage", kwargs={"org_slug": organization.slug})
     if (
@@ -60,7 +60,7 @@ def _signed_in_redirect(request, organization, session, next_path: str | None):
     previous = auth.session_from_request(request, organization)
     if previous is not None and previous.pk != session.pk:
         sign_in.end_session(previous)
-    response = HttpResponseRedirect(_safe_next(request, organization, next_path))
+    response = HttpResponseRedirect(_safe_next(organization, next_path))
     auth.set_session_cookie(response, session, organization)
     return response
 
@@ -136,7 +136,10 @@ def sign_in_page(request, org_slug):
     # The answer (and its timing) must not depend on whether the address is a customer's: the
     # lookup and the email happen in the task.
     tasks.send_sign_in_link.delay_on_commit(
-        str(organization.pk), email, request.build_absolute_uri("/")
+        str(organization.pk),
+        email,
+        request.build_absolute_uri("/"),
+        _safe_next(organization, form.cleaned_data["next"]) if form.cleaned_data["next"] else "",
     )
     return render(request, "portal/sign_in_sent.html", _context(request, organization, email=email))
 
@@ -148,9 +151,15 @@ def sign_in_link(request, org_slug):
     scanners that fetch links do not use up the single-use token."""
     organization = get_object_or_404(Organization, slug=org_slug)
     if request.method == "GET":
-        token = request.GET.get("token", "")
         return render(
-            request, "portal/sign_in_link.html", _context(request, organization, token=token)
+            request,
+            "portal/sign_in_link.html",
+            _context(
+                request,
+                organization,
+                token=request.GET.get("token", ""),
+                next=_safe_next(organization, request.GET.get("next")),
+            ),
         )
     try:
         session = sign_in.redeem(
@@ -160,7 +169,7 @@ def sign_in_link(request, org_slug):
         )
     except InvalidSignInToken:
         return _invalid_link(request, organization)
-    return _signed_in_redirect(request, organization, session, None)
+    return _signed_in_redirect(request, organization, session, request.POST.get("next"))
 
 
 @never_cache

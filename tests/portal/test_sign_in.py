@@ -174,6 +174,7 @@ def test_magic_link_flow(world, django_capture_on_commit_callbacks):
     assert message.subject == "Your sign-in link for Acme Inc"
     link = _link_from_outbox()
     assert link.startswith("http://testserver/portal/acme-inc/sign-in/link?token=ml_csl_")
+    assert "next=" not in link
     assert "expires in 15 minutes" in message.body
 
     # Opening the link (or a mail scanner fetching it) does not use it up...
@@ -289,7 +290,7 @@ def test_next_only_leads_inside_the_portal(world):
     from portal.views import _safe_next
 
     assert (
-        _safe_next(None, world.acme.organization, "/portal/acme-inc/usage/meters")
+        _safe_next(world.acme.organization, "/portal/acme-inc/usage/meters")
         == "/portal/acme-inc/usage/meters"
     )
     for bad in [
@@ -298,7 +299,7 @@ def test_next_only_leads_inside_the_portal(world):
         "/portal/globex/",
         "/admin/",
     ]:
-        assert _safe_next(None, world.acme.organization, bad) == "/portal/acme-inc/"
+        assert _safe_next(world.acme.organization, bad) == "/portal/acme-inc/"
 
 
 @pytest.mark.parametrize("ttl_attr", ["PORTAL_API_TOKEN_TTL_SECONDS"])
@@ -333,3 +334,39 @@ def test_clear_expired(world, signed_in):
 
 def test_portal_path_helper(world):
     assert portal_path(world.carol, "sign-in") == "/portal/globex/sign-in"
+
+
+def test_magic_link_returns_to_the_page_asked_for(world, django_capture_on_commit_callbacks):
+    client = Client()
+    wanted = f"/portal/acme-inc/meters/{world.alice.customer_meters.first().pk}/chart"
+    assert client.get(wanted).status_code == 404  # fragments never redirect
+    asked = client.get("/portal/acme-inc/")
+    assert asked["Location"] == "/portal/acme-inc/sign-in?next=%2Fportal%2Facme-inc%2F"
+    form = client.get(asked["Location"]).content.decode()
+    assert '<input type="hidden" name="next" value="/portal/acme-inc/"' in form
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/portal/acme-inc/sign-in", {"email": "alice@acme-inc.example", "next": wanted})
+    link = _link_from_outbox()
+    assert link.endswith("&next=" + wanted.replace("/", "%2F"))
+    confirm = client.get(relative(link)).content.decode()
+    token = re.search(r'name="token" value="([^"]+)"', confirm).group(1)
+    assert f'name="next" value="{wanted}"' in confirm
+    response = client.post("/portal/acme-inc/sign-in/link", {"token": token, "next": wanted})
+    assert response["Location"] == wanted
+    assert client.get(wanted).status_code == 200
+
+
+def test_magic_link_never_leads_outside_the_portal(world, django_capture_on_commit_callbacks):
+    client = Client()
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(
+            "/portal/acme-inc/sign-in",
+            {"email": "alice@acme-inc.example", "next": "https://evil.example/"},
+        )
+    link = _link_from_outbox()
+    assert link.endswith("&next=%2Fportal%2Facme-inc%2F")
+    token = link.split("token=")[1].split("&")[0]
+    response = client.post(
+        "/portal/acme-inc/sign-in/link", {"token": token, "next": "//evil.example/"}
+    )
+    assert response["Location"] == "/portal/acme-inc/"
