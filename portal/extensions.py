@@ -50,18 +50,18 @@ class Registry:
     sections: list[Section] = field(default_factory=list)
 
     def estimate_charges(self, *, customer, meters) -> ChargeEstimate | None:
-        for estimator in self.charge_estimators:
-            estimate = estimator(customer=customer, meters=meters)
-            if estimate is not None:
-                return estimate
-        return None
+        return _first_answer(self.charge_estimators, customer=customer, meters=meters)
 
     def current_period(self, *, customer, meter) -> Period | None:
-        for provider in self.period_providers:
-            period = provider(customer=customer, meter=meter)
-            if period is not None:
-                return period
-        return None
+        return _first_answer(self.period_providers, customer=customer, meter=meter)
+
+
+def _first_answer(functions: list[Callable], **kwargs):
+    for function in functions:
+        answer = function(**kwargs)
+        if answer is not None:
+            return answer
+    return None
 
 
 registry = Registry()
