@@ -139,12 +139,19 @@ def redeem(*, organization: Organization, token: str, kind: str) -> PortalSessio
         sign_in_token.used_at = now
         sign_in_token.modified_at = now
         sign_in_token.save(update_fields=["used_at", "modified_at"])
-        return PortalSession.objects.create(
+        session = PortalSession.objects.create(
             customer=sign_in_token.customer,
             sign_in_token=sign_in_token,
             created_at=now,
             expires_at=now + timedelta(seconds=settings.PORTAL_SESSION_TTL_SECONDS),
         )
+    logger.info(
+        "portal sign-in: customer %s, %s, session %s",
+        session.customer_id,
+        sign_in_token.kind,
+        session.pk,
+    )
+    return session
 
 
 def live_session(*, organization: Organization, session_id) -> PortalSession | None:
@@ -166,6 +173,7 @@ def end_session(session: PortalSession) -> None:
     PortalSession.objects.filter(pk=session.pk, ended_at__isnull=True).update(
         ended_at=timezone.now()
     )
+    logger.info("portal sign-out: customer %s, session %s", session.customer_id, session.pk)
 
 
 def clear_expired(*, now: datetime | None = None) -> tuple[int, int]:
