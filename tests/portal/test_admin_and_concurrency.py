@@ -3,11 +3,8 @@ portal sessions in the admin."""
 
 import threading
 
-import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth import get_user_model
 from django.db import connection
-from django.test import Client
 
 from portal import sign_in
 from portal.errors import InvalidSignInToken
@@ -53,15 +50,8 @@ def test_concurrent_redemptions_of_one_token_give_one_session(transactional_db, 
     assert PortalSession.objects.filter(customer=world.alice).count() == 5
 
 
-@pytest.fixture
-def admin_client(db):
-    staff = get_user_model().objects.create_superuser("root", "root@example.com", "pw-123456")
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
 def test_staff_end_a_customers_sessions(world, signed_in, admin_client):
+    # admin_client: pytest-django's client signed in as a superuser
     portal = signed_in(world.alice)
     assert portal.get("/portal/acme-inc/").status_code == 200
     session = PortalSession.objects.get(customer=world.alice)
