@@ -124,6 +124,23 @@ EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@meterline.localhost")
 
+# --- cache: counters of the portal's sign-in rate limits. Per process unless CACHE_URL points
+# at a shared cache (e.g. redis://127.0.0.1:6379/1), which production with several web nodes needs.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
+# --- customer portal (docs/portal.md) ----------------------------------------------------------
+# Absolute base of links to the portal (customer_portal_url, magic links); unset: the host of the
+# request that creates them.
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="").rstrip("/")
+PORTAL_SESSION_TTL_SECONDS = env.int("PORTAL_SESSION_TTL_SECONDS", default=12 * 3600)
+# A customer session created through the API must be opened within this time (Polar: 1 hour).
+PORTAL_API_TOKEN_TTL_SECONDS = env.int("PORTAL_API_TOKEN_TTL_SECONDS", default=3600)
+PORTAL_MAGIC_LINK_TTL_SECONDS = env.int("PORTAL_MAGIC_LINK_TTL_SECONDS", default=15 * 60)
+PORTAL_POLL_SECONDS = env.int("PORTAL_POLL_SECONDS", default=5)
+# Sign-in link requests: "count/seconds" per client IP and per email address.
+PORTAL_SIGN_IN_RATE_PER_IP = env.str("PORTAL_SIGN_IN_RATE_PER_IP", default="10/900")
+PORTAL_SIGN_IN_RATE_PER_EMAIL = env.str("PORTAL_SIGN_IN_RATE_PER_EMAIL", default="3/900")
+
 # --- REST API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["customers.api.auth.BearerTokenAuthentication"],

@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView
 
+from portal import views as portal_views
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path(
@@ -11,7 +13,9 @@ urlpatterns = [
     ),
     path("v1/", include("customers.api.urls")),
     path("v1/", include("metering.api.urls")),
+    path("v1/", include("portal.api.urls")),
     path("", include("portal.urls")),
+    path("", portal_views.home, name="home"),
 ]
 
 handler400 = "core.api.errors.json_bad_request"

@@ -7,6 +7,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 # name -> (task path, every N seconds)
 SCHEDULES: dict[str, tuple[str, int]] = {
     "clear expired sessions": ("core.tasks.clear_expired_sessions", 24 * 3600),
+    "clear expired portal sessions": ("portal.tasks.clear_expired_portal_sessions", 3600),
 }
 
 

@@ -40,8 +40,8 @@ if admin.site.is_registered(APIKey):
 
 @admin.register(Organization)
 class OrganizationAdmin(MeterlineModelAdmin):
-    list_display = ("name", "created_at", "id", "links")
-    search_fields = ("name", "=id")
+    list_display = ("name", "slug", "created_at", "id", "links")
+    search_fields = ("name", "=slug", "=id")
     ordering = ("name",)
     readonly_fields = ("id", "created_at", "links")
 

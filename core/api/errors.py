@@ -61,10 +61,7 @@ def _flatten_drf_errors(detail, loc: list) -> list[dict]:
         return out
     if isinstance(detail, list):
         if all(isinstance(d, exceptions.ErrorDetail | str) for d in detail):
-            return [
-                {"loc": loc, "msg": str(d), "type": _polar_type(d)}
-                for d in detail
-            ]
+            return [{"loc": loc, "msg": str(d), "type": _polar_type(d)} for d in detail]
         out = []
         for index, value in enumerate(detail):
             if value:
