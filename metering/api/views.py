@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db.models import Count, OuterRef, Q, Subquery, Value
+from django.db.models import Count, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -13,6 +13,7 @@ from core.api.errors import PolarValidationError
 from core.errors import ErrorList
 from core.strict_json import loads
 from metering import ingest
+from metering.api.event_filters import customer_q, filter_events
 from metering.api.serializers import (
     EventNameSerializer,
     EventSerializer,
@@ -118,7 +119,6 @@ class EventListView(GenericAPIView):
 
     @extend_schema(operation_id="events_list", parameters=EVENT_LIST_PARAMETERS)
     def get(self, request):
-        from metering.api.event_filters import filter_events
 
         errors = ErrorList()
         queryset = filter_events(request, organization_events(request), errors)
@@ -175,15 +175,9 @@ class EventNameListView(GenericAPIView):
         errors.raise_if_any()
         if customer_ids or external_ids:
             # per-customer names come from the customer's own events (indexed by customer)
-            events = Event.objects.filter(organization=organization)
-            customer_q = Q()
-            if customer_ids:
-                customer_q |= Q(customer_id__in=customer_ids)
-            if external_ids:
-                customer_q |= Q(external_customer_id__in=external_ids) | Q(
-                    customer__external_id__in=external_ids
-                )
-            events = events.filter(customer_q)
+            events = Event.objects.filter(organization=organization).filter(
+                customer_q(customer_ids, external_ids)
+            )
             if sources:
                 events = events.filter(source__in=sources)
             if query:
