@@ -278,7 +278,40 @@ def _windows(system_events: list) -> dict[str, tuple[datetime | None, int]]:
     return result
 
 
+# --- billing-period windows ---------------------------------------------------------------------
+# With an active subscription pricing a meter, the customer meter's window is the subscription's
+# current billing period (usage attributed to it, late usage carried into it included). Billing
+# sits above metering, so it registers a provider here instead of metering importing billing:
+# provider(customer_id, meters) -> {meter_id: (consumed_units, credited_units)}.
+_period_providers: list = []
+
+
+def register_period_numbers(provider) -> None:
+    if provider not in _period_providers:
+        _period_providers.append(provider)
+
+
+def _period_numbers(customer_id, meters: list[Meter]) -> dict:
+    found: dict = {}
+    for provider in _period_providers:
+        found.update(provider(customer_id, meters))
+    return found
+
+
+def _with_period_numbers(customer_id, meters: list[Meter], numbers: dict) -> dict:
+    """meter id → MeterNumbers, replaced by the billing period's numbers where there is one."""
+    for meter_id, (consumed, credited) in _period_numbers(customer_id, meters).items():
+        numbers[meter_id] = MeterNumbers(
+            consumed, credited, decimal.Decimal(credited) - consumed, None
+        )
+    return numbers
+
+
 def numbers_for(meter: Meter, customer: Customer, system_events=None) -> MeterNumbers:
+    period = _period_numbers(customer.pk, [meter]).get(meter.pk)
+    if period is not None:
+        consumed, credited = period
+        return MeterNumbers(consumed, credited, decimal.Decimal(credited) - consumed, None)
     if system_events is None:
         system_events = _system_events(customer.pk)
     window_start, credited = _windows(system_events).get(str(meter.pk), (None, 0))
@@ -370,6 +403,11 @@ def customer_meters_with_numbers(customer_meters) -> list[tuple[CustomerMeter, M
                 )
             else:
                 numbers[cm.pk] = numbers_for(cm.meter, cm.customer, events)
+        by_meter = _with_period_numbers(
+            customer_id, [cm.meter for cm in group], {cm.meter_id: numbers[cm.pk] for cm in group}
+        )
+        for cm in group:
+            numbers[cm.pk] = by_meter[cm.meter_id]
     return [(cm, numbers[cm.pk]) for cm in customer_meters]
 
 
