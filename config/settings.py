@@ -155,6 +155,13 @@ EVENT_FUTURE_TOLERANCE_SECONDS = 300
 # API token last_used_at is written at most this often per token (no write on every request)
 API_TOKEN_TOUCH_INTERVAL_SECONDS = 300
 
+# Billing (docs/billing.md): a period closes at end + grace, so slightly late usage still lands in
+# its own period. BILLING_GRACE is in seconds.
+from datetime import timedelta  # noqa: E402
+
+BILLING_GRACE = timedelta(seconds=env.int("BILLING_GRACE", default=3600))
+BILLING_CLOSE_BATCH_SIZE = env.int("BILLING_CLOSE_BATCH_SIZE", default=200)
+
 # --- Celery: CELERY_BROKER_URL, or a filesystem broker under .data/ ----------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
 if not CELERY_BROKER_URL:
