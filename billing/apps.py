@@ -7,9 +7,13 @@ class BillingConfig(AppConfig):
 
     def ready(self):
         from billing import subscriptions, usage
+        from billing.api.state import customer_state_section
         from core.schedules import SCHEDULES
+        from customers.api.views import STATE_SECTIONS
 
         SCHEDULES["close billing cycles"] = ("billing.tasks.close_due_cycles", 60)
 
         # customer meters show the current billing period of a subscription pricing the meter
         usage.register_period_numbers(subscriptions.customer_period_numbers)
+        if customer_state_section not in STATE_SECTIONS:
+            STATE_SECTIONS.append(customer_state_section)

@@ -1,5 +1,6 @@
 """Catalog services: products with their prices, and meter-credit benefits."""
 
+import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
@@ -8,7 +9,7 @@ from django.db import transaction
 from billing import usage
 from billing.errors import InvalidPrice
 from billing.models import Benefit, Price, PriceType, Product
-from billing.money import to_money
+from billing.money import is_known_currency, to_money
 from billing.pricing import GRADUATED, VOLUME
 
 MAX_RATE_DECIMALS = 12
@@ -158,7 +159,14 @@ def replace_prices(*, product: Product, prices: list[PriceSpec], keep_ids: list)
     """Polar's product update: the given list is the new set of prices. Existing prices listed
     by id stay; others are archived (subscriptions keep the prices they had); new ones are
     created."""
-    check_prices(organization=product.organization, specs=prices)
+    kept = list(product.prices.filter(is_archived=False, pk__in=keep_ids))
+    if len(kept) != len(set(keep_ids)):
+        raise InvalidPrice("Price not found on this product", field=("body", "prices"))
+    kept_specs = [
+        PriceSpec(amount_type=p.amount_type, meter_id=p.meter_id, loc=("body", "prices"))
+        for p in kept
+    ]
+    check_prices(organization=product.organization, specs=kept_specs + prices)
     product.prices.filter(is_archived=False).exclude(pk__in=keep_ids).update(is_archived=True)
     for spec in prices:
         Price.objects.create(product=product, **_price_fields(spec, product.currency))
@@ -192,3 +200,81 @@ def create_benefit(
         rollover=rollover,
         metadata=metadata or {},
     )
+
+
+PRICE_KEYS = {
+    PriceType.FIXED: {"price_amount"},
+    PriceType.METERED_UNIT: {"meter_id", "unit_amount", "cap_amount"},
+    PriceType.METERED_TIERS: {"meter_id", "tiers", "cap_amount"},
+}
+COMMON_KEYS = {"amount_type", "price_currency", "tax_behavior"}
+
+
+def _uuid(value, loc):
+    try:
+        return uuid.UUID(str(value)) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def parse_price_input(data, loc) -> tuple[PriceSpec, str | None]:
+    """One price of Polar's create shapes → (PriceSpec, currency named or None)."""
+    if not isinstance(data, dict):
+        raise InvalidPrice("Input should be an object", field=loc)
+    amount_type = data.get("amount_type")
+    if amount_type not in PRICE_KEYS:
+        raise InvalidPrice(
+            "amount_type should be 'fixed', 'metered_unit' or 'metered_tiers'",
+            field=(*loc, "amount_type"),
+        )
+    for key in data:
+        if key not in PRICE_KEYS[amount_type] | COMMON_KEYS:
+            raise InvalidPrice("Extra inputs are not permitted", field=(*loc, key))
+    currency = data.get("price_currency")
+    if currency is not None and not is_known_currency(currency):
+        raise InvalidPrice(
+            "Input should be an ISO 4217 currency code", field=(*loc, "price_currency")
+        )
+    spec = PriceSpec(amount_type=amount_type, loc=tuple(loc))
+    if amount_type == PriceType.FIXED:
+        if "price_amount" not in data:
+            raise InvalidPrice("Field required", field=(*loc, "price_amount"))
+        spec.price_amount = _minor_amount(data["price_amount"], (*loc, "price_amount"))
+        return spec, currency
+    meter_id = _uuid(data.get("meter_id"), loc)
+    if meter_id is None:
+        raise InvalidPrice("Input should be a valid UUID", field=(*loc, "meter_id"))
+    spec.meter_id = meter_id
+    if data.get("cap_amount") is not None:
+        spec.cap_amount = _minor_amount(data["cap_amount"], (*loc, "cap_amount"))
+    if amount_type == PriceType.METERED_UNIT:
+        if "unit_amount" not in data:
+            raise InvalidPrice("Field required", field=(*loc, "unit_amount"))
+        spec.unit_amount = parse_rate(data["unit_amount"], (*loc, "unit_amount"))
+    else:
+        if "tiers" not in data:
+            raise InvalidPrice("Field required", field=(*loc, "tiers"))
+        spec.tiers = normalize_tiers(data["tiers"], (*loc, "tiers"))
+    return spec, currency
+
+
+def parse_prices_input(items: list, *, loc=("body", "prices"), currency: str | None = None):
+    """A product's price list → (specs, existing price ids kept, the product's currency)."""
+    specs, keep, currencies = [], [], set()
+    for index, item in enumerate(items):
+        item_loc = (*loc, index)
+        if isinstance(item, dict) and set(item) == {"id"}:
+            price_id = _uuid(item["id"], item_loc)
+            if price_id is None:
+                raise InvalidPrice("Input should be a valid UUID", field=(*item_loc, "id"))
+            keep.append(price_id)
+            continue
+        spec, named = parse_price_input(item, item_loc)
+        if named:
+            currencies.add(named.upper())
+        specs.append(spec)
+    if currency:
+        currencies.add(currency.upper())
+    if len(currencies) > 1:
+        raise InvalidPrice("All prices of a product share one currency", field=loc)
+    return specs, keep, (currencies.pop() if currencies else "USD")

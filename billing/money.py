@@ -5,7 +5,7 @@ Decimal), never float."""
 
 from decimal import ROUND_HALF_UP, Decimal
 
-from moneyed import Money, get_currency
+from moneyed import CURRENCIES, Money, get_currency
 
 
 def minor_factor(currency: str) -> int:
@@ -27,3 +27,8 @@ def to_minor(money: Money | None) -> int:
     if money is None:
         return 0
     return round_minor(money.amount * minor_factor(str(money.currency)))
+
+
+def is_known_currency(code) -> bool:
+    """An ISO 4217 code py-moneyed knows (any case), other than the placeholder XYZ."""
+    return isinstance(code, str) and code.upper() in CURRENCIES and code.upper() != "XYZ"

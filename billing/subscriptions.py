@@ -162,11 +162,17 @@ def upcoming_invoice(subscription: Subscription) -> InvoiceDraft:
     return cycles.draft_for(subscription, lines)
 
 
-def current_meters(subscription: Subscription) -> list[metered.MeteredLine]:
-    """Per metered price: consumed (own + late usage), credited, amount so far."""
-    if subscription.status not in LIVE_STATUSES:
-        return []
-    return metered.current_lines(subscription)
+def current_meters(subscriptions: list[Subscription]) -> dict:
+    """subscription id → its current period's metered lines so far (consumed: own + late usage,
+    credited, amount), for a page of subscriptions in one set-based read. Ended ones: none."""
+    live = [s for s in subscriptions if s.status in LIVE_STATUSES]
+    found = metered.measure([(s, s.current_period_start, s.current_period_end) for s in live])
+    return {
+        s.pk: [metered.line(sp, found[sp.pk]) for sp in metered.metered_prices(s) if sp.pk in found]
+        if s.status in LIVE_STATUSES
+        else []
+        for s in subscriptions
+    }
 
 
 def customer_period_numbers(customer_id, meters: list) -> dict:
@@ -185,8 +191,8 @@ def customer_period_numbers(customer_id, meters: list) -> dict:
         .distinct()
     )
     found = {}
-    for subscription in subscriptions:
-        for priced in metered.current_lines(subscription):
+    for lines in current_meters(subscriptions).values():
+        for priced in lines:
             meter_id = priced.subscription_price.price.meter_id
             if meter_id in meter_ids:
                 found[meter_id] = (priced.consumed, priced.credited)

@@ -15,6 +15,9 @@ from customers.api.serializers import (
 )
 from customers.models import Customer
 
+# Higher layers (billing) add sections to the customer state: section(customer) -> {key: value}.
+STATE_SECTIONS: list = []
+
 CUSTOMER_SORTING = {"created_at": "created_at", "email": "email", "name": "name"}
 
 
@@ -131,6 +134,8 @@ class CustomerStateView(GenericAPIView):
         payload = dict(CustomerSerializer(customer).data)
         payload["active_subscriptions"] = []
         payload["granted_benefits"] = []
+        for section in STATE_SECTIONS:
+            payload.update(section(customer))
         payload["active_meters"] = customer_active_meters(customer=customer)
         return Response(payload)
 
