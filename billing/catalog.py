@@ -40,7 +40,8 @@ def parse_rate(value, loc) -> Decimal:
         raise InvalidPrice("Input should be a finite number ≥ 0", field=loc)
     if -rate.as_tuple().exponent > MAX_RATE_DECIMALS:
         raise InvalidPrice(f"At most {MAX_RATE_DECIMALS} decimal places", field=loc)
-    return rate.normalize() if rate else Decimal(0)
+    # canonical and without an exponent: '200', '0.5' (Decimal.normalize() would give '2E+2')
+    return Decimal(format(rate.normalize(), "f")) if rate else Decimal(0)
 
 
 def _minor_amount(value, loc) -> int:
@@ -83,7 +84,7 @@ def normalize_tiers(data, loc) -> dict:
             raise InvalidPrice("Field required", field=(*tier_loc, "unit_amount"))
         rate = parse_rate(tier["unit_amount"], (*tier_loc, "unit_amount"))
         flat = tier.get("flat_amount")
-        entry = {"bound": bound, "unit_amount": str(rate)}
+        entry = {"bound": bound, "unit_amount": format(rate, "f")}
         if flat is not None:
             entry["flat_amount"] = _minor_amount(flat, (*tier_loc, "flat_amount"))
         out.append(entry)

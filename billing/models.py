@@ -240,6 +240,10 @@ class Subscription(models.Model):
     modified_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        permissions = [
+            ("close_subscription", "Can close a subscription's due billing periods now"),
+            ("cancel_subscription", "Can cancel or revoke a subscription"),
+        ]
         indexes = [
             models.Index(fields=["organization", "-started_at"], name="subscription_org_started"),
             models.Index(fields=["customer", "status"], name="subscription_customer"),
@@ -351,6 +355,10 @@ class Invoice(models.Model):
     voided_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        permissions = [
+            ("mark_paid_invoice", "Can mark an invoice paid"),
+            ("void_invoice", "Can void an invoice"),
+        ]
         constraints = [
             # One invoice per closed period, whoever closes it (idempotent cycle close).
             models.UniqueConstraint(
