@@ -6,9 +6,10 @@ class BillingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from billing import subscriptions, usage
+        from billing import demo, subscriptions, usage
         from billing.api.state import customer_state_section
         from core.schedules import SCHEDULES
+        from core.signals import demo_seeded
         from customers.api.views import STATE_SECTIONS
 
         SCHEDULES["close billing cycles"] = ("billing.tasks.close_due_cycles", 60)
@@ -17,3 +18,4 @@ class BillingConfig(AppConfig):
         usage.register_period_numbers(subscriptions.customer_period_numbers)
         if customer_state_section not in STATE_SECTIONS:
             STATE_SECTIONS.append(customer_state_section)
+        demo_seeded.connect(demo.on_demo_seeded, dispatch_uid="billing-demo")
