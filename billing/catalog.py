@@ -8,7 +8,7 @@ from django.db import transaction
 
 from billing import usage
 from billing.errors import InvalidPrice
-from billing.models import Benefit, Price, PriceType, Product
+from billing.models import Benefit, InvoiceLine, Price, PriceType, Product
 from billing.money import is_known_currency, to_money
 from billing.pricing import GRADUATED, VOLUME
 
@@ -279,3 +279,20 @@ def parse_prices_input(items: list, *, loc=("body", "prices"), currency: str | N
     if len(currencies) > 1:
         raise InvalidPrice("All prices of a product share one currency", field=loc)
     return specs, keep, (currencies.pop() if currencies else "USD")
+
+
+def meter_definition_blockers(meter) -> list[str]:
+    """A meter whose usage is on a finalized invoice keeps its definition (the invoice would no
+    longer be explainable by it)."""
+    if InvoiceLine.objects.filter(meter=meter).exclude(invoice__status="draft").exists():
+        return ["The meter's usage is on a finalized invoice; create a new meter instead."]
+    return []
+
+
+def meter_archive_blockers(meter) -> list[str]:
+    reasons = []
+    if Price.objects.filter(meter=meter, is_archived=False, product__is_archived=False).exists():
+        reasons.append("An active price uses this meter; archive the price or product first.")
+    if Benefit.objects.filter(meter=meter, is_deleted=False).exists():
+        reasons.append("A meter-credit benefit uses this meter; delete the benefit first.")
+    return reasons

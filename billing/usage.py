@@ -56,6 +56,10 @@ def register_period_numbers(provider) -> None:
     metering_meters.register_period_numbers(provider)
 
 
+def register_meter_blockers(*, definition_change, archive) -> None:
+    metering_meters.register_blockers(definition_change=definition_change, archive=archive)
+
+
 @dataclass(frozen=True)
 class Window:
     """Usage of `meter` by `customer_id` with event timestamps in [start, end)."""

@@ -22,16 +22,29 @@ BACKFILL_CHUNK_EVENTS = 200_000
 # --- lifecycle --------------------------------------------------------------------------------
 
 
+# Higher layers (billing) register the reasons they know: provider(meter) -> list[str].
+_definition_change_blockers: list = []
+_archive_blockers: list = []
+
+
+def register_blockers(*, definition_change=None, archive=None) -> None:
+    for registry, provider in (
+        (_definition_change_blockers, definition_change),
+        (_archive_blockers, archive),
+    ):
+        if provider is not None and provider not in registry:
+            registry.append(provider)
+
+
 def definition_change_blockers(meter: Meter) -> list[str]:
-    """Reasons that forbid changing filter/aggregation: usage of this meter on a finalized
-    invoice. Billing does not exist yet, so there are none; billing replaces this check."""
-    return []
+    """Reasons that forbid changing filter/aggregation (billing: usage of this meter on a
+    finalized invoice)."""
+    return [reason for provider in _definition_change_blockers for reason in provider(meter)]
 
 
 def archive_blockers(meter: Meter) -> list[str]:
-    """Reasons that forbid archiving: an active price or credit benefit using the meter.
-    Billing does not exist yet, so there are none; billing replaces this check."""
-    return []
+    """Reasons that forbid archiving (billing: an active price or credit benefit uses it)."""
+    return [reason for provider in _archive_blockers for reason in provider(meter)]
 
 
 def _jsonable(value):

@@ -239,3 +239,21 @@ def test_beat_entry_fans_out_one_task_per_batch(
     finally:
         app.conf.task_always_eager = False
     assert not cycles.due_subscription_ids(as_of=at("2024-02-01T02:00:00"))
+
+
+def test_meters_in_use_by_billing_cannot_be_redefined_or_archived(
+    make_product, customer, api_calls, send
+):
+    assert meters.archive_blockers(api_calls) == []
+    product = make_product(unit_price(api_calls, 1))
+    assert meters.archive_blockers(api_calls) == [
+        "An active price uses this meter; archive the price or product first."
+    ]
+    assert meters.definition_change_blockers(api_calls) == []
+    subscriptions.create_subscription(
+        customer=customer, product=product, started_at=at("2024-01-01T00:00:00")
+    )
+    cycles.close_due(as_of=at("2024-02-01T02:00:00"))
+    assert meters.definition_change_blockers(api_calls) == [
+        "The meter's usage is on a finalized invoice; create a new meter instead."
+    ]
