@@ -88,12 +88,12 @@ def benefit_payload(benefit) -> dict:
         "metadata": benefit.metadata,
         "visibility": "public",
         "visibility_configurable": False,
-        "properties": {
-            "units": benefit.units,
-            "rollover": benefit.rollover,
-            "meter_id": str(benefit.meter_id),
-        },
+        "properties": benefit_properties(benefit),
     }
+
+
+def benefit_properties(benefit) -> dict:
+    return {"units": benefit.units, "rollover": benefit.rollover, "meter_id": str(benefit.meter_id)}
 
 
 def product_base(product) -> dict:
@@ -283,56 +283,104 @@ def _minor(value) -> int:
     return value if isinstance(value, int) else to_minor(value)
 
 
-def order_payload(invoice) -> dict:
-    """An invoice as a Polar order (open → `pending`); needs customer, product, subscription,
-    discount and lines loaded."""
-    subscription = invoice.subscription
-    status = ORDER_STATUS[invoice.status]
-    total = to_minor(invoice.total)
+def _order(
+    *,
+    id,
+    created_at,
+    modified_at,
+    status: str,
+    invoice_status: str,
+    amounts: dict,
+    due: int,
+    currency: str,
+    billing_reason: str,
+    billing_name,
+    billing_address,
+    number,
+    customer,
+    product,
+    subscription,
+    discount,
+    items: list,
+    period_start,
+    period_end,
+) -> dict:
+    """The order shape shared by stored invoices and the upcoming one."""
     return {
-        "id": str(invoice.pk),
-        "created_at": iso(invoice.created_at),
-        "modified_at": iso(invoice.modified_at),
+        "id": str(id),
+        "created_at": iso(created_at),
+        "modified_at": iso(modified_at),
         "status": status,
-        "paid": invoice.status == InvoiceStatus.PAID,
-        "subtotal_amount": to_minor(invoice.subtotal),
-        "discount_amount": to_minor(invoice.discount_amount),
-        "net_amount": to_minor(invoice.net),
-        "tax_amount": to_minor(invoice.tax),
-        "total_amount": total,
+        "paid": invoice_status == InvoiceStatus.PAID,
+        **amounts,
         "applied_balance_amount": 0,
-        "due_amount": total if invoice.status == InvoiceStatus.OPEN else 0,
+        "due_amount": due,
         "refunded_amount": 0,
+        "refundable_amount": 0,
         "refunded_tax_amount": 0,
-        "currency": invoice.currency.lower(),
-        "billing_reason": invoice.billing_reason,
-        "billing_name": invoice.billing_name,
-        "billing_address": _address(invoice.billing_address),
-        "invoice_number": invoice.number,
+        "refundable_tax_amount": 0,
+        "currency": currency.lower(),
+        "billing_reason": billing_reason,
+        "billing_name": billing_name,
+        "billing_address": _address(billing_address),
+        "invoice_number": number,
         "is_invoice_generated": False,
         "receipt_number": None,
         "seats": None,
         "units": None,
-        "customer_id": str(invoice.customer_id),
-        "product_id": str(invoice.product_id) if invoice.product_id else None,
-        "discount_id": str(invoice.discount_id) if invoice.discount_id else None,
-        "subscription_id": str(invoice.subscription_id) if invoice.subscription_id else None,
+        "customer_id": str(customer.pk),
+        "product_id": str(product.pk) if product else None,
+        "discount_id": str(discount.pk) if discount else None,
+        "subscription_id": str(subscription.pk) if subscription else None,
         "checkout_id": None,
         "metadata": {},
         "platform_fee_amount": 0,
         "platform_fee_currency": None,
-        "customer": customer_payload(invoice.customer),
-        "product": product_base(invoice.product) if invoice.product else None,
-        "discount": discount_payload(invoice.discount) if invoice.discount else None,
+        "customer": customer_payload(customer),
+        "product": product_base(product) if product else None,
+        "discount": discount_payload(discount) if discount else None,
         "subscription": subscription_base(subscription) if subscription else None,
-        "items": [item_payload(line, invoice.created_at) for line in invoice.lines.all()],
-        "description": invoice.product.name if invoice.product else "Invoice",
-        "refundable_amount": 0,
-        "refundable_tax_amount": 0,
+        "items": items,
+        "description": product.name if product else "Invoice",
         # extensions
-        "invoice_status": invoice.status,
-        "period_start": iso(invoice.period_start),
-        "period_end": iso(invoice.period_end),
+        "invoice_status": invoice_status,
+        "period_start": iso(period_start),
+        "period_end": iso(period_end),
+    }
+
+
+def order_payload(invoice) -> dict:
+    """An invoice as a Polar order (open → `pending`); needs customer, product, subscription,
+    discount and lines loaded."""
+    total = to_minor(invoice.total)
+    return {
+        **_order(
+            id=invoice.pk,
+            created_at=invoice.created_at,
+            modified_at=invoice.modified_at,
+            status=ORDER_STATUS[invoice.status],
+            invoice_status=invoice.status,
+            amounts={
+                "subtotal_amount": to_minor(invoice.subtotal),
+                "discount_amount": to_minor(invoice.discount_amount),
+                "net_amount": to_minor(invoice.net),
+                "tax_amount": to_minor(invoice.tax),
+                "total_amount": total,
+            },
+            due=total if invoice.status == InvoiceStatus.OPEN else 0,
+            currency=invoice.currency,
+            billing_reason=invoice.billing_reason,
+            billing_name=invoice.billing_name,
+            billing_address=invoice.billing_address,
+            number=invoice.number,
+            customer=invoice.customer,
+            product=invoice.product,
+            subscription=invoice.subscription,
+            discount=invoice.discount,
+            items=[item_payload(line, invoice.created_at) for line in invoice.lines.all()],
+            period_start=invoice.period_start,
+            period_end=invoice.period_end,
+        ),
         "finalized_at": iso(invoice.finalized_at),
         "paid_at": iso(invoice.paid_at),
         "voided_at": iso(invoice.voided_at),
@@ -340,51 +388,35 @@ def order_payload(invoice) -> dict:
 
 
 def upcoming_payload(subscription, draft, now) -> dict:
-    """The upcoming invoice in the order shape: nothing is stored, so no number and no ids."""
-    return {
-        "id": str(uuid.uuid5(SUBSCRIPTION_METER_NAMESPACE, f"upcoming:{subscription.pk}")),
-        "created_at": iso(now),
-        "modified_at": None,
-        "status": "draft",
-        "paid": False,
-        "subtotal_amount": draft.subtotal,
-        "discount_amount": draft.discount_amount,
-        "net_amount": draft.net,
-        "tax_amount": draft.tax,
-        "total_amount": draft.total,
-        "applied_balance_amount": 0,
-        "due_amount": draft.total,
-        "refunded_amount": 0,
-        "refunded_tax_amount": 0,
-        "currency": draft.currency.lower(),
-        "billing_reason": "subscription_cycle",
-        "billing_name": subscription.customer.billing_name or subscription.customer.name,
-        "billing_address": _address(subscription.customer.billing_address),
-        "invoice_number": None,
-        "is_invoice_generated": False,
-        "receipt_number": None,
-        "seats": None,
-        "units": None,
-        "customer_id": str(subscription.customer_id),
-        "product_id": str(subscription.product_id),
-        "discount_id": str(draft.discount.pk) if draft.discount_amount else None,
-        "subscription_id": str(subscription.pk),
-        "checkout_id": None,
-        "metadata": {},
-        "platform_fee_amount": 0,
-        "platform_fee_currency": None,
-        "customer": customer_payload(subscription.customer),
-        "product": product_base(subscription.product),
-        "discount": discount_payload(draft.discount) if draft.discount_amount else None,
-        "subscription": subscription_base(subscription),
-        "items": [item_payload(line, now) for line in draft.lines],
-        "description": subscription.product.name,
-        "refundable_amount": 0,
-        "refundable_tax_amount": 0,
-        "invoice_status": "draft",
-        "period_start": iso(subscription.current_period_start),
-        "period_end": iso(subscription.current_period_end),
-    }
+    """The upcoming invoice in the order shape: nothing is stored, so no number."""
+    customer = subscription.customer
+    return _order(
+        id=uuid.uuid5(SUBSCRIPTION_METER_NAMESPACE, f"upcoming:{subscription.pk}"),
+        created_at=now,
+        modified_at=None,
+        status="draft",
+        invoice_status=InvoiceStatus.DRAFT,
+        amounts={
+            "subtotal_amount": draft.subtotal,
+            "discount_amount": draft.discount_amount,
+            "net_amount": draft.net,
+            "tax_amount": draft.tax,
+            "total_amount": draft.total,
+        },
+        due=draft.total,
+        currency=draft.currency,
+        billing_reason="subscription_cycle",
+        billing_name=customer.billing_name or customer.name,
+        billing_address=customer.billing_address,
+        number=None,
+        customer=customer,
+        product=subscription.product,
+        subscription=subscription,
+        discount=draft.discount if draft.discount_amount else None,
+        items=[item_payload(line, now) for line in draft.lines],
+        period_start=subscription.current_period_start,
+        period_end=subscription.current_period_end,
+    )
 
 
 def tax_rate_payload(rate) -> dict:

@@ -44,11 +44,7 @@ def customer_state_section(customer) -> dict:
                 "benefit_id": str(benefit.pk),
                 "benefit_type": "meter_credit",
                 "benefit_metadata": benefit.metadata,
-                "properties": {
-                    "units": benefit.units,
-                    "rollover": benefit.rollover,
-                    "meter_id": str(benefit.meter_id),
-                },
+                "properties": payloads.benefit_properties(benefit),
                 "subscription_id": str(subscription.pk),  # extension
             }
     return {"active_subscriptions": active, "granted_benefits": list(granted.values())}
