@@ -145,6 +145,13 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/v1/",
+    "ENUM_NAME_OVERRIDES": {
+        # billing choice sets used under several field names (values as the serializers list them)
+        "BillingIntervalEnum": ["day", "week", "month", "year"],
+        "DiscountTypeEnum": ["percentage", "fixed"],
+        "DiscountDurationEnum": ["once", "repeating", "forever"],
+        "BenefitTypeEnum": ["meter_credit"],
+    },
 }
 
 # Event ingestion limits (events.md)

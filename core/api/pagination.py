@@ -9,12 +9,14 @@ from rest_framework.response import Response
 from core.api.errors import ErrorList
 
 MAX_LIMIT = 100
+# keeps OFFSET inside PostgreSQL's bigint (a larger page was a 500 from the database)
+MAX_PAGE = 1_000_000_000
 
 
 def read_page_params(request) -> tuple[int, int]:
     errors = ErrorList()
     values = {}
-    for name, default, upper in (("page", 1, None), ("limit", 10, MAX_LIMIT)):
+    for name, default, upper in (("page", 1, MAX_PAGE), ("limit", 10, MAX_LIMIT)):
         raw = request.query_params.get(name)
         if raw is None:
             values[name] = default

@@ -16,19 +16,6 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _celery_in_memory():
-    from config.celery import app
-
-    previous = app.conf.broker_url
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
-    app.conf.broker_url = "memory://"
-    yield
-    app.conf.broker_url = previous
-
-
 @pytest.fixture
 def org(organization):
     return organization
