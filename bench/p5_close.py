@@ -186,7 +186,7 @@ def run(args) -> dict:
     report = cycles.close_due(as_of=timezone.now())
     close_seconds = time.perf_counter() - began
     samples = sampler.stop()
-    closed = len(report.invoices)
+    closed = report.closed
     # correctness spot check: API requests billed == the GROUP BY's counts
     expected = sum(count for _c, name, count, _s in rows if name == "api.request")
     billed = sum(
@@ -196,7 +196,9 @@ def run(args) -> dict:
         )
     )
     quarter = max(1, len(samples) // 4)
-    rss = [statistics.mean(samples[i : i + quarter]) / 1024 for i in range(0, len(samples), quarter)]
+    rss = [
+        statistics.mean(samples[i : i + quarter]) / 1024 for i in range(0, len(samples), quarter)
+    ]
     result = {
         "subscriptions": args.subscriptions,
         "events_in_periods": sum(count for *_x, count, _s in rows),
@@ -215,7 +217,9 @@ def run(args) -> dict:
         f"{result['events_in_periods']:,} events: {scan_seconds:.2f} s → {result['ratio']}× "
         f"(target ≤ 3×, ≤ 60 s at 10k)"
     )
-    print(f"    billed API requests {int(billed):,} = scanned {expected:,}: {int(billed) == expected}")
+    print(
+        f"    billed API requests {int(billed):,} = scanned {expected:,}: {int(billed) == expected}"
+    )
     print(f"P6 (worker RSS, MiB by quarter of the close): {result['rss_mib_quarters']}")
     save_result("p5_close", result)
     return result
