@@ -314,7 +314,7 @@ class SubscriptionAdmin(MeterlineModelAdmin):
         report = cycles.close_batch(
             list(queryset.values_list("pk", flat=True)), as_of=timezone.now()
         )
-        self.message_user(request, f"Closed {len(report.invoices)} period(s).")
+        self.message_user(request, f"Closed {report.closed} period(s).")
 
     @admin.action(description="Cancel at period end", permissions=["cancel"])
     def cancel_at_period_end(self, request, queryset):

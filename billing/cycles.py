@@ -63,8 +63,19 @@ def due_subscription_ids(*, as_of: datetime, limit: int | None = None) -> list:
 
 @dataclass
 class CloseReport:
-    invoices: list = field(default_factory=list)
+    """Ids only: a long catch-up must not keep every invoice (and the subscription graph it
+    references) alive until it ends."""
+
+    invoice_ids: list = field(default_factory=list)
     skipped: int = 0
+
+    @property
+    def closed(self) -> int:
+        return len(self.invoice_ids)
+
+    @property
+    def invoices(self) -> list[Invoice]:
+        return list(Invoice.objects.filter(pk__in=self.invoice_ids).order_by("sequence"))
 
 
 def close_due(*, as_of: datetime | None = None, batch_size: int = BATCH_SIZE) -> CloseReport:
@@ -75,9 +86,9 @@ def close_due(*, as_of: datetime | None = None, batch_size: int = BATCH_SIZE) ->
         ids = due_subscription_ids(as_of=as_of, limit=batch_size)
         if not ids:
             return report
-        closed_before = len(report.invoices)
+        closed_before = report.closed
         close_batch(ids, as_of=as_of, report=report)
-        if len(report.invoices) == closed_before:
+        if report.closed == closed_before:
             return report  # nothing advanced (e.g. all taken by another worker): stop
 
 
@@ -94,17 +105,20 @@ def close_batch(ids: list, *, as_of: datetime, report: CloseReport | None = None
         if not due:
             return report
         measures = metered.measure([(s, s.current_period_start, s.current_period_end) for s in due])
+        rates = taxes.rates_by_organization({s.organization_id for s in due})
         progressed = False
         for subscription in due:
             invoice = close_period(
                 subscription.pk,
                 expected_start=subscription.current_period_start,
                 measures=measures,
+                loaded=subscription,
+                tax_rates=rates[subscription.organization_id],
             )
             if invoice is None:
                 report.skipped += 1
             else:
-                report.invoices.append(invoice)
+                report.invoice_ids.append(invoice.pk)
                 progressed = True
         if not progressed:
             return report
@@ -117,19 +131,33 @@ def close_period(
     measures: dict,
     end: datetime | None = None,
     final: bool = False,
+    loaded: Subscription | None = None,
+    tax_rates: list | None = None,
 ) -> Invoice | None:
     """Close one period in one transaction. `end` earlier than the period's end (with `final`)
-    closes it early: a revocation. Returns None when someone else closed it first."""
+    closes it early: a revocation. Returns None when someone else closed it first.
+
+    `loaded` is the subscription as the batch read it (with its prices): it is used as is when
+    the locked row still matches it — `billed_units` only change together with the period, so an
+    unchanged period means unchanged units — and re-read otherwise."""
     with transaction.atomic():
-        subscription = (
-            live_subscriptions().select_for_update(of=("self",)).filter(pk=subscription_id).first()
+        locked = (
+            Subscription.objects.select_for_update()
+            .filter(pk=subscription_id)
+            .values(*LOCK_CHECKED)
+            .first()
         )
         if (
-            subscription is None
-            or subscription.status not in LIVE_STATUSES
-            or subscription.current_period_start != expected_start
+            locked is None
+            or locked["status"] not in LIVE_STATUSES
+            or locked["current_period_start"] != expected_start
         ):
             return None
+        subscription = loaded
+        if subscription is None or any(
+            getattr(subscription, key) != value for key, value in locked.items()
+        ):
+            subscription = live_subscriptions().get(pk=subscription_id)
         start = subscription.current_period_start
         end = end or subscription.current_period_end
         ending = final or subscription.cancel_at_period_end
@@ -152,18 +180,33 @@ def close_period(
             reason=BillingReason.SUBSCRIPTION_CYCLE,
             period_start=start,
             period_end=end,
+            tax_rates=tax_rates,
         )
+        changed = []
         for priced in metered_lines:
             sp = priced.subscription_price
             if sp.billed_units != priced.new_billed_units:
                 sp.billed_units = priced.new_billed_units
-                sp.save(update_fields=["billed_units"])
+                changed.append(sp)
+        SubscriptionPrice.objects.bulk_update(changed, ["billed_units"])
         if ending:
             _end(subscription, at=end)
         else:
             _advance(subscription, next_start, next_end)
             grant_period_credits(subscription, rollover_from=metered_lines)
         return invoice
+
+
+# what the lock re-reads to tell whether the batch's copy of the subscription is still current
+LOCK_CHECKED = (
+    "status",
+    "current_period_start",
+    "current_period_end",
+    "cancel_at_period_end",
+    "discount_id",
+    "discounted_invoices",
+    "product_id",
+)
 
 
 def next_period(subscription) -> tuple[datetime, datetime]:
@@ -196,7 +239,9 @@ def fixed_line(subscription, start: datetime, end: datetime) -> LineDraft | None
     return None
 
 
-def draft_for(subscription, lines: list[LineDraft]) -> invoices.InvoiceDraft:
+def draft_for(
+    subscription, lines: list[LineDraft], tax_rates: list | None = None
+) -> invoices.InvoiceDraft:
     discount = subscription.discount
     if not discounts.applies_to_next_invoice(discount, subscription.discounted_invoices):
         discount = None
@@ -204,12 +249,12 @@ def draft_for(subscription, lines: list[LineDraft]) -> invoices.InvoiceDraft:
         currency=subscription.currency,
         lines=lines,
         discount=discount,
-        tax_rate=taxes.rate_for(subscription.customer),
+        tax_rate=taxes.rate_for(subscription.customer, tax_rates),
     )
 
 
-def issue(subscription, *, lines, reason, period_start, period_end) -> Invoice:
-    draft = draft_for(subscription, lines)
+def issue(subscription, *, lines, reason, period_start, period_end, tax_rates=None) -> Invoice:
+    draft = draft_for(subscription, lines, tax_rates)
     invoice = invoices.finalize(
         draft=draft,
         subscription=subscription,

@@ -134,7 +134,7 @@ def seed(organization, customers) -> str:
     report = cycles.close_due()
     return (
         f"Billing: {len(products)} products, {created} subscriptions created, "
-        f"{len(report.invoices)} periods closed."
+        f"{report.closed} periods closed."
     )
 
 

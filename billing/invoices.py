@@ -15,7 +15,6 @@ from billing.errors import InvoiceStateError
 from billing.models import (
     Discount,
     Invoice,
-    InvoiceCounter,
     InvoiceLine,
     InvoiceStatus,
     Price,
@@ -85,9 +84,12 @@ def compute(
     )
 
 
-COUNTER_SQL = """
-INSERT INTO billing_invoicecounter (organization_id, prefix, last_number) VALUES (%s, %s, 0)
-ON CONFLICT (organization_id) DO NOTHING
+# One statement: creates the organization's counter or increments it, holding its row lock
+# until the finalizing transaction ends (a rollback takes the number back: no gaps).
+NEXT_NUMBER_SQL = """
+INSERT INTO billing_invoicecounter AS c (organization_id, prefix, last_number) VALUES (%s, %s, 1)
+ON CONFLICT (organization_id) DO UPDATE SET last_number = c.last_number + 1
+RETURNING prefix, last_number
 """
 
 
@@ -97,15 +99,12 @@ def _prefix(organization) -> str:
 
 
 def next_number(organization) -> tuple[int, str]:
-    """The next gapless number. Must run inside the finalizing transaction: the counter row stays
-    locked until commit, and a rollback takes the increment back with it."""
+    """The next gapless number. Must run inside the finalizing transaction."""
     assert connection.in_atomic_block, "invoice numbers are taken inside the finalizing transaction"
     with connection.cursor() as cursor:
-        cursor.execute(COUNTER_SQL, [organization.pk, _prefix(organization)])
-    counter = InvoiceCounter.objects.select_for_update().get(organization=organization)
-    counter.last_number += 1
-    counter.save(update_fields=["last_number"])
-    return counter.last_number, f"{counter.prefix}-{counter.last_number:04d}"
+        cursor.execute(NEXT_NUMBER_SQL, [organization.pk, _prefix(organization)])
+        prefix, number = cursor.fetchone()
+    return number, f"{prefix}-{number:04d}"
 
 
 def finalize(

@@ -27,4 +27,4 @@ def close_due_cycles() -> int:
 def close_subscriptions(subscription_ids: list[str], as_of: str) -> int:
     """Close the due periods of one batch; safe to run twice (one invoice per period)."""
     report = cycles.close_batch(subscription_ids, as_of=datetime.fromisoformat(as_of))
-    return len(report.invoices)
+    return report.closed

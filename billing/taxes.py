@@ -9,18 +9,24 @@ from billing.models import TaxRate
 from billing.money import round_minor
 
 
-def rate_for(customer) -> TaxRate | None:
+def rates_by_organization(organization_ids) -> dict:
+    """organization id → its tax rates, for a batch of invoices (one query)."""
+    found: dict = {pk: [] for pk in organization_ids}
+    for rate in TaxRate.objects.filter(organization_id__in=list(found)):
+        found[rate.organization_id].append(rate)
+    return found
+
+
+def rate_for(customer, rates: list[TaxRate] | None = None) -> TaxRate | None:
+    """`rates`: the organization's rates when the caller has them (a batch), else read."""
     address = customer.billing_address or {}
     country = (address.get("country") or "").upper()
     if not country:
         return None
     state = (address.get("state") or "").upper() or None
-    candidates = {
-        (rate.state or None): rate
-        for rate in TaxRate.objects.filter(
-            organization_id=customer.organization_id, country=country
-        )
-    }
+    if rates is None:
+        rates = TaxRate.objects.filter(organization_id=customer.organization_id, country=country)
+    candidates = {(rate.state or None): rate for rate in rates if rate.country == country}
     return candidates.get(state) if state and state in candidates else candidates.get(None)
 
 

@@ -27,5 +27,5 @@ class Command(BaseCommand):
                 raise CommandError("--as-of needs a UTC offset (e.g. Z or +02:00)")
         report = cycles.close_due(as_of=moment)
         self.stdout.write(
-            f"closed {len(report.invoices)} period(s); {report.skipped} already closed elsewhere"
+            f"closed {report.closed} period(s); {report.skipped} already closed elsewhere"
         )
