@@ -113,21 +113,21 @@ def set_cancel_at_period_end(subscription: Subscription, cancel: bool) -> Subscr
 
 
 def revoke(subscription: Subscription, *, at: datetime | None = None) -> Subscription:
-    """End now: a final invoice for the usage up to now, no renewal."""
+    """End now: a final invoice for the usage up to now, no renewal. If a cycle close advances
+    the period meanwhile, the revocation closes the new current period instead."""
     at = at or timezone.now()
-    subscription = cycles.live_subscriptions().get(pk=subscription.pk)
-    if subscription.status not in LIVE_STATUSES:
-        raise SubscriptionStateError("The subscription has already ended", field=("path", "id"))
-    end = max(min(at, subscription.current_period_end), subscription.current_period_start)
-    measures = metered.measure([(subscription, subscription.current_period_start, end)])
-    cycles.close_period(
-        subscription.pk,
-        expected_start=subscription.current_period_start,
-        measures=measures,
-        end=end,
-        final=True,
-    )
-    return Subscription.objects.get(pk=subscription.pk)
+    while True:
+        subscription = cycles.live_subscriptions().get(pk=subscription.pk)
+        if subscription.status not in LIVE_STATUSES:
+            raise SubscriptionStateError("The subscription has already ended", field=("path", "id"))
+        start = subscription.current_period_start
+        end = max(min(at, subscription.current_period_end), start)
+        measures = metered.measure([(subscription, start, end)])
+        closed = cycles.close_period(
+            subscription.pk, expected_start=start, measures=measures, end=end, final=True
+        )
+        if closed is not None:
+            return Subscription.objects.get(pk=subscription.pk)
 
 
 @transaction.atomic
