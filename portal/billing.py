@@ -23,6 +23,12 @@ from portal.errors import SubscriptionNotChangeable
 from portal.extensions import ChargeEstimate, Period
 
 
+def _money(minor: int, currency: str) -> Money:
+    """billing's minor units as django-money's Money, which formats like the stored amounts."""
+    amount = to_money(minor, currency)
+    return Money(amount.amount, currency)
+
+
 def _live_subscriptions(customer: Customer):
     return cycles.live_subscriptions().filter(
         customer=customer, organization_id=customer.organization_id, status__in=LIVE_STATUSES
@@ -50,7 +56,7 @@ def estimate_charges(*, customer: Customer, meters) -> ChargeEstimate | None:
     if not priced_any:
         return None
     charges = {
-        meter_id: to_money(amounts[currency], currency)
+        meter_id: _money(amounts[currency], currency)
         for meter_id, amounts in by_meter.items()
         if len(amounts) == 1
         for currency in amounts
@@ -59,7 +65,7 @@ def estimate_charges(*, customer: Customer, meters) -> ChargeEstimate | None:
     total = None
     if len(currencies) == 1:
         (currency,) = currencies
-        total = to_money(sum(a[currency] for a in by_meter.values()), currency)
+        total = _money(sum(a[currency] for a in by_meter.values()), currency)
     return ChargeEstimate(by_meter=charges, total=total)
 
 
@@ -114,7 +120,7 @@ class UpcomingInvoice:
     @classmethod
     def from_draft(cls, draft: InvoiceDraft) -> "UpcomingInvoice":
         def money(minor: int) -> Money:
-            return to_money(minor, draft.currency)
+            return _money(minor, draft.currency)
 
         def line(item: LineDraft) -> UpcomingLine:
             return UpcomingLine(

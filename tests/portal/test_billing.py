@@ -3,22 +3,18 @@ estimated charges, cancel at period end and undo through the portal, invoices an
 download, and isolation of every billing URL between customers and organizations."""
 
 import re
-from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.test import Client
-from django.utils import timezone
 from rest_framework.test import APIClient
 
-from billing import cycles, discounts, subscriptions, taxes
-from billing.catalog import PriceSpec, create_product
+from billing import subscriptions
 from billing.models import Invoice
-from metering.ingest import ingest_events
 from metering.models import CustomerMeter
 from portal import usage
 
-from .conftest import portal_path
+from .conftest import add_billing, portal_path
 
 
 def usd(cents: int) -> str:
@@ -41,66 +37,9 @@ def csrf_token(html: str) -> str:
     return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
 
 
-def plan(tenant, name="Pro"):
-    return create_product(
-        organization=tenant.organization,
-        name=name,
-        prices=[
-            PriceSpec(amount_type="fixed", price_amount=1999),
-            PriceSpec(
-                amount_type="metered_unit", meter_id=tenant.calls.pk, unit_amount=Decimal(25)
-            ),
-            PriceSpec(
-                amount_type="metered_unit", meter_id=tenant.tokens.pk, unit_amount=Decimal("0.5")
-            ),
-        ],
-    )
-
-
 @pytest.fixture
 def billed(world):
-    """Alice (Acme) on a monthly plan started 35 days ago (its first period closed: one create
-    and one cycle invoice), 10 % off forever, French VAT 20 %, and one API call of the closed
-    period that arrived after its close (late). Carol (Globex) has her own subscription."""
-    acme = world.acme
-    now = timezone.now()
-    taxes.create_tax_rate(
-        organization=acme.organization,
-        name="TVA",
-        country="FR",
-        state=None,
-        basis_points=2000,
-        inclusive=False,
-    )
-    world.alice.billing_address = {"country": "FR"}
-    world.alice.save()
-    ten_off = discounts.create_discount(
-        organization=acme.organization,
-        name="Ten off",
-        type="percentage",
-        basis_points=1000,
-        duration="forever",
-    )
-    alice_sub = subscriptions.create_subscription(
-        customer=world.alice,
-        product=plan(acme),
-        started_at=now - timedelta(days=35),
-        discount=ten_off,
-    )
-    cycles.close_due(as_of=now)
-    alice_sub.refresh_from_db()
-    late = alice_sub.current_period_start - timedelta(days=2)
-    ingest_events(
-        organization=acme.organization,
-        events=[
-            {"name": "api.call", "external_customer_id": "alice", "timestamp": late.isoformat()}
-        ],
-    )
-    carol_sub = subscriptions.create_subscription(
-        customer=world.carol, product=plan(world.globex, "Globex Pro")
-    )
-    world.alice_sub, world.carol_sub = alice_sub, carol_sub
-    return world
+    return add_billing(world)
 
 
 def test_upcoming_invoice_equals_the_api_to_the_cent(billed, signed_in):
