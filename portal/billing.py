@@ -46,14 +46,14 @@ def estimate_charges(*, customer: Customer, meters) -> ChargeEstimate | None:
     live = list(_live_subscriptions(customer).order_by("started_at"))
     if not live:
         return None
+    currency_of = {subscription.pk: subscription.currency for subscription in live}
+    # meter id -> currency -> minor units
     by_meter: dict[uuid.UUID, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    priced_any = False
     for subscription_id, lines in subscriptions.current_meters(live).items():
-        currency = next(s.currency for s in live if s.pk == subscription_id)
         for line in lines:
-            by_meter[line.subscription_price.price.meter_id][currency] += line.amount
-            priced_any = True
-    if not priced_any:
+            meter_id = line.subscription_price.price.meter_id
+            by_meter[meter_id][currency_of[subscription_id]] += line.amount
+    if not by_meter:
         return None
     charges = {
         meter_id: _money(amounts[currency], currency)

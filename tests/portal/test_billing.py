@@ -3,13 +3,16 @@ estimated charges, cancel at period end and undo through the portal, invoices an
 download, and isolation of every billing URL between customers and organizations."""
 
 import re
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from billing import subscriptions
+from billing.catalog import PriceSpec, create_product
 from billing.models import Invoice
 from metering.models import CustomerMeter
 from portal import usage
@@ -250,3 +253,25 @@ def test_billing_urls_of_other_customers_are_404(billed, signed_in):
     # the lists only hold the customer's own invoices
     bob_page = signed_in(bob).get(portal_path(bob, "invoices")).content.decode()
     assert "No invoices yet." in bob_page and str(alice_invoice.pk) not in bob_page
+
+
+def test_meters_priced_in_two_currencies_have_no_single_total(world, signed_in):
+    acme = world.acme
+    for name, currency, meter, rate in [
+        ("Calls", "EUR", acme.calls, Decimal(10)),
+        ("Tokens", "USD", acme.tokens, Decimal(2)),
+    ]:
+        product = create_product(
+            organization=acme.organization,
+            name=name,
+            currency=currency,
+            prices=[PriceSpec(amount_type="metered_unit", meter_id=meter.pk, unit_amount=rate)],
+        )
+        # started before the world's events, which this period then bills
+        started = timezone.now() - timedelta(hours=1)
+        subscriptions.create_subscription(customer=world.alice, product=product, started_at=started)
+
+    html = signed_in(world.alice).get(portal_path(world.alice)).content.decode()
+    # 3 calls × 10 euro cents; 350 tokens × 2 cents
+    assert fields(html, "estimated-charge") == ["€0.30", "$7.00"]
+    assert "estimated-total" not in html
