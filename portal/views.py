@@ -308,11 +308,13 @@ def invoices_page(request):
     )
 
 
-def _own_invoice(request, invoice_id):
+def _invoice_document(request, invoice_id):
+    """The customer's own invoice as its HTML document; another's is a 404."""
     invoice = billing.own_invoice(request.customer, invoice_id)
     if invoice is None:
         raise Http404("No such invoice")
-    return invoice
+    context = _context(request, request.organization, invoice=invoice)
+    return invoice, render(request, "portal/invoice.html", context)
 
 
 @never_cache
@@ -320,19 +322,14 @@ def _own_invoice(request, invoice_id):
 @auth.portal_page
 def invoice_page(request, invoice_id):
     """The invoice as a printable HTML document (the download until invoices have a PDF)."""
-    invoice = _own_invoice(request, invoice_id)
-    return render(
-        request, "portal/invoice.html", _context(request, request.organization, invoice=invoice)
-    )
+    _invoice, response = _invoice_document(request, invoice_id)
+    return response
 
 
 @never_cache
 @require_GET
 @auth.portal_fragment
 def invoice_download(request, invoice_id):
-    invoice = _own_invoice(request, invoice_id)
-    response = render(
-        request, "portal/invoice.html", _context(request, request.organization, invoice=invoice)
-    )
+    invoice, response = _invoice_document(request, invoice_id)
     response["Content-Disposition"] = f'attachment; filename="{invoice.number}.html"'
     return response

@@ -343,8 +343,12 @@ def test_billing_pages_cancel_undo_and_invoice_download(billed_scene, tmp_path):
         phone = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True)
         small = phone.new_page()
         small.goto(polar.customer_sessions.create(external_customer_id="alice").customer_portal_url)
-        for name in ("subscriptions", "invoices"):
-            small.goto(f"{scene.base_url}/portal/acme-inc/{name}")
+        for path, name in [
+            ("", "usage-billed"),
+            ("subscriptions", "subscriptions"),
+            ("invoices", "invoices"),
+        ]:
+            small.goto(f"{scene.base_url}/portal/acme-inc/{path}")
             assert small.evaluate("document.documentElement.scrollWidth") == 375, name
             screenshot(small, tmp_path, f"portal-{name}-phone.png")
         phone.close()
