@@ -7,3 +7,7 @@ class PortalError(Exception):
 
 class InvalidSignInToken(PortalError):
     """The token is unknown, already used, expired, or belongs to another portal."""
+
+
+class SubscriptionNotChangeable(PortalError):
+    """Billing refused the change (e.g. the subscription has ended meanwhile)."""

@@ -34,7 +34,7 @@ class Period:
 @dataclass(frozen=True)
 class ChargeEstimate:
     by_meter: Mapping[uuid.UUID, Money]  # meter id -> estimated charge so far
-    total: Money
+    total: Money | None  # None when the meters are priced in more than one currency
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from customers.models import Organization
-from portal import auth, charts, ratelimit, sign_in, tasks, usage
+from portal import auth, billing, charts, ratelimit, sign_in, tasks, usage
 from portal.branding import palette
-from portal.errors import InvalidSignInToken
+from portal.errors import InvalidSignInToken, SubscriptionNotChangeable
 from portal.extensions import registry
 from portal.models import SignInTokenKind
 
@@ -246,3 +246,90 @@ def chart_fragment(request, customer_meter_id):
         chart_poll_seconds=settings.PORTAL_POLL_SECONDS * 6,
     )
     return render(request, "portal/_chart.html", context)
+
+
+# --- billing --------------------------------------------------------------------------------
+
+
+@never_cache
+@require_GET
+@auth.portal_page
+def subscriptions_page(request):
+    return render(
+        request,
+        "portal/subscriptions.html",
+        _context(
+            request,
+            request.organization,
+            subscriptions=billing.customer_subscriptions(request.customer),
+            refused=request.GET.get("refused") == "1",
+        ),
+    )
+
+
+class CancelForm(forms.Form):
+    cancel = forms.TypedChoiceField(
+        choices=[("1", "cancel"), ("0", "undo")], coerce=lambda v: v == "1"
+    )
+
+
+@never_cache
+@require_POST
+@auth.portal_fragment
+def cancel_subscription(request, subscription_id):
+    """Cancel at period end (cancel=1) or undo it (cancel=0); back to the subscriptions page."""
+    form = CancelForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse("cancel must be 1 or 0", status=400, content_type="text/plain")
+    target = reverse("portal:subscriptions", kwargs={"org_slug": request.organization.slug})
+    try:
+        changed = billing.set_cancel_at_period_end(
+            request.customer, subscription_id, cancel=form.cleaned_data["cancel"]
+        )
+    except SubscriptionNotChangeable:
+        return HttpResponseRedirect(f"{target}?refused=1")
+    if changed is None:
+        raise Http404("No such subscription")
+    return HttpResponseRedirect(target)
+
+
+@never_cache
+@require_GET
+@auth.portal_page
+def invoices_page(request):
+    return render(
+        request,
+        "portal/invoices.html",
+        _context(
+            request,
+            request.organization,
+            invoices=billing.customer_invoices(request.customer),
+        ),
+    )
+
+
+def _invoice_document(request, invoice_id):
+    """The customer's own invoice as its HTML document; another's is a 404."""
+    invoice = billing.own_invoice(request.customer, invoice_id)
+    if invoice is None:
+        raise Http404("No such invoice")
+    context = _context(request, request.organization, invoice=invoice)
+    return invoice, render(request, "portal/invoice.html", context)
+
+
+@never_cache
+@require_GET
+@auth.portal_page
+def invoice_page(request, invoice_id):
+    """The invoice as a printable HTML document (the download until invoices have a PDF)."""
+    _invoice, response = _invoice_document(request, invoice_id)
+    return response
+
+
+@never_cache
+@require_GET
+@auth.portal_fragment
+def invoice_download(request, invoice_id):
+    invoice, response = _invoice_document(request, invoice_id)
+    response["Content-Disposition"] = f'attachment; filename="{invoice.number}.html"'
+    return response

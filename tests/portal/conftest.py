@@ -2,12 +2,18 @@
 way a browser is: by opening a customer_portal_url."""
 
 from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
 from urllib.parse import urlsplit
 
 import pytest
 from django.core.cache import cache
 from django.test import Client
+from django.utils import timezone
 
+from billing import cycles, discounts, subscriptions, taxes
+from billing.catalog import PriceSpec, create_product
+from billing.models import Subscription
 from customers.models import Customer, Organization
 from customers.services import create_customer
 from metering import meters
@@ -91,6 +97,8 @@ class World:
     alice: Customer  # Acme
     bob: Customer  # Acme
     carol: Customer  # Globex
+    alice_sub: Subscription | None = None  # set by add_billing
+    carol_sub: Subscription | None = None
 
 
 def build_world(token_for) -> World:
@@ -103,6 +111,67 @@ def build_world(token_for) -> World:
         bob=add_customer(acme, "bob", calls=5, tokens=[7]),
         carol=add_customer(globex, "carol", calls=2, tokens=[40]),
     )
+
+
+def plan(tenant, name="Pro"):
+    return create_product(
+        organization=tenant.organization,
+        name=name,
+        prices=[
+            PriceSpec(amount_type="fixed", price_amount=1999),
+            PriceSpec(
+                amount_type="metered_unit", meter_id=tenant.calls.pk, unit_amount=Decimal(25)
+            ),
+            PriceSpec(
+                amount_type="metered_unit", meter_id=tenant.tokens.pk, unit_amount=Decimal("0.5")
+            ),
+        ],
+    )
+
+
+def add_billing(world: World) -> World:
+    """Alice (Acme) on a monthly plan started 35 days ago (its first period closed: one create
+    and one cycle invoice), 10 % off forever, French VAT 20 %, and one API call of the closed
+    period that arrived after its close (late). Carol (Globex) has her own subscription."""
+    acme = world.acme
+    now = timezone.now()
+    taxes.create_tax_rate(
+        organization=acme.organization,
+        name="TVA",
+        country="FR",
+        state=None,
+        basis_points=2000,
+        inclusive=False,
+    )
+    world.alice.billing_address = {"country": "FR"}
+    world.alice.save()
+    ten_off = discounts.create_discount(
+        organization=acme.organization,
+        name="Ten off",
+        type="percentage",
+        basis_points=1000,
+        duration="forever",
+    )
+    alice_sub = subscriptions.create_subscription(
+        customer=world.alice,
+        product=plan(acme),
+        started_at=now - timedelta(days=35),
+        discount=ten_off,
+    )
+    cycles.close_due(as_of=now)
+    alice_sub.refresh_from_db()
+    late = alice_sub.current_period_start - timedelta(days=2)
+    ingest_events(
+        organization=acme.organization,
+        events=[
+            {"name": "api.call", "external_customer_id": "alice", "timestamp": late.isoformat()}
+        ],
+    )
+    carol_sub = subscriptions.create_subscription(
+        customer=world.carol, product=plan(world.globex, "Globex Pro")
+    )
+    world.alice_sub, world.carol_sub = alice_sub, carol_sub
+    return world
 
 
 @pytest.fixture

@@ -9,16 +9,19 @@ Set METERLINE_SCREENSHOTS_DIR to keep the screenshots (docs/img/ is made that wa
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from django.core import mail
 from polar.v2026_10 import Polar
+from rest_framework.test import APIClient
 
+from billing.models import Invoice
 from metering.models import CustomerMeter
 
-from .conftest import build_world
+from .conftest import add_billing, build_world
 
 CHROMIUM = "/usr/bin/chromium"
 PHONE = {"width": 375, "height": 812}
@@ -54,8 +57,8 @@ def scene(live_server, transactional_db, token_for, settings) -> Scene:
     )
 
 
-@pytest.fixture
-def browser(scene):
+@contextmanager
+def chromium():
     from playwright.sync_api import sync_playwright
 
     assert shutil.which(CHROMIUM) or os.path.exists(CHROMIUM), "./dev test installs chromium"
@@ -64,6 +67,12 @@ def browser(scene):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def browser(scene):
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
@@ -230,3 +239,116 @@ def test_works_without_javascript(scene, browser, polar):
     assert page.get_by_role("status").inner_text() == "You are signed out."
     assert page.goto(f"{scene.base_url}/portal/acme-inc/usage/meters").status == 404
     context.close()
+
+
+# --- billing ----------------------------------------------------------------------------------
+
+
+@dataclass
+class BilledScene:
+    base_url: str
+    acme_secret: str
+    subscription_id: str
+    upcoming_total: int  # cents, from the API
+    invoices: list[tuple[str, str, int]]  # (id, number, total cents), newest first
+    foreign_urls: list[str]  # carol's invoice and download URLs under Acme's portal
+
+
+@pytest.fixture
+def billed_scene(live_server, transactional_db, token_for, settings) -> BilledScene:
+    settings.PORTAL_POLL_SECONDS = 1
+    world = add_billing(build_world(token_for))
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {world.acme.secret}")
+    upcoming = api.get(f"/v1/subscriptions/{world.alice_sub.pk}/upcoming").json()
+    invoices = [
+        (str(i.pk), i.number, api.get(f"/v1/orders/{i.pk}").json()["total_amount"])
+        for i in Invoice.objects.filter(customer=world.alice).order_by("-sequence")
+    ]
+    carol_invoice = Invoice.objects.get(customer=world.carol).pk
+    return BilledScene(
+        base_url=live_server.url,
+        acme_secret=world.acme.secret,
+        subscription_id=str(world.alice_sub.pk),
+        upcoming_total=upcoming["total_amount"],
+        invoices=invoices,
+        foreign_urls=[
+            f"{live_server.url}/portal/acme-inc/invoices/{carol_invoice}",
+            f"{live_server.url}/portal/acme-inc/invoices/{carol_invoice}/download",
+        ],
+    )
+
+
+def usd(cents: int) -> str:
+    return f"${cents / 100:,.2f}"
+
+
+def money_text(page, selector: str) -> str:
+    return page.locator(selector).first.inner_text().replace("\xa0", "")
+
+
+def test_billing_pages_cancel_undo_and_invoice_download(billed_scene, tmp_path):
+    scene = billed_scene
+    with Polar(scene.acme_secret, base_url=scene.base_url) as polar, chromium() as browser:
+        session = polar.customer_sessions.create(external_customer_id="alice")
+        page = browser.new_page(viewport=DESKTOP)
+        page.goto(session.customer_portal_url)
+        screenshot(page, tmp_path, "portal-usage-billed-desktop.png")
+
+        # the upcoming invoice, reached by keyboard-usable navigation
+        page.get_by_role("link", name="Subscriptions").click()
+        page.wait_for_url(f"{scene.base_url}/portal/acme-inc/subscriptions")
+        assert money_text(page, '[data-field="total"]') == usd(scene.upcoming_total)
+        screenshot(page, tmp_path, "portal-subscriptions-desktop.png")
+
+        # cancel at period end, visible through the API; then undo
+        page.get_by_role("button", name="Cancel at period end").click()
+        page.get_by_role("button", name="Keep subscription").wait_for()
+        assert polar.subscriptions.get(id=scene.subscription_id).cancel_at_period_end is True
+        page.get_by_role("button", name="Keep subscription").click()
+        page.get_by_role("button", name="Cancel at period end").wait_for()
+        assert polar.subscriptions.get(id=scene.subscription_id).cancel_at_period_end is False
+
+        # invoices: status and total per row, the download is the invoice's HTML document
+        page.get_by_role("link", name="Invoices").click()
+        page.wait_for_url(f"{scene.base_url}/portal/acme-inc/invoices")
+        rows = page.locator("[data-invoice-id]")
+        assert rows.evaluate_all("rows => rows.map(r => r.dataset.invoiceId)") == [
+            invoice_id for invoice_id, _, _ in scene.invoices
+        ]
+        assert [
+            t.replace("\xa0", "") for t in page.locator('[data-field="total"]').all_inner_texts()
+        ] == [usd(total) for _, _, total in scene.invoices]
+        screenshot(page, tmp_path, "portal-invoices-desktop.png")
+        invoice_id, number, total = scene.invoices[-1]
+        with page.expect_download() as download_info:
+            page.get_by_role("link", name=f"Download invoice {number}").click()
+        download = download_info.value
+        assert download.suggested_filename == f"{number}.html"
+        document = Path(download.path()).read_text()
+        assert f"<h1>Invoice {number}</h1>" in document
+        assert f'data-field="total">{usd(total)}<' in document.replace("\xa0", "")
+
+        # opening the invoice shows the same document
+        page.get_by_role("link", name=number, exact=True).click()
+        page.wait_for_url(f"{scene.base_url}/portal/acme-inc/invoices/{invoice_id}")
+        assert page.get_by_role("heading", level=1).inner_text() == f"Invoice {number}"
+        assert money_text(page, '[data-field="total"]') == usd(total)
+
+        # another customer's invoice (another organization's) is a 404 here
+        for url in scene.foreign_urls:
+            assert page.goto(url).status == 404, url
+
+        # phone: the billing pages fit 375 px
+        phone = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True)
+        small = phone.new_page()
+        small.goto(polar.customer_sessions.create(external_customer_id="alice").customer_portal_url)
+        for path, name in [
+            ("", "usage-billed"),
+            ("subscriptions", "subscriptions"),
+            ("invoices", "invoices"),
+        ]:
+            small.goto(f"{scene.base_url}/portal/acme-inc/{path}")
+            assert small.evaluate("document.documentElement.scrollWidth") == 375, name
+            screenshot(small, tmp_path, f"portal-{name}-phone.png")
+        phone.close()

@@ -1,0 +1,206 @@
+"""What the portal shows of billing, read and changed through billing's own services.
+
+This is the only portal module that imports billing. Every object is looked up among the
+signed-in customer's own rows (an id of another customer or organization is simply not found),
+and every number comes from billing's services — the subscription's current-period meters and
+the upcoming invoice — so the portal shows exactly what the API answers and the close will bill.
+"""
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.db.models import Prefetch
+from djmoney.money import Money
+
+from billing import cycles, subscriptions
+from billing.errors import SubscriptionStateError
+from billing.invoices import InvoiceDraft, LineDraft
+from billing.models import LIVE_STATUSES, Invoice, InvoiceLine, InvoiceStatus, Subscription
+from billing.money import to_money
+from customers.models import Customer
+from portal.errors import SubscriptionNotChangeable
+from portal.extensions import ChargeEstimate, Period
+
+
+def _money(minor: int, currency: str) -> Money:
+    """billing's minor units as django-money's Money, which formats like the stored amounts."""
+    amount = to_money(minor, currency)
+    return Money(amount.amount, currency)
+
+
+def _live_subscriptions(customer: Customer):
+    return cycles.live_subscriptions().filter(
+        customer=customer, organization_id=customer.organization_id, status__in=LIVE_STATUSES
+    )
+
+
+# --- extension points (registered in PortalConfig.ready) --------------------------------------
+
+
+def estimate_charges(*, customer: Customer, meters) -> ChargeEstimate | None:
+    """Per meter, the amount its metered lines of the customer's live subscriptions bill so far
+    (the subscription's current-period `meters`, before discount and tax); the total is their
+    sum. None when no live subscription prices usage. With subscriptions in several currencies
+    there is no single total (per-meter amounts in one currency are still shown)."""
+    live = list(_live_subscriptions(customer).order_by("started_at"))
+    if not live:
+        return None
+    currency_of = {subscription.pk: subscription.currency for subscription in live}
+    # meter id -> currency -> minor units
+    by_meter: dict[uuid.UUID, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for subscription_id, lines in subscriptions.current_meters(live).items():
+        for line in lines:
+            meter_id = line.subscription_price.price.meter_id
+            by_meter[meter_id][currency_of[subscription_id]] += line.amount
+    if not by_meter:
+        return None
+    charges = {
+        meter_id: _money(amounts[currency], currency)
+        for meter_id, amounts in by_meter.items()
+        if len(amounts) == 1
+        for currency in amounts
+    }
+    currencies = {currency for amounts in by_meter.values() for currency in amounts}
+    total = None
+    if len(currencies) == 1:
+        (currency,) = currencies
+        total = _money(sum(a[currency] for a in by_meter.values()), currency)
+    return ChargeEstimate(by_meter=charges, total=total)
+
+
+def current_period(*, customer: Customer, meter) -> Period | None:
+    """The current period of the customer's live subscription that prices the meter (the
+    earliest-started one if several do)."""
+    subscription = (
+        Subscription.objects.filter(
+            customer=customer,
+            status__in=LIVE_STATUSES,
+            subscription_prices__price__meter=meter,
+            subscription_prices__ends_at__isnull=True,
+        )
+        .order_by("started_at")
+        .only("current_period_start", "current_period_end")
+        .first()
+    )
+    if subscription is None:
+        return None
+    return Period(subscription.current_period_start, subscription.current_period_end)
+
+
+# --- subscriptions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpcomingLine:
+    label: str
+    consumed_units: object
+    credited_units: int
+    late_units: object
+    quantity: object
+    metered: bool
+    amount: Money
+    discount_amount: Money
+    tax_amount: Money
+
+
+@dataclass(frozen=True)
+class UpcomingInvoice:
+    """Billing's upcoming-invoice draft with its minor-unit amounts as Money."""
+
+    lines: list[UpcomingLine]
+    subtotal: Money
+    discount_amount: Money
+    net: Money
+    tax: Money
+    tax_inclusive: bool
+    total: Money
+    discount_name: str | None
+
+    @classmethod
+    def from_draft(cls, draft: InvoiceDraft) -> "UpcomingInvoice":
+        def money(minor: int) -> Money:
+            return _money(minor, draft.currency)
+
+        def line(item: LineDraft) -> UpcomingLine:
+            return UpcomingLine(
+                label=item.label,
+                consumed_units=item.consumed_units,
+                credited_units=item.credited_units,
+                late_units=item.late_units,
+                quantity=item.quantity,
+                metered=item.meter_id is not None,
+                amount=money(item.amount),
+                discount_amount=money(item.discount_amount),
+                tax_amount=money(item.tax_amount),
+            )
+
+        return cls(
+            lines=[line(item) for item in draft.lines],
+            subtotal=money(draft.subtotal),
+            discount_amount=money(draft.discount_amount),
+            net=money(draft.net),
+            tax=money(draft.tax),
+            tax_inclusive=bool(draft.tax_rate and draft.tax_rate.inclusive),
+            total=money(draft.total),
+            discount_name=draft.discount.name if draft.discount and draft.discount_amount else None,
+        )
+
+
+@dataclass(frozen=True)
+class SubscriptionView:
+    subscription: Subscription
+    upcoming: UpcomingInvoice
+
+
+def customer_subscriptions(customer: Customer) -> list[SubscriptionView]:
+    """The customer's live subscriptions, each with its upcoming invoice."""
+    return [
+        SubscriptionView(
+            subscription,
+            UpcomingInvoice.from_draft(subscriptions.upcoming_invoice(subscription)),
+        )
+        for subscription in _live_subscriptions(customer).order_by("started_at")
+    ]
+
+
+def set_cancel_at_period_end(
+    customer: Customer, subscription_id: uuid.UUID, *, cancel: bool
+) -> Subscription | None:
+    """Cancel the customer's own subscription at the end of its period, or undo that. None when
+    the id is not one of the customer's subscriptions."""
+    subscription = Subscription.objects.filter(
+        pk=subscription_id, customer=customer, organization_id=customer.organization_id
+    ).first()
+    if subscription is None:
+        return None
+    try:
+        return subscriptions.set_cancel_at_period_end(subscription, cancel)
+    except SubscriptionStateError as error:
+        raise SubscriptionNotChangeable(error.message) from error
+
+
+# --- invoices -------------------------------------------------------------------------------------
+
+
+def _invoices(customer: Customer):
+    # drafts are never shown: an invoice reaches the customer once it is finalized
+    return (
+        Invoice.objects.filter(customer=customer, organization_id=customer.organization_id)
+        .exclude(status=InvoiceStatus.DRAFT)
+        .select_related("product")
+    )
+
+
+def customer_invoices(customer: Customer) -> list[Invoice]:
+    return list(_invoices(customer).order_by("-created_at", "-sequence"))
+
+
+def own_invoice(customer: Customer, invoice_id: uuid.UUID) -> Invoice | None:
+    return (
+        _invoices(customer)
+        .select_related("subscription", "organization")
+        .prefetch_related(Prefetch("lines", queryset=InvoiceLine.objects.order_by("position")))
+        .filter(pk=invoice_id)
+        .first()
+    )
