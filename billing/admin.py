@@ -8,11 +8,13 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminSplitDateTime
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from billing import catalog, cycles, invoices, subscriptions
+from billing import catalog, cycles, documents, invoices, subscriptions
 from billing.errors import BillingError
 from billing.models import (
     Benefit,
@@ -379,7 +381,35 @@ class InvoiceAdmin(MeterlineModelAdmin):
     actions = ("mark_paid", "void")
 
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in Invoice._meta.fields]
+        return [*(field.name for field in Invoice._meta.fields), "pdf_link"]
+
+    def get_urls(self):
+        pdf = path(
+            "<uuid:invoice_id>/pdf/",
+            self.admin_site.admin_view(self.pdf_view),
+            name="billing_invoice_pdf",
+        )
+        return [pdf, *super().get_urls()]
+
+    def pdf_view(self, request, invoice_id):
+        invoice = self.get_object(request, str(invoice_id))
+        if invoice is None or not self.has_view_permission(request, invoice):
+            raise PermissionDenied
+        try:
+            pdf = documents.invoice_pdf(invoice.pk)
+        except BillingError as exc:
+            raise Http404(exc.message)
+        response = HttpResponse(pdf, content_type="application/pdf")
+        response["Content-Disposition"] = f'inline; filename="{documents.filename(invoice)}"'
+        return response
+
+    @admin.display(description="PDF")
+    def pdf_link(self, obj):
+        if obj is None or not obj.is_finalized:
+            return "—"
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:billing_invoice_pdf", args=[obj.pk]), "Open PDF"
+        )
 
     def has_add_permission(self, request):
         return False
