@@ -16,15 +16,10 @@ from weasyprint import HTML
 
 from billing.errors import InvoiceStateError
 from billing.models import Invoice, InvoiceDocument, InvoiceStatus
+from billing.money import format_amount as money
 
 DOWNLOAD_SALT = "billing.invoice-document"
 ADDRESS_FIELDS = ("line1", "line2", "postal_code", "city", "state", "country")
-
-
-def money(amount: Decimal, currency: str) -> str:
-    """`1234.5` → `1,234.50 USD`; negative amounts (credits) with a real minus sign."""
-    text = f"{abs(amount):,.2f} {currency}"
-    return f"−{text}" if amount < 0 else text
 
 
 def units(value: Decimal) -> str:
