@@ -6,8 +6,9 @@ class BillingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from billing import catalog, demo, subscriptions, usage
+        from billing import catalog, demo, subscriptions, tasks, usage
         from billing.api.state import customer_state_section
+        from billing.signals import invoice_finalized
         from core.schedules import SCHEDULES
         from core.signals import demo_seeded
         from customers.api.state import register_state_section
@@ -21,4 +22,6 @@ class BillingConfig(AppConfig):
             definition_change=catalog.meter_definition_blockers,
             archive=catalog.meter_archive_blockers,
         )
+        # a finalized invoice gets its PDF stored and emailed after the transaction commits
+        invoice_finalized.connect(tasks.enqueue_delivery, dispatch_uid="billing-invoice-delivery")
         demo_seeded.connect(demo.on_demo_seeded, dispatch_uid="billing-demo")

@@ -21,6 +21,7 @@ from billing.models import (
     TaxRate,
 )
 from billing.money import to_money
+from billing.signals import invoice_finalized
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ def finalize(
             for position, line in enumerate(draft.lines, start=1)
         ]
     )
+    invoice_finalized.send(sender=Invoice, invoice=invoice)
     return invoice
 
 

@@ -353,6 +353,9 @@ class Invoice(models.Model):
     finalized_at = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
     voided_at = models.DateTimeField(null=True, blank=True)
+    # set in the same transaction that hands the invoice email to the mail backend: the email
+    # goes out at most once per invoice, whoever runs the delivery task
+    emailed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         permissions = [
@@ -426,3 +429,18 @@ class InvoiceLine(models.Model):
 
     def __str__(self) -> str:
         return self.label
+
+
+class InvoiceDocument(models.Model):
+    """The PDF of a finalized invoice, rendered once and kept: the invoice never changes, so
+    neither does its document. A bytes column (not a file on one host's disk) so the web and
+    worker processes see the same document without shared storage."""
+
+    invoice = models.OneToOneField(
+        Invoice, primary_key=True, on_delete=models.CASCADE, related_name="document"
+    )
+    pdf = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"PDF of {self.invoice_id}"

@@ -32,3 +32,9 @@ def to_minor(money: Money | None) -> int:
 def is_known_currency(code) -> bool:
     """An ISO 4217 code py-moneyed knows (any case), other than the placeholder XYZ."""
     return isinstance(code, str) and code.upper() in CURRENCIES and code.upper() != "XYZ"
+
+
+def format_amount(amount: Decimal, currency: str) -> str:
+    """`1234.5, "USD"` → `1,234.50 USD`; negative amounts (credits) with a real minus sign."""
+    text = f"{abs(amount):,.2f} {currency}"
+    return f"−{text}" if amount < 0 else text

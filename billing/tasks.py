@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from billing import cycles
+from billing import cycles, documents
 
 
 @shared_task(acks_late=True)
@@ -28,3 +28,15 @@ def close_subscriptions(subscription_ids: list[str], as_of: str) -> int:
     """Close the due periods of one batch; safe to run twice (one invoice per period)."""
     report = cycles.close_batch(subscription_ids, as_of=datetime.fromisoformat(as_of))
     return report.closed
+
+
+# SMTP failures (smtplib's errors are OSErrors) are retried with growing delays; the email is
+# still sent at most once (documents.email_invoice)
+@shared_task(acks_late=True, autoretry_for=(OSError,), retry_backoff=30, max_retries=12)
+def deliver_invoice(invoice_id: str) -> None:
+    """After an invoice is finalized: store its PDF and email it to the customer."""
+    documents.deliver(invoice_id)
+
+
+def enqueue_delivery(sender, invoice, **kwargs) -> None:
+    deliver_invoice.delay_on_commit(str(invoice.pk))

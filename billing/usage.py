@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from django.db import connection
 
-from metering import aggregation, customer_meters, filters, hooks
+from metering import aggregation, customer_meters, filters, hooks, series
 from metering.models import Meter, MeterState
 
 ADDITIVE = ("count", "sum")
@@ -26,6 +26,7 @@ __all__ = [
     "Meter",
     "Window",
     "credited_in_windows",
+    "daily_meter_values",
     "grant_credits",
     "usage_in_windows",
 ]
@@ -208,3 +209,8 @@ def credited_in_windows(windows: list[Window]) -> dict:
             key = windows[index].key
             result[key] = max(0, result[key] + int(units))
     return result
+
+
+def daily_meter_values(*, organization_id, since: datetime, until: datetime):
+    """Each live meter's value per UTC day (the dashboard), from metering's rollups."""
+    return series.daily_values(organization_id=organization_id, since=since, until=until)

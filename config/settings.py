@@ -123,6 +123,10 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@meterline.localhost")
+# an open invoice older than this many days counts as overdue on the billing dashboard
+BILLING_INVOICE_DUE_DAYS = env.int("BILLING_INVOICE_DUE_DAYS", default=14)
+# seconds a signed invoice PDF link (GET /v1/orders/{id}/invoice) stays valid
+INVOICE_LINK_MAX_AGE = env.int("INVOICE_LINK_MAX_AGE", default=3600)
 
 # --- cache: counters of the portal's sign-in rate limits. Per process unless CACHE_URL points
 # at a shared cache (e.g. redis://127.0.0.1:6379/1), which production with several web nodes needs.

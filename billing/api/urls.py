@@ -16,6 +16,11 @@ urlpatterns = [
     path("orders/", views.OrderListView.as_view()),
     path("orders/<uuid:id>", views.OrderDetailView.as_view()),
     path("orders/<uuid:id>/invoice", views.OrderInvoiceView.as_view()),
+    path(
+        "orders/<uuid:id>/invoice.pdf",
+        views.OrderInvoicePdfView.as_view(),
+        name="order-invoice-pdf",
+    ),
     path("orders/<uuid:id>/mark-paid", views.OrderMarkPaidView.as_view()),
     path("orders/<uuid:id>/void", views.OrderVoidView.as_view()),
     path("tax-rates/", views.TaxRateListView.as_view()),

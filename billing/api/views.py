@@ -1,15 +1,19 @@
 """Billing endpoints in Polar's wire format: products, benefits, discounts, subscriptions, orders
 (invoices), plus Meterline's tax rates, upcoming invoice and invoice status actions."""
 
+from urllib.parse import urlencode
+
 from django.db.models import Prefetch, ProtectedError, Q
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from billing import catalog, discounts, invoices, subscriptions, taxes
+from billing import catalog, discounts, documents, invoices, subscriptions, taxes
 from billing.api import payloads
 from billing.api import serializers as inputs
 from billing.api.errors import wire_errors
@@ -608,12 +612,49 @@ class OrderInvoiceView(GenericAPIView):
 
     @extend_schema(operation_id="orders_invoice", responses={200: OpenApiTypes.OBJECT})
     def get(self, request, id):
-        get_object_or_404(_invoices(request), pk=id)
-        raise PolarValidationError.single(
-            ["path", "id"],
-            "Invoice documents (PDF) are not available yet; the order itself carries every line.",
-            "invoice_not_available",
-        )
+        """Polar's `OrderInvoice`: a URL that downloads the PDF without a token (signed, expires
+        after INVOICE_LINK_MAX_AGE). The PDF is rendered here if the delivery task has not yet."""
+        invoice = get_object_or_404(_invoices(request), pk=id)
+        with wire_errors():
+            documents.invoice_pdf(invoice.pk)
+        path = reverse("order-invoice-pdf", kwargs={"id": invoice.pk})
+        query = urlencode({"token": documents.download_token(invoice)})
+        return Response({"url": request.build_absolute_uri(f"{path}?{query}")})
+
+    @extend_schema(
+        operation_id="orders_generate_invoice", request=None, responses={202: OpenApiTypes.OBJECT}
+    )
+    def post(self, request, id):
+        """Polar's "generate the invoice": Meterline renders it at finalization anyway, so this
+        only makes sure it is stored (idempotent)."""
+        invoice = get_object_or_404(_invoices(request), pk=id)
+        with wire_errors():
+            documents.invoice_pdf(invoice.pk)
+        return Response({}, status=status.HTTP_202_ACCEPTED)
+
+
+class OrderInvoicePdfView(GenericAPIView):
+    """The download behind that URL: the signed token is the credential (a browser or mail
+    client opens it without the API token)."""
+
+    serializer_class = Payload
+    authentication_classes = ()
+    permission_classes = ()
+
+    @extend_schema(
+        operation_id="orders_invoice_pdf",
+        parameters=[OpenApiParameter("token", str, required=True)],
+        responses={(200, "application/pdf"): OpenApiTypes.BINARY},
+    )
+    def get(self, request, id):
+        if not documents.token_is_valid(id, request.query_params.get("token", "")):
+            raise PolarValidationError.single(
+                ["query", "token"], "The link is invalid or has expired", "invalid_token"
+            )
+        invoice = get_object_or_404(Invoice, pk=id)
+        response = HttpResponse(documents.invoice_pdf(invoice.pk), content_type="application/pdf")
+        response["Content-Disposition"] = f'inline; filename="{documents.filename(invoice)}"'
+        return response
 
 
 class OrderActionView(GenericAPIView):

@@ -117,3 +117,22 @@ def test_admin_creates_backdated_subscriptions_and_closes_them_now(
     )
     subscription.refresh_from_db()
     assert subscription.invoices.count() > 20  # every month since Jan 2024 closed
+
+
+def test_invoice_page_links_its_pdf_and_support_staff_can_open_it(
+    superuser_client, catalog_with_subscriptions
+):
+    _product, subs = catalog_with_subscriptions
+    invoice = Invoice.objects.get(subscription=subs[0])
+    pdf_url = reverse("admin:billing_invoice_pdf", args=[invoice.pk])
+    page = superuser_client.get(reverse("admin:billing_invoice_change", args=[invoice.pk]))
+    body = page.content.decode()
+    assert f'href="{pdf_url}"' in body
+    response = superuser_client.get(pdf_url)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pdf"
+    assert response["Content-Disposition"] == f'inline; filename="{invoice.number}.pdf"'
+    assert response.content.startswith(b"%PDF-")
+
+    anonymous = Client().get(pdf_url)
+    assert anonymous.status_code == 302  # to the admin login

@@ -1,0 +1,173 @@
+"""The billing dashboard's figures for one organization, each one set-based (a grouped query,
+never a loop over invoices or subscriptions): revenue per month and per product, MRR, usage per
+meter per day, open and overdue invoices. Amounts are Decimal major units per currency."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.conf import settings
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import TruncMonth
+
+from billing import periods, usage
+from billing.models import (
+    Invoice,
+    InvoiceStatus,
+    PriceType,
+    SubscriptionPrice,
+    SubscriptionStatus,
+)
+
+# what counts as revenue: finalized and not voided (uncollectible was still invoiced)
+REVENUE_STATUSES = (InvoiceStatus.OPEN, InvoiceStatus.PAID, InvoiceStatus.UNCOLLECTIBLE)
+# a fixed price's amount per month, by its interval (× 1 / interval count)
+MONTHS_PER_INTERVAL = {
+    periods.DAY: Decimal(12) / Decimal(365),
+    periods.WEEK: Decimal(12) / Decimal(52),
+    periods.MONTH: Decimal(1),
+    periods.YEAR: Decimal(12),
+}
+CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class MonthRevenue:
+    month: datetime
+    currency: str
+    invoiced: Decimal  # net of discounts, before tax
+    paid: Decimal
+
+
+@dataclass(frozen=True)
+class ProductRevenue:
+    product: str
+    currency: str
+    invoiced: Decimal
+    invoices: int
+
+
+@dataclass(frozen=True)
+class Receivables:
+    currency: str
+    open_count: int
+    open_total: Decimal
+    overdue_count: int
+    overdue_total: Decimal
+
+
+def month_start(moment: datetime, months_back: int) -> datetime:
+    month = moment.year * 12 + moment.month - 1 - months_back
+    return moment.replace(
+        year=month // 12, month=month % 12 + 1, day=1, hour=0, minute=0, second=0, microsecond=0
+    )
+
+
+def _revenue(organization):
+    return Invoice.objects.filter(organization=organization, status__in=REVENUE_STATUSES)
+
+
+def revenue_by_month(organization, *, now: datetime, months: int = 12) -> list[MonthRevenue]:
+    rows = (
+        _revenue(organization)
+        .filter(finalized_at__gte=month_start(now, months - 1))
+        .annotate(month=TruncMonth("finalized_at"))
+        .values("month", "net_currency")
+        .annotate(invoiced=Sum("net"), paid=Sum("net", filter=Q(status=InvoiceStatus.PAID)))
+        .order_by("month", "net_currency")
+    )
+    return [
+        MonthRevenue(row["month"], row["net_currency"], row["invoiced"], row["paid"] or Decimal(0))
+        for row in rows
+    ]
+
+
+def revenue_by_product(organization, *, now: datetime, months: int = 12) -> list[ProductRevenue]:
+    rows = (
+        _revenue(organization)
+        .filter(finalized_at__gte=month_start(now, months - 1))
+        .values("product__name", "net_currency")
+        .annotate(invoiced=Sum("net"), invoices=Count("id"))
+        .order_by("-invoiced", "product__name")
+    )
+    return [
+        ProductRevenue(
+            row["product__name"] or "—", row["net_currency"], row["invoiced"], row["invoices"]
+        )
+        for row in rows
+    ]
+
+
+def mrr(organization, *, now: datetime) -> dict[str, Decimal]:
+    """Monthly recurring revenue per currency: the fixed prices of active (not trialing, not
+    ended) subscriptions, each brought to a month by its interval. Metered usage is not
+    recurring by promise and is left out (it is in the revenue per month)."""
+    rows = (
+        SubscriptionPrice.objects.filter(
+            subscription__organization=organization,
+            subscription__status__in=(SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE),
+            price__amount_type=PriceType.FIXED,
+            starts_at__lte=now,
+        )
+        .filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+        .values(
+            currency=F("price__price_amount_currency"),
+            interval=F("subscription__product__recurring_interval"),
+            count=F("subscription__product__recurring_interval_count"),
+        )
+        .annotate(amount=Sum("price__price_amount"))
+    )
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for row in rows:
+        totals[row["currency"]] += (
+            row["amount"] / MONTHS_PER_INTERVAL[row["interval"]] / row["count"]
+        )
+    return {
+        currency: amount.quantize(CENT, rounding=ROUND_HALF_UP)
+        for currency, amount in sorted(totals.items())
+    }
+
+
+def receivables(organization, *, now: datetime) -> list[Receivables]:
+    """Open invoices, and those open longer than BILLING_INVOICE_DUE_DAYS (overdue)."""
+    overdue = Q(finalized_at__lt=now - timedelta(days=settings.BILLING_INVOICE_DUE_DAYS))
+    rows = (
+        Invoice.objects.filter(organization=organization, status=InvoiceStatus.OPEN)
+        .values("total_currency")
+        .annotate(
+            open_count=Count("id"),
+            open_total=Sum("total"),
+            overdue_count=Count("id", filter=overdue),
+            overdue_total=Sum("total", filter=overdue),
+        )
+        .order_by("total_currency")
+    )
+    return [
+        Receivables(
+            row["total_currency"],
+            row["open_count"],
+            row["open_total"],
+            row["overdue_count"],
+            row["overdue_total"] or Decimal(0),
+        )
+        for row in rows
+    ]
+
+
+def oldest_overdue(organization, *, now: datetime, limit: int = 10) -> list[Invoice]:
+    return list(
+        Invoice.objects.filter(
+            organization=organization,
+            status=InvoiceStatus.OPEN,
+            finalized_at__lt=now - timedelta(days=settings.BILLING_INVOICE_DUE_DAYS),
+        )
+        .select_related("customer")
+        .order_by("finalized_at")[:limit]
+    )
+
+
+def meter_usage(organization, *, now: datetime, days: int = 90):
+    """Each live meter's value per UTC day over the last `days` days (today included)."""
+    since = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return usage.daily_meter_values(organization_id=organization.pk, since=since, until=now)

@@ -1,0 +1,174 @@
+"""Invoice documents: the PDF of a finalized invoice (rendered once with WeasyPrint and stored),
+the signed link that downloads it without an API token, and the email that sends it to the
+customer — at most once per invoice."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.core import signing
+from django.core.mail import EmailMessage
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.utils import timezone
+from weasyprint import HTML
+
+from billing.errors import InvoiceStateError
+from billing.models import Invoice, InvoiceDocument, InvoiceStatus
+from billing.money import format_amount as money
+
+DOWNLOAD_SALT = "billing.invoice-document"
+ADDRESS_FIELDS = ("line1", "line2", "postal_code", "city", "state", "country")
+
+
+def units(value: Decimal) -> str:
+    """Quantities without trailing zeros: 12.000000000000 → 12, 0.500 → 0.5."""
+    normalized = value.normalize()
+    return f"{normalized:f}" if normalized == normalized.to_integral() else str(normalized)
+
+
+def period(start: datetime, end: datetime) -> str:
+    return f"{start:%b %d, %Y %H:%M} – {end:%b %d, %Y %H:%M} UTC"
+
+
+@dataclass(frozen=True)
+class DocumentLine:
+    label: str
+    period: str
+    quantity: str
+    late_units: str | None
+    unit_amount: str | None
+    amount: str
+    proration: bool
+
+
+def _load(invoice_id) -> Invoice:
+    return (
+        Invoice.objects.select_related("organization", "customer")
+        .prefetch_related("lines__tax_rate")
+        .get(pk=invoice_id)
+    )
+
+
+def document_context(invoice: Invoice) -> dict:
+    currency = invoice.currency
+    lines = list(invoice.lines.all())
+    tax_rate = next((line.tax_rate for line in lines if line.tax_rate_id), None)
+    address = invoice.billing_address or {}
+    return {
+        "invoice": invoice,
+        "organization": invoice.organization.name,
+        "bill_to": invoice.billing_name or invoice.customer.name or invoice.customer.email,
+        "email": invoice.customer.email,
+        "address": [str(address[key]) for key in ADDRESS_FIELDS if address.get(key)],
+        "issued": f"{invoice.finalized_at:%b %d, %Y}",
+        "period": period(invoice.period_start, invoice.period_end),
+        "lines": [
+            DocumentLine(
+                label=line.label,
+                period=period(line.period_start, line.period_end),
+                quantity=units(line.quantity),
+                late_units=units(line.late_units) if line.late_units else None,
+                # rates are exact minor units per unit ("0.5" = half a cent), shown unrounded
+                unit_amount=units(line.unit_amount) if line.unit_amount is not None else None,
+                amount=money(line.amount.amount, currency),
+                proration=line.proration,
+            )
+            for line in lines
+        ],
+        "subtotal": money(invoice.subtotal.amount, currency),
+        "discount": money(-invoice.discount_amount.amount, currency)
+        if invoice.discount_amount.amount
+        else None,
+        "net": money(invoice.net.amount, currency),
+        "tax": money(invoice.tax.amount, currency),
+        "tax_label": (
+            f"{tax_rate.name} {Decimal(tax_rate.basis_points) / 100:g}%"
+            + (" (included)" if tax_rate.inclusive else "")
+            if tax_rate
+            else "Tax"
+        ),
+        "total": money(invoice.total.amount, currency),
+    }
+
+
+def render_pdf(invoice: Invoice) -> bytes:
+    html = render_to_string("billing/invoice_document.html", document_context(invoice))
+    return HTML(string=html).write_pdf()
+
+
+def invoice_pdf(invoice_id) -> bytes:
+    """The invoice's stored PDF; rendered and stored by the first caller. Rendering twice
+    concurrently is harmless: the first row stored wins and every caller returns that one (two
+    renders differ in their embedded timestamps, so the document is read back, not returned)."""
+    stored = InvoiceDocument.objects.filter(invoice_id=invoice_id).values_list("pdf", flat=True)
+    for pdf in stored:
+        return bytes(pdf)
+    invoice = _load(invoice_id)
+    if not invoice.is_finalized:
+        raise InvoiceStateError("A draft invoice has no document", field=("path", "id"))
+    InvoiceDocument.objects.bulk_create(
+        [InvoiceDocument(invoice=invoice, pdf=render_pdf(invoice))], ignore_conflicts=True
+    )
+    return bytes(InvoiceDocument.objects.values_list("pdf", flat=True).get(invoice_id=invoice_id))
+
+
+def filename(invoice: Invoice) -> str:
+    return f"{invoice.number}.pdf"
+
+
+def download_token(invoice: Invoice) -> str:
+    return signing.TimestampSigner(salt=DOWNLOAD_SALT).sign(str(invoice.pk))
+
+
+def token_is_valid(invoice_id, token: str) -> bool:
+    """A download link is valid for INVOICE_LINK_MAX_AGE seconds and for its invoice only."""
+    try:
+        signed_id = signing.TimestampSigner(salt=DOWNLOAD_SALT).unsign(
+            token, max_age=settings.INVOICE_LINK_MAX_AGE
+        )
+    except signing.BadSignature:
+        return False
+    return signed_id == str(invoice_id)
+
+
+def email_invoice(invoice_id) -> bool:
+    """Email the invoice to its customer with the PDF attached; True if this call sent it.
+
+    The invoice row is locked and `emailed_at` set in the transaction that hands the message
+    to the mail backend, so a second run (a retried or duplicated task) finds it set and sends
+    nothing. A failed send rolls the stamp back and the task's retry sends it."""
+    pdf = invoice_pdf(invoice_id)  # before the lock: rendering takes a while
+    with transaction.atomic():
+        invoice = (
+            Invoice.objects.select_for_update(of=("self",))
+            .select_related("organization", "customer")
+            .get(pk=invoice_id)
+        )
+        if invoice.emailed_at is not None or invoice.status == InvoiceStatus.VOID:
+            return False
+        if not invoice.customer.email:
+            return False
+        context = {
+            "invoice": invoice,
+            "organization": invoice.organization.name,
+            "total": money(invoice.total.amount, invoice.currency),
+            "period": period(invoice.period_start, invoice.period_end),
+        }
+        message = EmailMessage(
+            subject=f"{invoice.organization.name} invoice {invoice.number}",
+            body=render_to_string("billing/invoice_email.txt", context),
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=[invoice.customer.email],
+        )
+        message.attach(filename(invoice), pdf, "application/pdf")
+        message.send()
+        invoice.emailed_at = timezone.now()
+        invoice.save(update_fields=["emailed_at"])
+    return True
+
+
+def deliver(invoice_id) -> None:
+    """After finalization: store the PDF and email it."""
+    email_invoice(invoice_id)
