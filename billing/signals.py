@@ -1,0 +1,23 @@
+"""What billing tells the apps above it (webhooks), which connect receivers in their
+`AppConfig.ready`; billing never imports them.
+
+Every signal is sent *inside* the transaction that makes the change, so a receiver that writes
+(e.g. an outbox row) commits or rolls back together with the change itself.
+
+- `subscription_created(subscription)` — a subscription was started.
+- `subscription_changed(subscription, change)` — `change` is one of `SUBSCRIPTION_CHANGES`:
+  `canceled` (will end at period end), `uncanceled` (that was undone), `cycled` (a new period
+  began), `revoked` (ended now, or ended at the end of a canceled period), `updated` (any other
+  change, e.g. the discount).
+- `invoice_finalized(invoice)` — an invoice was issued (`open`, numbered).
+- `invoice_status_changed(invoice, previous)` — paid, void or uncollectible.
+"""
+
+from django.dispatch import Signal
+
+SUBSCRIPTION_CHANGES = ("updated", "canceled", "uncanceled", "cycled", "revoked")
+
+subscription_created = Signal()
+subscription_changed = Signal()
+invoice_finalized = Signal()
+invoice_status_changed = Signal()
