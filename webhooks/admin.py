@@ -4,7 +4,13 @@ from django.contrib import admin
 from core.admin import MeterlineModelAdmin
 from webhooks import delivery, endpoints
 from webhooks.errors import UnsafeWebhookURL
-from webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
+from webhooks.models import (
+    AlertFiring,
+    AlertRule,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from webhooks.tasks import enqueue
 
 
@@ -91,6 +97,32 @@ class WebhookDeliveryAdmin(MeterlineModelAdmin):
     list_filter = ("succeeded",)
     list_select_related = ("event__endpoint",)
     readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(MeterlineModelAdmin):
+    list_display = ("name", "organization", "meter", "customer", "metric", "threshold", "is_active")
+    list_filter = ("is_active", "metric")
+    list_select_related = ("organization", "meter", "customer")
+    raw_id_fields = ("customer",)
+    search_fields = ("name",)
+    show_full_result_count = False
+
+
+@admin.register(AlertFiring)
+class AlertFiringAdmin(MeterlineModelAdmin):
+    """Every alert that fired: one per rule, customer and period."""
+
+    list_display = ("rule", "customer", "period_start", "value", "fired_at")
+    list_select_related = ("rule", "customer")
+    readonly_fields = [f.name for f in AlertFiring._meta.fields]
     show_full_result_count = False
 
     def has_add_permission(self, request):

@@ -9,6 +9,7 @@ class WebhooksConfig(AppConfig):
         from billing import signals as billing_signals
         from core.schedules import SCHEDULES
         from customers import hooks as customer_hooks
+        from metering import hooks as metering_hooks
         from webhooks import receivers
 
         SCHEDULES["deliver due webhooks"] = ("webhooks.tasks.deliver_due_events", 60)
@@ -21,5 +22,6 @@ class WebhooksConfig(AppConfig):
             (customer_hooks.customer_created, receivers.on_customer_created),
             (customer_hooks.customer_updated, receivers.on_customer_updated),
             (customer_hooks.customer_deleted, receivers.on_customer_deleted),
+            (metering_hooks.events_ingested, receivers.on_events_ingested),
         ):
             signal.connect(receiver, dispatch_uid=f"webhooks.{receiver.__name__}")

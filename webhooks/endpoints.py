@@ -4,7 +4,7 @@ secret reset."""
 from core.errors import ErrorList
 from webhooks import addresses
 from webhooks.errors import UnsafeWebhookURL
-from webhooks.models import EVENT_TYPES, WebhookEndpoint, new_secret
+from webhooks.models import ALL_EVENT_TYPES, WebhookEndpoint, new_secret
 
 
 def check(*, url: str | None, events: list | None) -> None:
@@ -15,7 +15,7 @@ def check(*, url: str | None, events: list | None) -> None:
         except UnsafeWebhookURL as exc:
             errors.items += exc.items
     for index, event in enumerate(events or ()):
-        if event not in EVENT_TYPES:
+        if event not in ALL_EVENT_TYPES:
             errors.add(("body", "events", index), f"Meterline does not send {event!r} events.")
     errors.raise_if_any(UnsafeWebhookURL)
 

@@ -24,6 +24,9 @@ EVENT_TYPES = (
     "customer.deleted",
     "customer.state_changed",
 )
+# Meterline's extension events (not in Polar's list: the endpoint shows them separately)
+EXTENSION_EVENT_TYPES = ("customer.meter_threshold",)
+ALL_EVENT_TYPES = EVENT_TYPES + EXTENSION_EVENT_TYPES
 API_VERSION = "2026-10"
 
 
@@ -130,3 +133,59 @@ class PendingStateChange(models.Model):
 
     def __str__(self):
         return f"{self.customer_id} at {self.due_at}"
+
+
+class AlertMetric(models.TextChoices):
+    UNITS = "units", "units consumed in the period"
+    AMOUNT = "amount", "amount so far in the period (cents)"
+
+
+class AlertRule(models.Model):
+    """Usage alert (Meterline extension): when a customer's usage of `meter` in the current
+    billing period reaches `threshold`, fire once for that customer and period."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=256)
+    meter = models.ForeignKey("metering.Meter", on_delete=models.CASCADE, related_name="+")
+    customer = models.ForeignKey(
+        "customers.Customer",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Empty: every customer.",
+    )
+    metric = models.CharField(max_length=8, choices=AlertMetric.choices, default=AlertMetric.UNITS)
+    threshold = models.DecimalField(max_digits=24, decimal_places=6)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["organization", "is_active"])]
+
+    def __str__(self):
+        return self.name
+
+
+class AlertFiring(models.Model):
+    """A rule crossed by a customer in one period. The unique constraint is what makes it fire
+    once, also when two workers evaluate the same crossing at the same time."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="firings")
+    customer = models.ForeignKey("customers.Customer", on_delete=models.CASCADE, related_name="+")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    value = models.DecimalField(max_digits=24, decimal_places=6)
+    fired_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule", "customer", "period_start"], name="alert_fires_once_per_period"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.rule} · {self.customer_id} · {self.period_start:%Y-%m-%d}"

@@ -6,7 +6,7 @@ A payload is rendered only when an enabled endpoint subscribes to the event type
 organization without webhooks pays one indexed query per change."""
 
 from billing.models import InvoiceStatus
-from webhooks import delivery, payloads, state_changes, tasks
+from webhooks import alerts, delivery, payloads, state_changes, tasks
 
 
 def emit(organization_id, event_type: str, render) -> None:
@@ -61,3 +61,13 @@ def on_customer_updated(sender, customer, **kwargs):
 
 def on_customer_deleted(sender, customer, **kwargs):
     emit(customer.organization_id, "customer.deleted", lambda: payloads.customer_data(customer))
+
+
+def on_events_ingested(sender, organization, event_ids, **kwargs):
+    # one indexed query per ingest for organizations without alert rules
+    if alerts.has_rules(organization.pk):
+        customer_ids = alerts.customers_of_events(event_ids)
+        if customer_ids:
+            tasks.evaluate_alerts.delay_on_commit(
+                str(organization.pk), [str(pk) for pk in customer_ids]
+            )

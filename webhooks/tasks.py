@@ -5,7 +5,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from webhooks import delivery, payloads, state_changes
+from webhooks import alerts, delivery, payloads, state_changes
 
 
 def enqueue(events) -> None:
@@ -52,3 +52,12 @@ def flush_state_changes() -> int:
                 sent += delivery.record(endpoints, "customer.state_changed", data)
         enqueue(sent)
     return len(sent)
+
+
+@shared_task(acks_late=True)
+def evaluate_alerts(organization_id: str, customer_ids: list[str]) -> int:
+    """After an ingest commits: fire the usage alerts its customers crossed."""
+    with transaction.atomic():
+        events = alerts.evaluate(organization_id, customer_ids)
+        enqueue(events)
+    return len(events)

@@ -1,7 +1,7 @@
 """Endpoints, events and deliveries in Polar's wire shapes."""
 
 from billing.api.payloads import iso
-from webhooks.models import API_VERSION
+from webhooks.models import API_VERSION, EXTENSION_EVENT_TYPES
 
 
 def endpoint_payload(endpoint) -> dict:
@@ -15,10 +15,12 @@ def endpoint_payload(endpoint) -> dict:
         "format": endpoint.format,
         "secret": endpoint.secret,
         "organization_id": str(endpoint.organization_id),
-        "events": endpoint.events,
+        "events": [e for e in endpoint.events if e not in EXTENSION_EVENT_TYPES],
         "enabled": endpoint.enabled,
         "uses_standard_webhook_signature": True,
-        # extension: why Meterline disabled it
+        # extensions: Meterline's own event types (kept out of `events`, whose values Polar's
+        # clients check against their list), and why Meterline disabled the endpoint
+        "extension_events": [e for e in endpoint.events if e in EXTENSION_EVENT_TYPES],
         "disabled_reason": endpoint.disabled_reason or None,
         "disabled_at": iso(endpoint.disabled_at),
     }

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from core.api.serializers import StrictSerializer
-from webhooks.models import EVENT_TYPES
+from webhooks.models import ALL_EVENT_TYPES
 
 
 class EndpointWriteSerializer(StrictSerializer):
@@ -10,7 +10,7 @@ class EndpointWriteSerializer(StrictSerializer):
     api_version = serializers.ChoiceField(choices=["2026-10"], required=False, allow_null=True)
     format = serializers.ChoiceField(choices=["raw"])
     events = serializers.ListField(
-        child=serializers.ChoiceField(choices=EVENT_TYPES), max_length=64
+        child=serializers.ChoiceField(choices=ALL_EVENT_TYPES), max_length=64
     )
 
 

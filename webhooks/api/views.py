@@ -11,7 +11,7 @@ from core.api.errors import ErrorList
 from webhooks import delivery, endpoints
 from webhooks.api import payloads
 from webhooks.api.serializers import EndpointUpdateSerializer, EndpointWriteSerializer
-from webhooks.models import EVENT_TYPES, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from webhooks.models import ALL_EVENT_TYPES, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from webhooks.tasks import enqueue
 
 PAGE_PARAMS = [OpenApiParameter("page", int), OpenApiParameter("limit", int)]
@@ -114,7 +114,7 @@ class DeliveryListView(GenericAPIView):
         succeeded = params.parse_bool(request, "succeeded", errors)
         types = request.query_params.getlist("event_type")
         for index, event_type in enumerate(types):
-            if event_type not in EVENT_TYPES:
+            if event_type not in ALL_EVENT_TYPES:
                 errors.add(("query", "event_type", index), f"Unknown event type {event_type!r}")
         errors.raise_if_any()
         queryset = WebhookDelivery.objects.filter(
