@@ -44,6 +44,12 @@ def subscribed_endpoints(organization_id, event_type: str) -> list[WebhookEndpoi
     )
 
 
+def has_subscribers(organization_id, event_type: str) -> bool:
+    return WebhookEndpoint.objects.filter(
+        organization_id=organization_id, enabled=True, events__contains=[event_type]
+    ).exists()
+
+
 def render_body(event_type: str, data: dict, *, at: datetime) -> str:
     return json.dumps(
         {

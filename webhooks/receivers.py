@@ -16,6 +16,8 @@ def emit(organization_id, event_type: str, render) -> None:
 
 
 def state_changed(organization_id, customer_id) -> None:
+    if not delivery.has_subscribers(organization_id, "customer.state_changed"):
+        return
     if state_changes.mark(organization_id, customer_id):
         tasks.schedule_state_flush()
 

@@ -222,3 +222,49 @@ def test_rolled_back_change_records_no_event(organization, allow_private, receiv
     with pytest.raises(Exception):
         customer_services.create_customer(organization=organization, email="gu@example.com")
     assert WebhookEvent.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_no_endpoint_means_no_outbox_rows(organization):
+    customer = customer_services.create_customer(organization=organization, email="ho@example.com")
+    customer_services.update_customer(customer=customer, changes={"name": "Ho"})
+    assert WebhookEvent.objects.count() == 0
+    assert PendingStateChange.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_admin_pages_render(admin_client, organization, receiver, allow_private):
+    endpoint = WebhookEndpoint.objects.create(
+        organization=organization, url=receiver.url, events=["customer.created"]
+    )
+    customer_services.create_customer(organization=organization, email="ia@example.com")
+    deliver_pending()
+    event = WebhookEvent.objects.get()
+    for url in (
+        "/admin/webhooks/webhookendpoint/",
+        f"/admin/webhooks/webhookendpoint/{endpoint.pk}/change/",
+        "/admin/webhooks/webhookevent/",
+        f"/admin/webhooks/webhookevent/{event.pk}/change/",
+        "/admin/webhooks/webhookdelivery/",
+        "/admin/webhooks/alertrule/",
+        "/admin/webhooks/alertfiring/",
+    ):
+        assert admin_client.get(url).status_code == 200, url
+
+
+@pytest.mark.django_db
+def test_admin_form_refuses_a_private_url(admin_client, organization, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_URLS = False
+    response = admin_client.post(
+        "/admin/webhooks/webhookendpoint/add/",
+        {
+            "organization": organization.pk,
+            "url": "http://169.254.169.254/latest",
+            "name": "",
+            "events": "order.paid",
+            "enabled": "on",
+        },
+    )
+    assert response.status_code == 200
+    assert "non-public address (169.254.169.254)" in response.content.decode()
+    assert WebhookEndpoint.objects.count() == 0
