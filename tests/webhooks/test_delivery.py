@@ -111,6 +111,18 @@ def test_failing_receiver_gets_one_request_per_retry_and_the_log_shows_three_att
         (3, True, 200),
     ]
     assert all(d["duration_ms"] >= 0 for d in log["items"])
+    failed = api.get("/v1/webhooks/deliveries?http_code_class=5xx").json()
+    assert sorted(d["http_code"] for d in failed["items"]) == [500, 503]
+    assert api.get("/v1/webhooks/deliveries?succeeded=true").json()["pagination"] == {
+        "total_count": 1,
+        "max_page": 1,
+    }
+    bad = api.get("/v1/webhooks/deliveries?http_code_class=6xx&start_timestamp=soon")
+    assert bad.status_code == 422
+    assert [e["loc"] for e in bad.json()["detail"]] == [
+        ["query", "http_code_class"],
+        ["query", "start_timestamp"],
+    ]
 
 
 @pytest.mark.django_db

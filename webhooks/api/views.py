@@ -1,5 +1,6 @@
 """`/v1/webhooks/…` in Polar's wire format: endpoints, the delivery log, redelivery."""
 
+from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from rest_framework import serializers, status
@@ -14,6 +15,7 @@ from webhooks.api.serializers import EndpointUpdateSerializer, EndpointWriteSeri
 from webhooks.models import ALL_EVENT_TYPES, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from webhooks.tasks import enqueue
 
+HTTP_CODE_CLASSES = {"2xx": 200, "3xx": 300, "4xx": 400, "5xx": 500}
 PAGE_PARAMS = [OpenApiParameter("page", int), OpenApiParameter("limit", int)]
 
 
@@ -105,6 +107,9 @@ class DeliveryListView(GenericAPIView):
             OpenApiParameter("endpoint_id", str, many=True),
             OpenApiParameter("succeeded", bool),
             OpenApiParameter("event_type", str, many=True),
+            OpenApiParameter("http_code_class", str, many=True),
+            OpenApiParameter("start_timestamp", OpenApiTypes.DATETIME),
+            OpenApiParameter("end_timestamp", OpenApiTypes.DATETIME),
         ],
         responses={200: OpenApiTypes.OBJECT},
     )
@@ -112,10 +117,14 @@ class DeliveryListView(GenericAPIView):
         errors = ErrorList()
         endpoint_ids = params.uuid_list(request, "endpoint_id", errors)
         succeeded = params.parse_bool(request, "succeeded", errors)
-        types = request.query_params.getlist("event_type")
-        for index, event_type in enumerate(types):
-            if event_type not in ALL_EVENT_TYPES:
-                errors.add(("query", "event_type", index), f"Unknown event type {event_type!r}")
+        types = params.enum_list(request, "event_type", ALL_EVENT_TYPES, errors)
+        code_classes = params.enum_list(request, "http_code_class", HTTP_CODE_CLASSES, errors)
+        start = params.parse_datetime(
+            request.query_params.get("start_timestamp"), "start_timestamp", errors
+        )
+        end = params.parse_datetime(
+            request.query_params.get("end_timestamp"), "end_timestamp", errors
+        )
         errors.raise_if_any()
         queryset = WebhookDelivery.objects.filter(
             event__organization=request.auth.organization
@@ -126,6 +135,15 @@ class DeliveryListView(GenericAPIView):
             queryset = queryset.filter(succeeded=succeeded)
         if types:
             queryset = queryset.filter(event__type__in=types)
+        if code_classes:
+            hundreds = [HTTP_CODE_CLASSES[c] for c in code_classes]
+            queryset = queryset.filter(
+                Q.create([("http_code__range", (h, h + 99)) for h in hundreds], connector=Q.OR)
+            )
+        if start:
+            queryset = queryset.filter(created_at__gte=start)
+        if end:
+            queryset = queryset.filter(created_at__lte=end)
         page = self.paginate_queryset(queryset.order_by("-created_at", "id"))
         return self.get_paginated_response([payloads.delivery_payload(d) for d in page])
 
