@@ -280,3 +280,52 @@ def test_admin_form_refuses_a_private_url(admin_client, organization, settings):
     assert response.status_code == 200
     assert "non-public address (169.254.169.254)" in response.content.decode()
     assert WebhookEndpoint.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_every_billing_and_customer_event_parses_with_polar_sdk(organization):
+    """Each recorded body, signed as the sender signs it, loads as polar-sdk's typed payload."""
+    from billing import catalog, invoices, subscriptions
+    from billing.catalog import PriceSpec
+    from webhooks.models import EVENT_TYPES
+
+    endpoint = WebhookEndpoint.objects.create(
+        organization=organization, url="https://hooks.example.com/x", events=list(EVENT_TYPES)
+    )
+    customer = customer_services.create_customer(
+        organization=organization, email="jo@example.com", external_id="jo"
+    )
+    customer_services.update_customer(customer=customer, changes={"name": "Jo"})
+    product = catalog.create_product(
+        organization=organization,
+        name="Pro",
+        prices=[PriceSpec(amount_type="fixed", price_amount=2900)],
+    )
+    subscription = subscriptions.create_subscription(
+        customer=customer, product=product, started_at=JAN
+    )
+    cycles.close_due(as_of=datetime(2024, 2, 1, 1, tzinfo=UTC))
+    subscriptions.set_cancel_at_period_end(subscription, True)
+    subscriptions.set_cancel_at_period_end(subscription, False)
+    invoices.mark_paid(subscription.invoices.order_by("sequence").first())
+    subscriptions.revoke(subscription)
+    PendingStateChange.objects.update(due_at=datetime(2000, 1, 1, tzinfo=UTC))
+    tasks.flush_state_changes.run()
+    customer_services.delete_customer(customer=customer)
+
+    events = list(WebhookEvent.objects.order_by("created_at", "type"))
+    assert sorted({e.type for e in events}) == sorted(EVENT_TYPES)
+    for event in events:
+        timestamp = int(datetime.now(UTC).timestamp())
+        headers = {
+            "webhook-id": str(event.pk),
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": delivery.sign(
+                endpoint.secret, str(event.pk), timestamp, event.body
+            ),
+        }
+        assert validate_event(event.body, headers, endpoint.secret).type == event.type
+    paid = [json.loads(e.body)["data"] for e in events if e.type == "order.paid"]
+    assert [(o["status"], o["total_amount"]) for o in paid] == [("paid", 2900)]
+    revoked = [json.loads(e.body)["data"] for e in events if e.type == "subscription.revoked"]
+    assert [s["status"] for s in revoked] == ["canceled"]
