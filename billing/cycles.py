@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Prefetch
 from django.utils import timezone
 
-from billing import discounts, invoices, metered, periods, taxes, usage
+from billing import discounts, invoices, metered, periods, signals, taxes, usage
 from billing.invoices import LineDraft
 from billing.models import (
     LIVE_STATUSES,
@@ -194,6 +194,9 @@ def close_period(
         else:
             _advance(subscription, next_start, next_end)
             grant_period_credits(subscription, rollover_from=metered_lines)
+        signals.subscription_changed.send(
+            sender=Subscription, subscription=subscription, change="revoked" if ending else "cycled"
+        )
         return invoice
 
 

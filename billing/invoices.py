@@ -10,7 +10,7 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.utils import timezone
 
-from billing import discounts, taxes
+from billing import discounts, signals, taxes
 from billing.errors import InvoiceStateError
 from billing.models import (
     Discount,
@@ -21,7 +21,6 @@ from billing.models import (
     TaxRate,
 )
 from billing.money import to_money
-from billing.signals import invoice_finalized
 
 
 @dataclass(frozen=True)
@@ -167,7 +166,7 @@ def finalize(
             for position, line in enumerate(draft.lines, start=1)
         ]
     )
-    invoice_finalized.send(sender=Invoice, invoice=invoice)
+    signals.invoice_finalized.send(sender=Invoice, invoice=invoice)
     return invoice
 
 
@@ -186,12 +185,13 @@ def _transition(invoice: Invoice, status: str, stamp: str | None) -> Invoice:
                 f"An invoice in status '{invoice.status}' cannot become '{status}'",
                 field=("body", "status"),
             )
-        invoice.status = status
+        previous, invoice.status = invoice.status, status
         fields = ["status", "modified_at"]
         if stamp:
             setattr(invoice, stamp, timezone.now())
             fields.append(stamp)
         invoice.save(update_fields=fields)
+        signals.invoice_status_changed.send(sender=Invoice, invoice=invoice, previous=previous)
     return invoice
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from billing import cycles, discounts, metered, periods
+from billing import cycles, discounts, metered, periods, signals
 from billing.errors import SubscriptionStateError
 from billing.invoices import InvoiceDraft
 from billing.models import (
@@ -77,6 +77,7 @@ def create_subscription(
         for price in product.prices.filter(is_archived=False)
     )
     subscription = cycles.live_subscriptions().get(pk=subscription.pk)
+    signals.subscription_created.send(sender=Subscription, subscription=subscription)
     if not trial_end:
         first = cycles.fixed_line(subscription, start, end)
         if first is not None:
@@ -108,6 +109,11 @@ def set_cancel_at_period_end(subscription: Subscription, cancel: bool) -> Subscr
     subscription.ends_at = subscription.current_period_end if cancel else None
     subscription.save(
         update_fields=["cancel_at_period_end", "canceled_at", "ends_at", "modified_at"]
+    )
+    signals.subscription_changed.send(
+        sender=Subscription,
+        subscription=subscription,
+        change="canceled" if cancel else "uncanceled",
     )
     return subscription
 
@@ -142,6 +148,9 @@ def set_discount(subscription: Subscription, discount: Discount | None) -> Subsc
     subscription.discount = discount
     subscription.discounted_invoices = 0
     subscription.save(update_fields=["discount", "discounted_invoices", "modified_at"])
+    signals.subscription_changed.send(
+        sender=Subscription, subscription=subscription, change="updated"
+    )
     return subscription
 
 

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "metering",
     "billing",
     "portal",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -209,3 +210,11 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# --- Webhooks -----------------------------------------------------------------------------------
+# Off in production: a tenant's webhook URL must not reach the server's own networks.
+WEBHOOK_ALLOW_PRIVATE_URLS = env.bool("WEBHOOK_ALLOW_PRIVATE_URLS", default=False)
+WEBHOOK_CONNECT_TIMEOUT = env.float("WEBHOOK_CONNECT_TIMEOUT", default=3.0)
+WEBHOOK_READ_TIMEOUT = env.float("WEBHOOK_READ_TIMEOUT", default=10.0)
+# customer.state_changed: at most one per customer per this many seconds
+WEBHOOK_STATE_DEBOUNCE_SECONDS = env.int("WEBHOOK_STATE_DEBOUNCE_SECONDS", default=5)

@@ -13,7 +13,7 @@ from django.db.models import Q
 
 SUPPORT = "Support"
 BILLING_OPERATOR = "Billing operator"
-APPS = ("customers", "metering", "billing", "portal")
+APPS = ("customers", "metering", "billing", "portal", "webhooks")
 STANDARD_VERBS = ("add_", "change_", "delete_", "view_")
 
 

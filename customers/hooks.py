@@ -6,8 +6,13 @@ reverse would be a cycle).
   transaction; metering links the events sent earlier under that id. On update it is sent
   before the customer's row is rewritten, so that receivers' row locks come first, in the
   global lock order the ingest path uses.
+- `customer_created`, `customer_updated`, `customer_deleted`: sent inside the transaction that
+  writes the customer, after the row is written (webhooks record their outbox rows there).
 """
 
 from django.dispatch import Signal
 
 external_id_assigned = Signal()  # sender=Customer, customer=Customer
+customer_created = Signal()  # sender=Customer, customer=Customer
+customer_updated = Signal()  # sender=Customer, customer=Customer, fields=list[str]
+customer_deleted = Signal()  # sender=Customer, customer=Customer

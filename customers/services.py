@@ -4,7 +4,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from customers.errors import CustomerConflict, InvalidCustomerChange
-from customers.hooks import external_id_assigned
+from customers.hooks import (
+    customer_created,
+    customer_deleted,
+    customer_updated,
+    external_id_assigned,
+)
 from customers.models import Customer, Organization
 
 
@@ -33,6 +38,7 @@ def create_customer(*, organization: Organization, email: str, **fields) -> Cust
             customer.save()
             if customer.external_id:
                 external_id_assigned.send(sender=Customer, customer=customer)
+            customer_created.send(sender=Customer, customer=customer)
     except IntegrityError as exc:
         raise _conflict_error(exc)
     return customer
@@ -65,6 +71,7 @@ def update_customer(*, customer: Customer, changes: dict) -> Customer:
                 # before the row update: linking's row locks come first in the global order
                 external_id_assigned.send(sender=Customer, customer=customer)
             customer.save(update_fields=[*written, "modified_at"])
+            customer_updated.send(sender=Customer, customer=customer, fields=written)
     except IntegrityError as exc:
         raise _conflict_error(exc)
     return customer
@@ -73,6 +80,10 @@ def update_customer(*, customer: Customer, changes: dict) -> Customer:
 def delete_customer(*, customer: Customer) -> None:
     """Soft delete: events stay attached for history; email and external id are freed."""
     now = timezone.now()
-    Customer.objects.filter(pk=customer.pk, deleted_at__isnull=True).update(
-        deleted_at=now, modified_at=now
-    )
+    with transaction.atomic():
+        deleted = Customer.objects.filter(pk=customer.pk, deleted_at__isnull=True).update(
+            deleted_at=now, modified_at=now
+        )
+        if deleted:
+            customer.deleted_at = customer.modified_at = now
+            customer_deleted.send(sender=Customer, customer=customer)

@@ -7,9 +7,13 @@ would be a cycle).
   of `(customer_id, meter)` pairs: where a subscription prices the meter, the customer meter
   shows the subscription's current billing period (its usage plus late usage carried into it)
   instead of all time, so the customer meter, the subscription and the upcoming invoice agree.
-  One call for many pairs keeps lists of customer meters at a constant number of queries."""
+  One call for many pairs keeps lists of customer meters at a constant number of queries.
+- `events_ingested` (signal; organization, event_ids): sent inside an ingest's transaction once
+  its events are written (webhooks evaluates usage alerts after the commit)."""
 
 from collections.abc import Callable
+
+from django.dispatch import Signal
 
 from metering.models import Meter
 
@@ -44,3 +48,6 @@ def period_numbers(pairs: list[tuple]) -> dict:
     for provider in period_number_providers:
         found.update(provider(pairs))
     return found
+
+
+events_ingested = Signal()

@@ -14,7 +14,7 @@ from core.db import bound_cursor
 from core.errors import ErrorList
 from core.metadata import describe, validate_metadata
 from customers.models import Customer, Organization
-from metering import locks, rollups
+from metering import hooks, locks, rollups
 from metering.errors import InvalidEvents
 
 EVENT_FIELDS = {
@@ -345,6 +345,10 @@ def ingest_events(*, organization: Organization, events: list) -> IngestResult:
         try:
             with transaction.atomic():
                 ids = insert_events(organization=organization, rows=unique)
+                if ids:
+                    hooks.events_ingested.send(
+                        sender=Organization, organization=organization, event_ids=ids
+                    )
             break
         except OperationalError as exc:
             # The batch is one idempotent transaction, so a deadlock victim can simply run again;

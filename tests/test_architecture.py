@@ -13,7 +13,7 @@ from pathlib import Path
 import grimp
 
 ROOT = Path(__file__).resolve().parents[1]
-APPS = ("core", "customers", "metering", "billing", "portal")
+APPS = ("core", "customers", "metering", "billing", "portal", "webhooks")
 
 
 def test_import_linter_contracts_are_kept():

@@ -1,0 +1,27 @@
+from django.apps import AppConfig
+
+
+class WebhooksConfig(AppConfig):
+    name = "webhooks"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from billing import signals as billing_signals
+        from core.schedules import SCHEDULES
+        from customers import hooks as customer_hooks
+        from metering import hooks as metering_hooks
+        from webhooks import receivers
+
+        SCHEDULES["deliver due webhooks"] = ("webhooks.tasks.deliver_due_events", 60)
+        SCHEDULES["flush customer state webhooks"] = ("webhooks.tasks.flush_state_changes", 60)
+        for signal, receiver in (
+            (billing_signals.subscription_created, receivers.on_subscription_created),
+            (billing_signals.subscription_changed, receivers.on_subscription_changed),
+            (billing_signals.invoice_finalized, receivers.on_invoice_finalized),
+            (billing_signals.invoice_status_changed, receivers.on_invoice_status_changed),
+            (customer_hooks.customer_created, receivers.on_customer_created),
+            (customer_hooks.customer_updated, receivers.on_customer_updated),
+            (customer_hooks.customer_deleted, receivers.on_customer_deleted),
+            (metering_hooks.events_ingested, receivers.on_events_ingested),
+        ):
+            signal.connect(receiver, dispatch_uid=f"webhooks.{receiver.__name__}")
