@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django_filters",
     "django_htmx",
     "django_celery_beat",
+    "django_ratelimit",
     "djmoney",
     "core",
     "customers",
@@ -133,6 +134,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["core.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "core.api.pagination.PolarPagination",
+    "DEFAULT_THROTTLE_CLASSES": ["core.ratelimit.TokenRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.api.errors.polar_exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -155,6 +157,30 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
 EVENT_FUTURE_TOLERANCE_SECONDS = 300
 # API token last_used_at is written at most this often per token (no write on every request)
 API_TOKEN_TOUCH_INTERVAL_SECONDS = 300
+
+# --- cache and rate limits --------------------------------------------------------------------
+# CACHE_URL (e.g. redis://127.0.0.1:6379/1) or the database: either way one store shared by
+# every web process, which is what makes the rate limits hold across processes and machines.
+if env.str("CACHE_URL", default=""):
+    CACHES = {"default": env.cache_url("CACHE_URL")}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "core.cache.DatabaseCache",  # `createcachetable` (run by migrate) makes it
+            "LOCATION": "meterline_cache",
+        }
+    }
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
+# Behind a reverse proxy: the request header (META key) that carries the client's address,
+# e.g. HTTP_X_REAL_IP; unset, REMOTE_ADDR.
+RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="") or None
+# "<count>/<period>" with period s, m, h or d (e.g. 6000/m); empty turns the limit off.
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="6000/m")
+SIGNIN_RATE_LIMIT = env.str("SIGNIN_RATE_LIMIT", default="10/m")
+# django-ratelimit knows only memcached and django-redis by name; Django's own Redis backend
+# increments atomically, and core.cache.DatabaseCache does by row lock.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
 
 # --- Celery: CELERY_BROKER_URL, or a filesystem broker under .data/ ----------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")

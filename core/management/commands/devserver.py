@@ -97,7 +97,6 @@ class Command(BaseCommand):
             # (migrate's post-migrate hooks cost a second or two even when there is nothing
             # to do, hence the check)
             call_command("migrate", interactive=False, verbosity=0)
-        call_command("createcachetable", verbosity=0)
         call_command("setup_schedules", verbosity=0)
         credentials_file = settings.DATA_DIR / DEMO_CREDENTIALS
         if not no_seed and not credentials_file.exists():

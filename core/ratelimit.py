@@ -1,0 +1,78 @@
+"""Rate limits on django-ratelimit's counters, kept in the shared cache (Redis when CACHE_URL
+names one, else the database): per API token for the REST API, per client IP for views such
+as the portal's sign-in. Over the limit: 429 with Retry-After (seconds until the window ends).
+
+If the counter store is unreachable the request is let through and a warning logged: an outage
+of the cache must not become an outage of the API.
+"""
+
+import functools
+import logging
+
+from django.conf import settings
+from django.http import HttpResponse
+from django_ratelimit.core import get_usage
+from rest_framework.throttling import BaseThrottle
+
+logger = logging.getLogger(__name__)
+
+
+def _usage(request, *, group: str, key, rate: str):
+    try:
+        return get_usage(request, group=group, key=key, rate=rate, increment=True)
+    except Exception:  # the counter store is down: fail open (see module docstring)
+        logger.warning("rate limit %s not checked: counter store unavailable", group, exc_info=True)
+        return None
+
+
+def _retry_after(usage) -> int:
+    return max(1, int(usage["time_left"]))
+
+
+class TokenRateThrottle(BaseThrottle):
+    """DRF throttle: API_RATE_LIMIT requests per API token (e.g. "6000/m"; empty: no limit)."""
+
+    def __init__(self):
+        self.retry_after = None
+
+    def allow_request(self, request, view):
+        rate = settings.API_RATE_LIMIT
+        token = request.auth
+        if not rate or token is None:
+            return True
+        usage = _usage(request, group="api-token", key=lambda group, req: str(token.pk), rate=rate)
+        if usage is None or not usage["should_limit"]:
+            return True
+        self.retry_after = _retry_after(usage)
+        return False
+
+    def wait(self):
+        return self.retry_after
+
+
+def limit_by_ip(*, group: str, rate_setting: str, methods=("POST",)):
+    """Decorate a Django view: at most `settings.<rate_setting>` requests (of `methods`) per
+    client IP, else a 429 page with Retry-After. For sign-in and other unauthenticated forms.
+    Behind a proxy, set RATELIMIT_IP_META_KEY so the client's address is used, not the proxy's.
+    """
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(request, *args, **kwargs):
+            rate = getattr(settings, rate_setting)
+            if rate and request.method in methods:
+                usage = _usage(request, group=group, key="ip", rate=rate)
+                if usage is not None and usage["should_limit"]:
+                    wait = _retry_after(usage)
+                    response = HttpResponse(
+                        f"Too many attempts. Try again in {wait} seconds.",
+                        status=429,
+                        content_type="text/plain; charset=utf-8",
+                    )
+                    response["Retry-After"] = str(wait)
+                    return response
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorate

@@ -1,0 +1,183 @@
+"""Rate limits: per API token on the REST API and per IP for sign-in views, 429 + Retry-After,
+counters in the shared store (the database by default, Redis when configured) incremented
+atomically, fail-open when the store is down, and the SDK riding through 429s losing nothing."""
+
+import logging
+import socket
+import threading
+import uuid
+
+import pytest
+from django.core.cache import caches
+from django.db import connection
+from django.http import HttpResponse
+from django.test import RequestFactory, override_settings
+from meterline import Meterline, RetryPolicy
+from rest_framework.test import APIClient
+
+from core.ratelimit import limit_by_ip
+from metering.models import Event
+
+REDIS_CACHE = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:6379/14",
+    }
+}
+
+
+def client_for(secret: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return client
+
+
+def exhaust(client: APIClient, allowed: int):
+    for _ in range(allowed):
+        assert client.get("/v1/customers/").status_code == 200
+    return client.get("/v1/customers/")
+
+
+def assert_is_429(response, window_seconds: int):
+    assert response.status_code == 429
+    body = response.json()
+    assert body["error"] == "TooManyRequests"
+    assert "throttled" in body["detail"]
+    assert 1 <= int(response["Retry-After"]) <= window_seconds
+
+
+@pytest.mark.django_db
+def test_each_token_has_its_own_allowance(settings, token_for):
+    settings.API_RATE_LIMIT = "3/m"
+    org, first = token_for("Limited")
+    _, second = token_for("Limited")  # same organization, another token
+    assert_is_429(exhaust(client_for(first), 3), 60)
+    assert_is_429(client_for(first).post("/v1/customers/", {"email": "a@x.io"}), 60)
+    assert exhaust(client_for(second), 2).status_code == 200
+    assert org.customers.count() == 0  # the refused POST wrote nothing
+
+
+@pytest.mark.django_db
+def test_no_limit_when_unset(settings, token_for):
+    settings.API_RATE_LIMIT = ""
+    _, secret = token_for("Unlimited")
+    assert exhaust(client_for(secret), 30).status_code == 200
+
+
+@pytest.mark.django_db
+def test_redis_store_when_configured(settings, token_for):
+    settings.API_RATE_LIMIT = "2/m"
+    with override_settings(CACHES=REDIS_CACHE):
+        redis = caches["default"]._cache.get_client()
+        before = set(redis.keys("*rl:*"))
+        _, secret = token_for("Redis")
+        assert_is_429(exhaust(client_for(secret), 2), 60)
+        counters = set(redis.keys("*rl:*")) - before
+        assert len(counters) == 1  # the token's counter, in Redis
+        assert int(redis.get(counters.pop())) == 3
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM meterline_cache")
+        assert cursor.fetchone()[0] == 0  # and not in the database
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.django_db
+def test_store_down_lets_requests_through_with_a_warning(settings, token_for, caplog):
+    settings.API_RATE_LIMIT = "1/m"
+    down = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
+        }
+    }
+    with override_settings(CACHES=down), caplog.at_level(logging.WARNING, "core.ratelimit"):
+        _, secret = token_for("Store down")
+        assert exhaust(client_for(secret), 3).status_code == 200
+    assert "counter store unavailable" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_counter_increments_atomically_under_concurrency():
+    cache = caches["default"]
+    key = f"concurrency-{uuid.uuid4()}"
+    assert cache.add(key, 0, 60)
+    threads, per_thread = 8, 25
+    barrier = threading.Barrier(threads)
+
+    def bump():
+        barrier.wait()
+        for _ in range(per_thread):
+            cache.incr(key)
+        connection.close()
+
+    workers = [threading.Thread(target=bump) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert cache.get(key) == threads * per_thread
+    with pytest.raises(ValueError):
+        cache.incr(f"missing-{uuid.uuid4()}")
+
+
+@limit_by_ip(group="test-sign-in", rate_setting="SIGNIN_RATE_LIMIT")
+def sign_in(request):
+    return HttpResponse("ok")
+
+
+@pytest.mark.django_db
+def test_sign_in_limit_per_ip(settings):
+    settings.SIGNIN_RATE_LIMIT = "2/m"
+    factory = RequestFactory()
+    here, there = {"REMOTE_ADDR": "198.51.100.7"}, {"REMOTE_ADDR": "198.51.100.8"}
+    assert [sign_in(factory.post("/sign-in", **here)).status_code for _ in range(2)] == [200, 200]
+    refused = sign_in(factory.post("/sign-in", **here))
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert refused.content.decode().startswith("Too many attempts. Try again in ")
+    assert sign_in(factory.get("/sign-in", **here)).status_code == 200  # showing the form
+    assert sign_in(factory.post("/sign-in", **there)).status_code == 200
+
+
+@pytest.mark.django_db
+def test_sign_in_limit_behind_a_proxy_uses_the_forwarded_address(settings):
+    settings.SIGNIN_RATE_LIMIT = "1/m"
+    settings.RATELIMIT_IP_META_KEY = "HTTP_X_REAL_IP"
+    factory = RequestFactory()
+    proxy = {"REMOTE_ADDR": "10.0.0.1"}
+    assert sign_in(factory.post("/s", HTTP_X_REAL_IP="203.0.113.1", **proxy)).status_code == 200
+    assert sign_in(factory.post("/s", HTTP_X_REAL_IP="203.0.113.2", **proxy)).status_code == 200
+    assert sign_in(factory.post("/s", HTTP_X_REAL_IP="203.0.113.1", **proxy)).status_code == 429
+
+
+def test_sdk_rides_through_429s_from_the_real_server(settings, live_url, live_org_token, caplog):
+    settings.API_RATE_LIMIT = "2/s"
+    org, secret = live_org_token
+    errors = []
+    client = Meterline(
+        secret,
+        base_url=live_url,
+        batch_size=10,
+        flush_interval=0.01,
+        retry=RetryPolicy(max_retries=50, backoff_base=0.05, backoff_max=0.2),
+        on_error=errors.append,
+    )
+    with caplog.at_level(logging.INFO, "meterline"):
+        ids = [
+            client.ingest({"name": "limited", "external_customer_id": "u", "metadata": {"i": i}})
+            for i in range(100)
+        ]
+        assert client.close(timeout=60)
+    stats = client.stats
+    assert "HTTP 429, retrying" in caplog.text  # the server refused, the SDK waited
+    assert stats.retries > 0
+    assert (stats.failed, stats.dropped, errors) == (0, 0, [])
+    assert stats.sent + stats.duplicates == 100
+    stored = Event.objects.filter(organization=org, name="limited")
+    assert stored.count() == 100
+    assert set(stored.values_list("external_id", flat=True)) == set(ids)
