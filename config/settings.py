@@ -159,18 +159,17 @@ EVENT_FUTURE_TOLERANCE_SECONDS = 300
 API_TOKEN_TOUCH_INTERVAL_SECONDS = 300
 
 # --- cache and rate limits --------------------------------------------------------------------
-# CACHE_URL (e.g. redis://127.0.0.1:6379/1) or the database: either way one store shared by
-# every web process, which is what makes the rate limits hold across processes and machines.
+# The rate-limit counters must live in one store shared by every web process (and machine):
+# Redis when CACHE_URL names it (e.g. redis://127.0.0.1:6379/1), else a PostgreSQL table.
 if env.str("CACHE_URL", default=""):
     CACHES = {"default": env.cache_url("CACHE_URL")}
+    CACHES["ratelimit"] = CACHES["default"]
 else:
     CACHES = {
-        "default": {
-            "BACKEND": "core.cache.DatabaseCache",  # `createcachetable` (run by migrate) makes it
-            "LOCATION": "meterline_cache",
-        }
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "ratelimit": {"BACKEND": "core.ratecounters.CounterCache"},
     }
-RATELIMIT_USE_CACHE = "default"
+RATELIMIT_USE_CACHE = "ratelimit"
 RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
 # Behind a reverse proxy: the request header (META key) that carries the client's address,
 # e.g. HTTP_X_REAL_IP; unset, REMOTE_ADDR.
@@ -179,7 +178,7 @@ RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="") or None
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="6000/m")
 SIGNIN_RATE_LIMIT = env.str("SIGNIN_RATE_LIMIT", default="10/m")
 # django-ratelimit knows only memcached and django-redis by name; Django's own Redis backend
-# increments atomically, and core.cache.DatabaseCache does by row lock.
+# increments atomically, and so does core.ratecounters.CounterCache (one UPDATE).
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
 
 # --- Celery: CELERY_BROKER_URL, or a filesystem broker under .data/ ----------------------------

@@ -103,4 +103,5 @@ def test_customer_state_query_count_does_not_grow_with_meters(organization, api)
     assert [m["consumed_units"] for m in state["active_meters"]] and len(
         state["active_meters"]
     ) == 6
-    assert len(queries.captured_queries) <= 9, [q["sql"][:80] for q in queries.captured_queries]
+    # (one of them is the API rate-limit counter)
+    assert len(queries.captured_queries) <= 10, [q["sql"][:80] for q in queries.captured_queries]

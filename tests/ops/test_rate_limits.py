@@ -6,24 +6,26 @@ import logging
 import socket
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.core.cache import caches
 from django.db import connection
 from django.http import HttpResponse
 from django.test import RequestFactory, override_settings
+from django.utils import timezone
 from meterline import Meterline, RetryPolicy
 from rest_framework.test import APIClient
 
+from core.models import RateCounter
 from core.ratelimit import limit_by_ip
 from metering.models import Event
 
-REDIS_CACHE = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": "redis://127.0.0.1:6379/14",
-    }
+REDIS = {
+    "BACKEND": "django.core.cache.backends.redis.RedisCache",
+    "LOCATION": "redis://127.0.0.1:6379/14",
 }
+REDIS_CACHE = {"default": REDIS, "ratelimit": REDIS}  # what CACHE_URL=redis://… sets
 
 
 def client_for(secret: str) -> APIClient:
@@ -68,7 +70,7 @@ def test_no_limit_when_unset(settings, token_for):
 def test_redis_store_when_configured(settings, token_for):
     settings.API_RATE_LIMIT = "2/m"
     with override_settings(CACHES=REDIS_CACHE):
-        redis = caches["default"]._cache.get_client()
+        redis = caches["ratelimit"]._cache.get_client()
         before = set(redis.keys("*rl:*"))
         _, secret = token_for("Redis")
         assert_is_429(exhaust(client_for(secret), 2), 60)
@@ -76,7 +78,7 @@ def test_redis_store_when_configured(settings, token_for):
         assert len(counters) == 1  # the token's counter, in Redis
         assert int(redis.get(counters.pop())) == 3
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM meterline_cache")
+        cursor.execute("SELECT count(*) FROM core_ratecounter")
         assert cursor.fetchone()[0] == 0  # and not in the database
 
 
@@ -90,10 +92,8 @@ def closed_port() -> int:
 def test_store_down_lets_requests_through_with_a_warning(settings, token_for, caplog):
     settings.API_RATE_LIMIT = "1/m"
     down = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
-        }
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "ratelimit": {**REDIS, "LOCATION": f"redis://127.0.0.1:{closed_port()}/0"},
     }
     with override_settings(CACHES=down), caplog.at_level(logging.WARNING, "core.ratelimit"):
         _, secret = token_for("Store down")
@@ -103,9 +103,10 @@ def test_store_down_lets_requests_through_with_a_warning(settings, token_for, ca
 
 @pytest.mark.django_db(transaction=True)
 def test_database_counter_increments_atomically_under_concurrency():
-    cache = caches["default"]
+    cache = caches["ratelimit"]
     key = f"concurrency-{uuid.uuid4()}"
     assert cache.add(key, 0, 60)
+    assert not cache.add(key, 5, 60)  # a live window is not replaced
     threads, per_thread = 8, 25
     barrier = threading.Barrier(threads)
 
@@ -123,6 +124,17 @@ def test_database_counter_increments_atomically_under_concurrency():
     assert cache.get(key) == threads * per_thread
     with pytest.raises(ValueError):
         cache.incr(f"missing-{uuid.uuid4()}")
+    # an expired window is replaced by add, and no longer counts
+    expired = f"expired-{uuid.uuid4()}"
+    assert cache.add(expired, 7, 60)
+    RateCounter.objects.filter(key__endswith=expired).update(
+        expires=timezone.now() - timedelta(seconds=1)
+    )
+    assert cache.get(expired, "gone") == "gone"
+    with pytest.raises(ValueError):
+        cache.incr(expired)
+    assert cache.add(expired, 1, 60)
+    assert cache.incr(expired) == 2
 
 
 @limit_by_ip(group="test-sign-in", rate_setting="SIGNIN_RATE_LIMIT")
