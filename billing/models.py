@@ -1,1 +1,1 @@
-# Products, prices, subscriptions and invoices arrive with the billing issue (spec/billing.md).
+# Products, prices, subscriptions and invoices arrive with the billing work; no models yet.

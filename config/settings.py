@@ -150,7 +150,7 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": "/v1/",
 }
 
-# Event ingestion limits (events.md)
+# Event ingestion limits (docs/api.md)
 INGEST_MAX_EVENTS = env.int("INGEST_MAX_EVENTS", default=10_000)
 INGEST_MAX_BODY_BYTES = env.int("INGEST_MAX_BODY_BYTES", default=16 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES

@@ -1,1 +1,1 @@
-# The customer portal (spec/portal.md) arrives with its own issue; it has no models yet.
+# The customer portal arrives with its own work; it has no models yet.

@@ -116,13 +116,12 @@ def dev_env(tmp_path):
         env.pop(name, None)
     env.update(METERLINE_DATA_DIR=str(data_dir), DEBUG="1", PYTHONUNBUFFERED="1")
     yield env, data_dir
-    subprocess.run(
-        [str(ROOT / ".venv/bin/python"), "manage.py", "embedded_postgres", "stop"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        timeout=60,
+    # the README's way to stop the embedded PostgreSQL that `./dev run` leaves running
+    stop = subprocess.run(
+        ["./dev", "stop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
+    assert stop.stdout.strip() == "stopped", stop.stderr
+    assert not (data_dir / "postgres" / "postmaster.pid").exists()
 
 
 def test_dev_run_stops_cleanly_and_restarts_within_10s(dev_env, tmp_path):
