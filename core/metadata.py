@@ -160,3 +160,12 @@ def validate_metadata(value, loc, errors: ErrorList, *, structured: bool = False
         if checked is not None:
             clean[key] = checked
     return clean
+
+
+def json_scalar(value):
+    """A validated scalar as the ORM's JSON can store it. The parser reads number literals with a
+    fraction or exponent as exact decimals (integers stay int); such a value was a float in the
+    client's JSON, and goes back as one (1.5e223 must not come back as a 224-digit integer)."""
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    return value

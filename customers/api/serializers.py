@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from core.api.errors import ErrorList
-from core.metadata import validate_metadata
+from core.metadata import json_scalar, validate_metadata
 from customers.models import Customer
 
 COUNTRY_CODE_LENGTH = 2
@@ -17,7 +17,7 @@ class MetadataField(serializers.JSONField):
             raise serializers.ValidationError(
                 {".".join(str(p) for p in e["loc"]) or "metadata": e["msg"] for e in errors.items}
             )
-        return clean
+        return {key: json_scalar(value) for key, value in clean.items()}
 
 
 class AddressSerializer(serializers.Serializer):
