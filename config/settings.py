@@ -192,6 +192,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Tasks enqueued with delay_on_commit are kept in the database until a worker finishes them
+# (core/outbox.py): sent again when the broker was down at commit (every RESEND_INTERVAL), or
+# when a worker did not finish one within the LEASE (it died), at most MAX_ATTEMPTS times.
+OUTBOX_RESEND_INTERVAL_SECONDS = env.int("OUTBOX_RESEND_INTERVAL_SECONDS", default=60)
+OUTBOX_LEASE_SECONDS = env.int("OUTBOX_LEASE_SECONDS", default=900)
+OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
 # Save each periodic task's last run as soon as it is sent: a beat that is killed (or restarted
 # by a deploy) then neither repeats nor skips a run.
 CELERY_BEAT_SYNC_EVERY = 1

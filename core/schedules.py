@@ -2,11 +2,16 @@
 
 import json
 
+from django.conf import settings
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 # name -> (task path, every N seconds)
 SCHEDULES: dict[str, tuple[str, int]] = {
     "clear expired sessions": ("core.tasks.clear_expired_sessions", 24 * 3600),
+    "resend pending tasks": (
+        "core.tasks.resend_pending_tasks",
+        settings.OUTBOX_RESEND_INTERVAL_SECONDS,
+    ),
 }
 
 
