@@ -32,7 +32,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 
 from customers.models import Customer, Organization  # noqa: E402
-from metering import meters  # noqa: E402
+from metering import backfill, customer_meters, meters  # noqa: E402
 from metering.models import Meter, MeterState  # noqa: E402
 
 EXPECTED_SQL = """
@@ -91,7 +91,7 @@ def main():
                 for customer in customers:
                     fresh = Meter.objects.get(pk=meter.pk)
                     t = time.perf_counter()
-                    numbers = meters.numbers_for(fresh, customer)
+                    numbers = customer_meters.numbers_for(fresh, customer)
                     reads["latencies"].append(time.perf_counter() - t)
                     reads["total"] += 1
                     reads["during_backfill"] += fresh.state == MeterState.BACKFILLING
@@ -104,7 +104,7 @@ def main():
     thread.start()
     started = time.perf_counter()
     chunks = 0
-    while not meters.backfill_step(meter.pk, meter.definition_version):
+    while not backfill.backfill_step(meter.pk, meter.definition_version):
         chunks += 1
     backfill_seconds = time.perf_counter() - started
     stop.set()
@@ -112,7 +112,8 @@ def main():
 
     meter.refresh_from_db()
     after_wrong = sum(
-        Decimal(meters.numbers_for(meter, c).consumed_units) != expected[c.pk] for c in customers
+        Decimal(customer_meters.numbers_for(meter, c).consumed_units) != expected[c.pk]
+        for c in customers
     )
     latencies = sorted(reads["latencies"])
     result = {

@@ -73,8 +73,8 @@ def backfill_meters(url: str, org: str, chunk_events: int) -> dict:
     os.environ["CELERY_TASK_ALWAYS_EAGER"] = "0"
     common.bootstrap(url)
     from customers.models import Organization
-    from metering import meters
-    from metering.management.commands.generate_events import ensure_demo_meters
+    from metering import backfill
+    from metering.demo import ensure_demo_meters
     from metering.models import Meter, MeterState
 
     organization = Organization.objects.get(name=org)
@@ -84,7 +84,7 @@ def backfill_meters(url: str, org: str, chunk_events: int) -> dict:
         if meter.state != MeterState.BACKFILLING:
             continue
         start = time.perf_counter()
-        meters.backfill(meter.pk, chunk_events=chunk_events)
+        backfill.backfill(meter.pk, chunk_events=chunk_events)
         timings[meter.name] = round(time.perf_counter() - start, 1)
         print(f"backfilled {meter.name} in {timings[meter.name]} s")
     return timings

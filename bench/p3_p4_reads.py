@@ -52,7 +52,7 @@ from bench import common
 common.bootstrap()
 from customers.models import Customer, Organization
 from customers.tokens import create_token
-from metering.management.commands.generate_events import ensure_demo_meters
+from metering.demo import ensure_demo_meters
 from metering.models import Meter
 org, _ = Organization.objects.get_or_create(name=sys.argv[1])
 for external_id in sys.argv[2:]:

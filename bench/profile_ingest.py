@@ -1,4 +1,4 @@
-"""Where an ingest batch spends its time: runs `services.ingest_events` in-process (no HTTP) for
+"""Where an ingest batch spends its time: runs `ingest.ingest_events` in-process (no HTTP) for
 a few 1,000-event batches of the P1 workload and times every SQL statement (grouped by its first
 words) and the Python part (validation, parameter building).
 
@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     common.ensure_database(url)
     common.bootstrap(url)
     from bench.p1_ingest import cleanup
-    from metering import services
+    from metering import ingest
 
     info = common.machine_info(url)
     common.print_machine(info)
@@ -94,13 +94,13 @@ def main(argv=None) -> None:
     import json
 
     for batch in batches[:2]:  # warm-up (statement caches, plans)
-        services.ingest_events(
+        ingest.ingest_events(
             organization=organization, events=json.loads(workload.body(batch))["events"]
         )
     totals.clear()
     counts.clear()
     wall = 0.0
-    from core.api.parsers import loads
+    from core.strict_json import loads
 
     bodies = [workload.body(batch) for batch in batches[2:]]
     profiler = None
@@ -114,7 +114,7 @@ def main(argv=None) -> None:
         start = time.perf_counter()
         # what the view does: parse the body (strict JSON, exact decimals), then ingest
         events = loads(body)["events"]
-        services.ingest_events(organization=organization, events=events)
+        ingest.ingest_events(organization=organization, events=events)
         wall += time.perf_counter() - start
     measuring = False
     if profiler:

@@ -35,8 +35,8 @@ def main(argv=None) -> None:
     from customers.models import APIToken, Customer
     from customers.tokens import create_token
     from metering.api.meter_views import MeterQuantitiesView
+    from metering.customer_meters import active_customer_meters
     from metering.models import Meter
-    from metering.services import customer_active_meters
 
     customer = Customer.objects.get(external_id=args.customer, organization__name="bench-data")
     meters = list(Meter.objects.filter(organization=customer.organization).order_by("name"))
@@ -85,7 +85,7 @@ def main(argv=None) -> None:
         state["on"] = round_ >= 2
         state["label"] = "P3"
         t = time.perf_counter()
-        customer_active_meters(customer=customer)
+        active_customer_meters(customer=customer)
         if state["on"]:
             walls["P3 customer_active_meters"].append((time.perf_counter() - t) * 1000)
         for meter in meters:

@@ -31,7 +31,6 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
-    "django_filters",
     "django_htmx",
     "django_celery_beat",
     "django_ratelimit",
@@ -45,7 +44,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "core.middleware.ApiEdgeMiddleware",
+    "core.api.middleware.ApiEdgeMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -127,6 +126,19 @@ EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@meterline.localhost")
 
+# --- customer portal (docs/portal.md) ----------------------------------------------------------
+# Absolute base of links to the portal (customer_portal_url, magic links); unset: the host of the
+# request that creates them.
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="").rstrip("/")
+PORTAL_SESSION_TTL_SECONDS = env.int("PORTAL_SESSION_TTL_SECONDS", default=12 * 3600)
+# A customer session created through the API must be opened within this time (Polar: 1 hour).
+PORTAL_API_TOKEN_TTL_SECONDS = env.int("PORTAL_API_TOKEN_TTL_SECONDS", default=3600)
+PORTAL_MAGIC_LINK_TTL_SECONDS = env.int("PORTAL_MAGIC_LINK_TTL_SECONDS", default=15 * 60)
+PORTAL_POLL_SECONDS = env.int("PORTAL_POLL_SECONDS", default=5)
+# Sign-in link requests: "count/seconds" per client IP and per email address.
+PORTAL_SIGN_IN_RATE_PER_IP = env.str("PORTAL_SIGN_IN_RATE_PER_IP", default="10/900")
+PORTAL_SIGN_IN_RATE_PER_EMAIL = env.str("PORTAL_SIGN_IN_RATE_PER_EMAIL", default="3/900")
+
 # --- REST API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["customers.api.auth.BearerTokenAuthentication"],
@@ -134,7 +146,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["core.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "core.api.pagination.PolarPagination",
-    "DEFAULT_THROTTLE_CLASSES": ["core.ratelimit.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["core.api.throttling.TokenRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.api.errors.polar_exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -159,8 +171,9 @@ EVENT_FUTURE_TOLERANCE_SECONDS = 300
 API_TOKEN_TOUCH_INTERVAL_SECONDS = 300
 
 # --- cache and rate limits --------------------------------------------------------------------
-# The rate-limit counters must live in one store shared by every web process (and machine):
-# Redis when CACHE_URL names it (e.g. redis://127.0.0.1:6379/1), else a PostgreSQL table.
+# The rate-limit counters (API tokens, the portal's sign-in) must live in one store shared by
+# every web process and machine: Redis when CACHE_URL names it (e.g. redis://127.0.0.1:6379/1),
+# else a PostgreSQL table. Django's default cache is that Redis, or per process.
 if env.str("CACHE_URL", default=""):
     CACHES = {"default": env.cache_url("CACHE_URL")}
     CACHES["ratelimit"] = CACHES["default"]
@@ -171,12 +184,8 @@ else:
     }
 RATELIMIT_USE_CACHE = "ratelimit"
 RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
-# Behind a reverse proxy: the request header (META key) that carries the client's address,
-# e.g. HTTP_X_REAL_IP; unset, REMOTE_ADDR.
-RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="") or None
 # "<count>/<period>" with period s, m, h or d (e.g. 6000/m); empty turns the limit off.
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="6000/m")
-SIGNIN_RATE_LIMIT = env.str("SIGNIN_RATE_LIMIT", default="10/m")
 # django-ratelimit knows only memcached and django-redis by name; Django's own Redis backend
 # increments atomically, and so does core.ratecounters.CounterCache (one UPDATE).
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]

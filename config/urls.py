@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView
 
 from core.views import healthz
+from portal import views as portal_views
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -14,7 +15,9 @@ urlpatterns = [
     ),
     path("v1/", include("customers.api.urls")),
     path("v1/", include("metering.api.urls")),
+    path("v1/", include("portal.api.urls")),
     path("", include("portal.urls")),
+    path("", portal_views.home, name="home"),
 ]
 
 handler400 = "core.api.errors.json_bad_request"

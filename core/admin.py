@@ -1,10 +1,30 @@
-from django.contrib import admin
+"""Admin plumbing shared by the apps' admins."""
 
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+
+from core import outbox
 from core.models import PendingTask
 
 
+class GuardedActionsMixin:
+    """Posting an action the user may not run is a 403, not Django's silent "No action selected"
+    (which renders the list again with a 200): permissions on actions are a security boundary
+    and should look like one, in the response and in tests."""
+
+    def changelist_view(self, request, extra_context=None):
+        name = request.POST.get("action") if request.method == "POST" else None
+        if name and name not in self.get_actions(request):
+            raise PermissionDenied
+        return super().changelist_view(request, extra_context)
+
+
+class MeterlineModelAdmin(GuardedActionsMixin, admin.ModelAdmin):
+    """Base class of every Meterline ModelAdmin."""
+
+
 @admin.register(PendingTask)
-class PendingTaskAdmin(admin.ModelAdmin):
+class PendingTaskAdmin(MeterlineModelAdmin):
     """Tasks recorded until a worker finishes them (core.outbox): normally empty or short-lived;
     a row with attempts and an error is work that keeps failing."""
 
@@ -20,7 +40,5 @@ class PendingTaskAdmin(admin.ModelAdmin):
 
     @admin.action(description="Send the selected tasks now")
     def send_now(self, request, queryset):
-        from core.outbox import publish
-
-        sent = sum(publish(p.pk, p.name, p.args, p.kwargs) for p in queryset)
+        sent = sum(outbox.publish(p.pk, p.name, p.args, p.kwargs) for p in queryset)
         self.message_user(request, f"{sent} of {queryset.count()} sent.")

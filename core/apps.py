@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class CoreConfig(AppConfig):
@@ -20,3 +21,8 @@ class CoreConfig(AppConfig):
         )
         # a worker that starts (again) sends what a killed one left unfinished, once due
         worker_ready.connect(lambda **kw: outbox.resend_pending(), weak=False)
+
+        from core.roles import ensure_staff_roles
+
+        # after every migrate, when every app's permissions exist
+        post_migrate.connect(ensure_staff_roles, dispatch_uid="core.ensure_staff_roles")

@@ -1,9 +1,10 @@
 """Validation of the flat metadata objects Polar accepts on events and customers."""
 
+import contextlib
 import decimal
 
-from core.api.errors import ErrorList
-from core.api.parsers import NonFiniteNumber
+from core.errors import ErrorList
+from core.strict_json import NonFiniteNumber
 
 MAX_KEYS = 50
 MAX_KEY_LENGTH = 40
@@ -169,3 +170,13 @@ def json_scalar(value):
     if isinstance(value, decimal.Decimal):
         return float(value)
     return value
+
+
+def metadata_value_candidates(raw: str) -> list:
+    """A query-string value matches the string itself, and also the boolean or integer it spells."""
+    candidates: list = [raw]
+    if raw in ("true", "false"):
+        candidates.append(raw == "true")
+    with contextlib.suppress(ValueError):
+        candidates.append(int(raw))
+    return candidates

@@ -10,6 +10,7 @@ def schedules() -> dict[str, tuple[str, int]]:
     """name -> (task path, every N seconds)"""
     return {
         "clear expired sessions": ("core.tasks.clear_expired_sessions", 24 * 3600),
+        "clear expired portal sessions": ("portal.tasks.clear_expired_portal_sessions", 3600),
         "resend pending tasks": (
             "core.tasks.resend_pending_tasks",
             settings.OUTBOX_RESEND_INTERVAL_SECONDS,

@@ -4,8 +4,11 @@
   (never stored, never put in a message/cookie/session), and only its hash is kept. Revoking is an
   action with a confirmation page, logged in the admin log.
 - Customers: add/change/delete go through customers.services (creation links earlier events;
-  deletion is a soft delete), and the page lists the customer's 20 most recent events.
+  deletion is a soft delete); apps above add sections to a customer's page
+  (`register_activity_section`), e.g. metering's recent events.
 """
+
+from collections.abc import Callable
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -13,16 +16,23 @@ from django.contrib.admin.utils import model_ngettext
 from django.db import models
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from rest_framework_api_key.models import APIKey
 
+from core.admin import MeterlineModelAdmin
 from core.forms import OptionalJSONField
 from customers.models import APIToken, Customer, Organization
 from customers.services import create_customer, delete_customer, update_customer
 
-RECENT_EVENTS = 20
+# Sections the apps above customers add to a customer's admin page (title, render(customer) ->
+# safe HTML): metering adds its recent events, billing its subscriptions.
+ACTIVITY_SECTIONS: list[tuple[str, Callable]] = []
+
+
+def register_activity_section(title: str, render: Callable) -> None:
+    ACTIVITY_SECTIONS.append((title, render))
+
 
 # djangorestframework-api-key registers its own concrete APIKey model; Meterline uses APIToken
 # (organization-scoped) only, so the stock page would just be confusing.
@@ -31,9 +41,9 @@ if admin.site.is_registered(APIKey):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ("name", "created_at", "id", "links")
-    search_fields = ("name", "=id")
+class OrganizationAdmin(MeterlineModelAdmin):
+    list_display = ("name", "slug", "created_at", "id", "links")
+    search_fields = ("name", "=slug", "=id")
     ordering = ("name",)
     readonly_fields = ("id", "created_at", "links")
 
@@ -57,7 +67,7 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(APIToken)
-class APITokenAdmin(admin.ModelAdmin):
+class APITokenAdmin(MeterlineModelAdmin):
     list_display = (
         "prefix",
         "name",
@@ -177,7 +187,7 @@ class DeletedFilter(admin.SimpleListFilter):
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(MeterlineModelAdmin):
     list_display = (
         "email",
         "name",
@@ -199,7 +209,7 @@ class CustomerAdmin(admin.ModelAdmin):
         "created_at",
         "modified_at",
         "deleted_at",
-        "recent_events",
+        "activity",
     )
     fieldsets = (
         (None, {"fields": ("id", "organization", "external_id", "email", "email_verified")}),
@@ -213,7 +223,7 @@ class CustomerAdmin(admin.ModelAdmin):
                     "created_at",
                     "modified_at",
                     "deleted_at",
-                    "recent_events",
+                    "activity",
                 )
             },
         ),
@@ -236,41 +246,15 @@ class CustomerAdmin(admin.ModelAdmin):
     def is_active(self, obj):
         return obj.deleted_at is None
 
-    @admin.display(description=f"Recent events (last {RECENT_EVENTS})")
-    def recent_events(self, obj):
-        from metering.models import Event
-
+    @admin.display(description="Activity")
+    def activity(self, obj):
         if obj is None or obj.pk is None:
             return "—"
-        # (customer_id, -timestamp) index: one short index range scan.
-        events = list(
-            Event.objects.filter(customer=obj)
-            .order_by("-timestamp")
-            .only("id", "name", "timestamp", "external_id", "metadata")[:RECENT_EVENTS]
-        )
-        if not events:
-            return "No events yet."
-        rows = format_html_join(
-            "",
-            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>',
-            (
-                (
-                    reverse("admin:metering_event_change", args=[event.pk]),
-                    timezone.localtime(event.timestamp).strftime("%Y-%m-%d %H:%M:%S"),
-                    event.name,
-                    event.external_id or "—",
-                    _short_metadata(event.metadata),
-                )
-                for event in events
-            ),
-        )
-        all_url = reverse("admin:metering_event_changelist") + "?" + urlencode({"customer": obj.pk})
-        return format_html(
-            "<table><thead><tr><th>timestamp</th><th>name</th><th>external id</th>"
-            "<th>metadata</th></tr></thead><tbody>{}</tbody></table>"
-            '<p><a href="{}">All events of this customer →</a></p>',
-            rows,
-            all_url,
+        return (
+            format_html_join(
+                "", "<h4>{}</h4>{}", ((title, render(obj)) for title, render in ACTIVITY_SECTIONS)
+            )
+            or "—"
         )
 
     # -- writes go through customers.services --------------------------------------------------
@@ -319,8 +303,3 @@ class CustomerAdmin(admin.ModelAdmin):
         if obj is not None and obj.deleted_at is not None:
             return False  # deleted customers are history: view only
         return super().has_change_permission(request, obj)
-
-
-def _short_metadata(metadata: dict, limit: int = 80) -> str:
-    text = ", ".join(f"{k}={v}" for k, v in (metadata or {}).items() if not k.startswith("_"))
-    return text if len(text) <= limit else text[: limit - 1] + "…"

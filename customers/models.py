@@ -1,17 +1,39 @@
 import uuid
 
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils.text import slugify
 from rest_framework_api_key.models import AbstractAPIKey
+
+hex_colour = RegexValidator(r"^#[0-9a-fA-F]{6}\Z", "Enter a colour as #rrggbb, e.g. #2563eb.")
 
 
 class Organization(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200, unique=True)
+    # The customer portal lives under /portal/<slug>/; filled from the name when left blank.
+    slug = models.SlugField(max_length=64, unique=True, blank=True)
+    # Brand colour of the customer portal (the portal derives readable text colours from it).
+    accent_color = models.CharField(max_length=7, default="#2563eb", validators=[hex_colour])
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs):
+        if not self.slug:
+            self.slug = self.free_slug(self.name)
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def free_slug(cls, name: str) -> str:
+        base = slugify(name)[:56] or "organization"
+        slug, n = base, 1
+        while cls.objects.filter(slug=slug).exists():
+            n += 1
+            slug = f"{base}-{n}"
+        return slug
 
 
 class APIToken(AbstractAPIKey):

@@ -3,15 +3,12 @@
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.api.errors import PolarValidationError
+from customers.errors import CustomerConflict, InvalidCustomerChange
+from customers.hooks import external_id_assigned
 from customers.models import Customer, Organization
 
 
-class CustomerConflict(PolarValidationError):
-    pass
-
-
-def _conflict_error(exc: IntegrityError, loc_prefix=("body",)) -> PolarValidationError:
+def _conflict_error(exc: IntegrityError, loc_prefix=("body",)) -> CustomerConflict:
     text = str(exc)
     if "customer_email_unique_per_org" in text:
         return CustomerConflict.single(
@@ -29,44 +26,45 @@ def _conflict_error(exc: IntegrityError, loc_prefix=("body",)) -> PolarValidatio
 
 
 def create_customer(*, organization: Organization, email: str, **fields) -> Customer:
-    """Create a customer and link the events already sent with its external id."""
-    from metering.services import link_customer_events
-
+    """Create a customer; the apps above link what was already sent under its external id."""
     customer = Customer(organization=organization, email=email.strip().lower(), **fields)
     try:
         with transaction.atomic():
             customer.save()
             if customer.external_id:
-                link_customer_events(customer=customer)
+                external_id_assigned.send(sender=Customer, customer=customer)
     except IntegrityError as exc:
         raise _conflict_error(exc)
     return customer
 
 
 def update_customer(*, customer: Customer, changes: dict) -> Customer:
-    from metering.services import link_customer_events
-
+    """Apply `changes` and write only those columns: columns maintained by ingestion
+    (`first_user_event_at`) are never written back from a stale copy."""
     if "external_id" in changes:
         new = changes["external_id"]
         if customer.external_id and new != customer.external_id:
-            raise PolarValidationError.single(
+            raise InvalidCustomerChange.single(
                 ["body", "external_id"],
                 "The external ID can't be changed once set.",
                 "value_error",
             )
-    gains_external_id = not customer.external_id and changes.get("external_id")
+    gains_external_id = not customer.external_id and bool(changes.get("external_id"))
     if "email" in changes and changes["email"] is not None:
         changes["email"] = changes["email"].strip().lower()
+    written = []
     for field, value in changes.items():
         if field == "email" and value is None:
             continue  # email can't be removed from an individual customer
         setattr(customer, field, value)
+        written.append(field)
     customer.modified_at = timezone.now()
     try:
         with transaction.atomic():
-            customer.save()
             if gains_external_id:
-                link_customer_events(customer=customer)
+                # before the row update: linking's row locks come first in the global order
+                external_id_assigned.send(sender=Customer, customer=customer)
+            customer.save(update_fields=[*written, "modified_at"])
     except IntegrityError as exc:
         raise _conflict_error(exc)
     return customer

@@ -13,12 +13,18 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 
-from core.api.params import metadata_value_candidates
+from core.metadata import MAX_NUMBER_EXPONENT, metadata_value_candidates
 from metering import filters
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
+# avg is the one inexact step: 40 significant digits, on every read path.
 DECIMAL_CONTEXT = decimal.Context(prec=40)
+# Sums and differences are exact: accepted numbers lie within 10^±MAX_NUMBER_EXPONENT, so no sum
+# of them needs more digits than this (Python's default context would round at 28 digits).
+EXACT = decimal.Context(
+    prec=2 * MAX_NUMBER_EXPONENT + 100, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN
+)
 
 
 @dataclass
@@ -54,6 +60,13 @@ def final_value(func: str, partial: Partial | None) -> decimal.Decimal:
     raise ValueError(func)
 
 
+def exact_sum(values) -> decimal.Decimal:
+    total = decimal.Decimal(0)
+    for value in values:
+        total = EXACT.add(total, value)
+    return total
+
+
 def combine(func: str, values: list[decimal.Decimal]) -> decimal.Decimal:
     """customer_aggregation_function: combine per-customer meter values."""
     if not values:
@@ -61,9 +74,9 @@ def combine(func: str, values: list[decimal.Decimal]) -> decimal.Decimal:
     if func == "count":
         return decimal.Decimal(len(values))
     if func == "sum":
-        return sum(values, decimal.Decimal(0))
+        return exact_sum(values)
     if func == "avg":
-        return DECIMAL_CONTEXT.divide(sum(values, decimal.Decimal(0)), decimal.Decimal(len(values)))
+        return DECIMAL_CONTEXT.divide(exact_sum(values), decimal.Decimal(len(values)))
     if func == "min":
         return min(values)
     if func == "max":
@@ -87,7 +100,7 @@ def python_partial(meter_filter: dict, aggregation: dict, events) -> Partial:
             number = filters.numeric_value(prop, event)
             if number is not None:
                 partial.numeric_count += 1
-                partial.numeric_sum += number
+                partial.numeric_sum = EXACT.add(partial.numeric_sum, number)
                 partial.numeric_min = (
                     number if partial.numeric_min is None else min(partial.numeric_min, number)
                 )

@@ -4,3 +4,9 @@ from django.apps import AppConfig
 class MeteringConfig(AppConfig):
     name = "metering"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        # registrations: the receiver that links a new customer's earlier events, and the
+        # customer state's `active_meters` section
+        from metering import linking  # noqa: F401
+        from metering.api import state  # noqa: F401

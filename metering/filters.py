@@ -9,13 +9,12 @@ Property values are handled as jsonb everywhere in SQL, so SQL and Python share 
 """
 
 import decimal
-import math
 import re
 from datetime import UTC, datetime
 
-from core.api.errors import ErrorList
-from core.api.parsers import NonFiniteNumber
+from core.errors import ErrorList
 from core.metadata import MAX_NUMBER_EXPONENT
+from core.strict_json import NonFiniteNumber
 
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "like", "not_like")
 ORDERING = {"gt", "gte", "lt", "lte"}
@@ -54,17 +53,14 @@ def _check_string(value: str, loc, errors: ErrorList, max_length: int) -> bool:
 
 
 def _clean_value(value, loc, errors: ErrorList):
-    """string (≤ 1000), integer, finite number or boolean. Numbers are stored as int when
-    integral, else as float (the shortest decimal that round-trips)."""
+    """string (≤ 1000), integer or boolean; a number is accepted when it is integral (`12.0` is
+    stored as `12`). Fractional clause values are refused: Polar's wire format (and so its
+    clients) carries a clause value as string, integer or boolean only, and one stored value
+    no client can read would break the meter list for the whole organization."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
         return value if _check_string(value, loc, errors, MAX_STRING) else None
-    if isinstance(value, int):
-        if abs(value) >= 10**MAX_NUMBER_EXPONENT:
-            errors.add(loc, "Number out of range", "number_range")
-            return None
-        return value
     if isinstance(value, NonFiniteNumber):
         errors.add(loc, f"{value.text} is not allowed: numbers must be finite", "finite_number")
         return None
@@ -73,13 +69,23 @@ def _clean_value(value, loc, errors: ErrorList):
         if not number.is_finite():
             errors.add(loc, "Number must be finite", "finite_number")
             return None
-        if number == number.to_integral_value() and abs(number) < 10**MAX_NUMBER_EXPONENT:
-            return int(number)
-        as_float = float(number)
-        if not math.isfinite(as_float) or (number and as_float == 0):
+        if number != number.to_integral_value():
+            errors.add(
+                loc,
+                "Filter values must be integers, strings or booleans: compare a fractional "
+                "property in a smaller unit (e.g. latency_ms >= 12500 instead of latency >= 12.5)",
+                "filter_value_fractional",
+            )
+            return None
+        if abs(number.adjusted()) > MAX_NUMBER_EXPONENT:
             errors.add(loc, "Number out of range", "number_range")
             return None
-        return as_float
+        value = int(number)
+    if isinstance(value, int):
+        if abs(value) >= 10**MAX_NUMBER_EXPONENT:
+            errors.add(loc, "Number out of range", "number_range")
+            return None
+        return value
     errors.add(
         loc, "Input should be a valid string, integer, number or boolean", "filter_value_type"
     )

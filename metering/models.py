@@ -190,6 +190,10 @@ class CustomerMeter(models.Model):
             models.UniqueConstraint(fields=["customer", "meter"], name="customer_meter_unique")
         ]
         indexes = [models.Index(fields=["meter", "customer"], name="customer_meter_meter")]
+        permissions = [
+            ("grant_credits", "Can grant or revoke credits on customer meters"),
+            ("reset_customer_meter", "Can reset customer meters"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.customer} / {self.meter}"

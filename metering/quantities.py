@@ -89,7 +89,7 @@ def quantities(
     ranges = buckets(start, end, interval, zone)
     func = meter.aggregation["func"]
     if not ranges:
-        return {"quantities": [], "total": 0.0}
+        return {"quantities": [], "total": decimal.Decimal(0)}
     per_customer = customer_aggregation_function is not None
     parts, total = aggregation.compute(
         meter,
@@ -108,8 +108,8 @@ def quantities(
 
     return {
         "quantities": [
-            {"timestamp": lo, "quantity": float(value(part))}
+            {"timestamp": lo, "quantity": value(part)}
             for (lo, _hi), part in zip(ranges, parts, strict=True)
         ],
-        "total": float(value(total)),
+        "total": value(total),
     }

@@ -1,11 +1,11 @@
 """Hourly rollups per (meter, customer), maintained set-based inside the ingest transaction.
 
-Concurrency (docs/meters.md, "Rollups"):
+Concurrency (`metering.locks` has the whole discipline):
 
-- Every writer of rollups takes an organization-scoped advisory lock: ingestion and linking in
-  shared mode, a backfill chunk in exclusive mode. A backfill chunk therefore sees every event
-  whose transaction did not see its progress (`backfill_cursor`), and every later transaction
-  sees the new cursor: each event is rolled up exactly once.
+- Every writer of rollups holds the organization's rollup lock: ingestion and linking in shared
+  mode, a backfill chunk in exclusive mode. A backfill chunk therefore sees every event whose
+  transaction did not see its progress (`backfill_cursor`), and every later transaction sees the
+  new cursor: each event is rolled up exactly once.
 - Upserts run in a fixed key order (meter id, then customer id, then bucket), so concurrent
   ingests of the same customer wait for each other instead of deadlocking.
 """
@@ -13,10 +13,7 @@ Concurrency (docs/meters.md, "Rollups"):
 import json
 from dataclasses import dataclass
 
-from metering import filters
-
-LOCK_SQL_SHARED = "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s::text, 7))"
-LOCK_SQL_EXCLUSIVE = "SELECT pg_advisory_xact_lock(hashtextextended(%s::text, 7))"
+from metering import filters, locks
 
 METERS_SQL = """
 SELECT id, filter, aggregation, state, backfill_cursor, definition_version
@@ -32,10 +29,6 @@ class MeterDefinition:
     state: str
     backfill_cursor: object
     version: int
-
-
-def lock_organization(cursor, organization_id, *, exclusive: bool = False) -> None:
-    cursor.execute(LOCK_SQL_EXCLUSIVE if exclusive else LOCK_SQL_SHARED, [str(organization_id)])
 
 
 def organization_meters(cursor, organization_id) -> list[MeterDefinition]:
@@ -170,7 +163,7 @@ def apply(
 
 
 def after_insert(cursor, *, organization_id, event_ids: list) -> None:
-    lock_organization(cursor, organization_id)
+    locks.lock_organization(cursor, organization_id)
     meters = organization_meters(cursor, organization_id)
     if meters:
         apply(cursor, meters, source_sql="e.id = ANY(%(ids)b)", source_params={"ids": event_ids})

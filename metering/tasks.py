@@ -2,16 +2,15 @@
 
 from celery import shared_task
 
-from metering import meters
+from metering import backfill
+from metering.models import Meter
 
 
 @shared_task(acks_late=True)
 def backfill_meter(meter_id: str, version: int | None = None) -> None:
     """Roll up the events stored before a meter (or its new definition) existed."""
     try:
-        meters.backfill(meter_id, version)
+        backfill.backfill(meter_id, version)
     except Exception as exc:  # recorded on the meter for the admin, then re-raised
-        from metering.models import Meter
-
         Meter.objects.filter(pk=meter_id).update(backfill_error=f"{type(exc).__name__}: {exc}")
         raise

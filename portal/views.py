@@ -1,4 +1,24 @@
-from django.http import HttpResponse
+"""Customer portal pages. Every page under /portal/<slug>/ that shows data goes through
+`portal_page` / `portal_fragment`, which resolve the signed-in customer from the portal's own
+session cookie; objects are then looked up within that customer only (404 otherwise)."""
+
+from datetime import timedelta
+
+from django import forms
+from django.conf import settings
+from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from customers.models import Organization
+from portal import auth, charts, ratelimit, sign_in, tasks, usage
+from portal.branding import palette
+from portal.errors import InvalidSignInToken
+from portal.extensions import registry
+from portal.models import SignInTokenKind
 
 
 def home(request):
@@ -7,3 +27,222 @@ def home(request):
         '<p><a href="/admin/">Admin</a> · <a href="/v1/openapi.json">API schema</a></p>',
         content_type="text/html",
     )
+
+
+def _context(request, organization: Organization, **extra) -> dict:
+    customer = getattr(request, "customer", None)
+    session = getattr(request, "portal_session", None)
+    token = session.sign_in_token if session is not None else None
+    return {
+        "organization": organization,
+        "palette": palette(organization.accent_color),
+        "customer": customer,
+        "return_url": token.return_url if token is not None else None,
+        "sections": registry.sections if customer is not None else [],
+        **extra,
+    }
+
+
+def _safe_next(organization: Organization, candidate: str | None) -> str:
+    """Only paths inside this organization's portal; anything else goes to the usage page."""
+    home_path = reverse("portal:usage", kwargs={"org_slug": organization.slug})
+    if (
+        candidate
+        and candidate.startswith(home_path)
+        and url_has_allowed_host_and_scheme(candidate, allowed_hosts=None)
+    ):
+        return candidate
+    return home_path
+
+
+def _signed_in_redirect(request, organization, session, next_path: str | None):
+    # A previous session in this browser (perhaps another customer's) ends here.
+    previous = auth.session_from_request(request, organization)
+    if previous is not None and previous.pk != session.pk:
+        sign_in.end_session(previous)
+    response = HttpResponseRedirect(_safe_next(organization, next_path))
+    auth.set_session_cookie(response, session, organization)
+    return response
+
+
+def _invalid_link(request, organization):
+    return render(
+        request,
+        "portal/link_invalid.html",
+        _context(request, organization),
+        status=404,
+    )
+
+
+# --- sign-in --------------------------------------------------------------------------------
+
+
+@never_cache
+@require_GET
+def open_customer_session(request, org_slug):
+    """The `customer_portal_url` of an API customer session: redeem the token, set the cookie,
+    and redirect (which also takes the token out of the address bar and history)."""
+    organization = get_object_or_404(Organization, slug=org_slug)
+    token = request.GET.get("customer_session_token", "")
+    try:
+        session = sign_in.redeem(
+            organization=organization, token=token, kind=SignInTokenKind.API_SESSION
+        )
+    except InvalidSignInToken:
+        return _invalid_link(request, organization)
+    return _signed_in_redirect(request, organization, session, None)
+
+
+class SignInForm(forms.Form):
+    email = forms.EmailField(label="Email address", max_length=320)
+    next = forms.CharField(required=False, widget=forms.HiddenInput, max_length=2048)
+
+
+def _rate_limited(request, email: str) -> int | None:
+    per_ip = ratelimit.Rate.parse(settings.PORTAL_SIGN_IN_RATE_PER_IP)
+    per_email = ratelimit.Rate.parse(settings.PORTAL_SIGN_IN_RATE_PER_EMAIL)
+    ip = request.META.get("REMOTE_ADDR", "")
+    return ratelimit.hit("portal-sign-in-ip", ip, per_ip) or ratelimit.hit(
+        "portal-sign-in-email", email.strip().lower(), per_email
+    )
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def sign_in_page(request, org_slug):
+    organization = get_object_or_404(Organization, slug=org_slug)
+    if request.method == "GET":
+        form = SignInForm(initial={"next": request.GET.get("next", "")})
+        return render(request, "portal/sign_in.html", _context(request, organization, form=form))
+    form = SignInForm(request.POST)
+    if not form.is_valid():
+        return render(
+            request,
+            "portal/sign_in.html",
+            _context(request, organization, form=form),
+            status=400,
+        )
+    email = form.cleaned_data["email"]
+    retry_after = _rate_limited(request, email)
+    if retry_after is not None:
+        response = render(
+            request,
+            "portal/sign_in.html",
+            _context(request, organization, form=form, retry_minutes=-(-retry_after // 60)),
+            status=429,
+        )
+        response["Retry-After"] = str(retry_after)
+        return response
+    # The answer (and its timing) must not depend on whether the address is a customer's: the
+    # lookup and the email happen in the task.
+    tasks.send_sign_in_link.delay_on_commit(
+        str(organization.pk),
+        email,
+        request.build_absolute_uri("/"),
+        _safe_next(organization, form.cleaned_data["next"]) if form.cleaned_data["next"] else "",
+    )
+    return render(request, "portal/sign_in_sent.html", _context(request, organization, email=email))
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def sign_in_link(request, org_slug):
+    """The emailed link. Opening it shows a button; only the POST signs in, so that mail
+    scanners that fetch links do not use up the single-use token."""
+    organization = get_object_or_404(Organization, slug=org_slug)
+    if request.method == "GET":
+        return render(
+            request,
+            "portal/sign_in_link.html",
+            _context(
+                request,
+                organization,
+                token=request.GET.get("token", ""),
+                next=_safe_next(organization, request.GET.get("next")),
+            ),
+        )
+    try:
+        session = sign_in.redeem(
+            organization=organization,
+            token=request.POST.get("token", ""),
+            kind=SignInTokenKind.EMAIL_LINK,
+        )
+    except InvalidSignInToken:
+        return _invalid_link(request, organization)
+    return _signed_in_redirect(request, organization, session, request.POST.get("next"))
+
+
+@never_cache
+@require_POST
+def sign_out(request, org_slug):
+    organization = get_object_or_404(Organization, slug=org_slug)
+    session = auth.session_from_request(request, organization)
+    if session is not None:
+        sign_in.end_session(session)
+    response = HttpResponseRedirect(auth.sign_in_url(organization) + "?signed_out=1")
+    auth.delete_session_cookie(response, organization)
+    return response
+
+
+# --- usage ----------------------------------------------------------------------------------
+
+
+def _chart_context(customer_meter, *, unit_label: str, window_start) -> dict:
+    daily = usage.daily_usage(customer_meter, window_start=window_start)
+    return {
+        "customer_meter": customer_meter,
+        "unit_label": unit_label,
+        "first_day": daily.period.start.date(),
+        "last_day": (daily.period.end - timedelta(microseconds=1)).date(),
+        "days": [(day, value, charts.format_number(value)) for day, value in daily.days],
+        "chart": charts.bar_chart(daily.days, slots=daily.period_days),
+    }
+
+
+def _usage_context(request) -> dict:
+    return _context(
+        request,
+        request.organization,
+        usage=usage.customer_usage(request.customer),
+        poll_seconds=settings.PORTAL_POLL_SECONDS,
+        chart_poll_seconds=settings.PORTAL_POLL_SECONDS * 6,
+    )
+
+
+@never_cache
+@require_GET
+@auth.portal_page
+def usage_page(request):
+    context = _usage_context(request)
+    context["charts"] = [
+        _chart_context(m.customer_meter, unit_label=m.unit_label, window_start=m.window_start)
+        for m in context["usage"].meters
+    ]
+    return render(request, "portal/usage.html", context)
+
+
+@never_cache
+@require_GET
+@auth.portal_fragment
+def meters_fragment(request):
+    return render(request, "portal/_meters.html", _usage_context(request))
+
+
+@never_cache
+@require_GET
+@auth.portal_fragment
+def chart_fragment(request, customer_meter_id):
+    customer_meter = usage.own_customer_meter(request.customer, customer_meter_id)
+    if customer_meter is None:
+        raise Http404("No such meter")
+    context = _context(
+        request,
+        request.organization,
+        item=_chart_context(
+            customer_meter,
+            unit_label=usage.unit_label(customer_meter.meter),
+            window_start=usage.window_start(customer_meter),
+        ),
+        chart_poll_seconds=settings.PORTAL_POLL_SECONDS * 6,
+    )
+    return render(request, "portal/_chart.html", context)

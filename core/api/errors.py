@@ -9,27 +9,9 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from core.errors import ErrorList, ValidationFailed
+
 logger = logging.getLogger(__name__)
-
-
-class ErrorList:
-    """Collects every problem of a request (Polar reports all of them, not only the first)."""
-
-    def __init__(self):
-        self.items: list[dict] = []
-
-    def add(self, loc, msg: str, type_: str = "value_error", input_=None) -> None:
-        item = {"loc": list(loc), "msg": msg, "type": type_}
-        if input_ is not None and isinstance(input_, str | int | float | bool):
-            item["input"] = input_
-        self.items.append(item)
-
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise PolarValidationError(self.items)
 
 
 class PolarValidationError(exceptions.APIException):
@@ -52,6 +34,25 @@ class ResourceNotFound(exceptions.NotFound):
     pass
 
 
+# DRF's error codes → the error types Polar's (pydantic's) 422 bodies use
+POLAR_ERROR_TYPES = {
+    "required": "missing",
+    "null": "missing",
+    "blank": "string_too_short",
+    "max_length": "string_too_long",
+    "min_length": "string_too_short",
+    "invalid_choice": "enum",
+    "max_value": "less_than_equal",
+    "min_value": "greater_than_equal",
+    "max_string_length": "string_too_long",
+}
+
+
+def _polar_type(detail) -> str:
+    code = getattr(detail, "code", None) or "value_error"
+    return POLAR_ERROR_TYPES.get(code, code)
+
+
 def _flatten_drf_errors(detail, loc: list) -> list[dict]:
     if isinstance(detail, dict):
         out = []
@@ -61,16 +62,13 @@ def _flatten_drf_errors(detail, loc: list) -> list[dict]:
         return out
     if isinstance(detail, list):
         if all(isinstance(d, exceptions.ErrorDetail | str) for d in detail):
-            return [
-                {"loc": loc, "msg": str(d), "type": getattr(d, "code", "value_error")}
-                for d in detail
-            ]
+            return [{"loc": loc, "msg": str(d), "type": _polar_type(d)} for d in detail]
         out = []
         for index, value in enumerate(detail):
             if value:
                 out.extend(_flatten_drf_errors(value, [*loc, index]))
         return out
-    return [{"loc": loc, "msg": str(detail), "type": getattr(detail, "code", "value_error")}]
+    return [{"loc": loc, "msg": str(detail), "type": _polar_type(detail)}]
 
 
 def _byte_size(count: int) -> str:
@@ -110,7 +108,7 @@ def _error(status_code: int, error: str, detail: str, headers=None) -> Response:
 
 
 def polar_exception_handler(exc, context):
-    if isinstance(exc, PolarValidationError):
+    if isinstance(exc, PolarValidationError | ValidationFailed):
         return Response({"detail": exc.items}, status=422)
     if isinstance(exc, exceptions.ValidationError):
         location = getattr(exc, "location", "body")

@@ -6,15 +6,17 @@ from django.conf import settings
 from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 
-from core.api.errors import ErrorList
+from core.errors import ErrorList
 
 MAX_LIMIT = 100
+# OFFSET is a bigint in PostgreSQL; far beyond any real page, far below its overflow.
+MAX_PAGE = 10**9
 
 
 def read_page_params(request) -> tuple[int, int]:
     errors = ErrorList()
     values = {}
-    for name, default, upper in (("page", 1, None), ("limit", 10, MAX_LIMIT)):
+    for name, default, upper in (("page", 1, MAX_PAGE), ("limit", 10, MAX_LIMIT)):
         raw = request.query_params.get(name)
         if raw is None:
             values[name] = default
@@ -26,7 +28,7 @@ def read_page_params(request) -> tuple[int, int]:
             continue
         if value < 1:
             errors.add(["query", name], "Input should be greater than 0", "greater_than")
-        elif upper is not None and value > upper:
+        elif value > upper:
             errors.add(["query", name], f"Input should be at most {upper}", "less_than_equal")
         values[name] = value
     errors.raise_if_any()

@@ -1,11 +1,12 @@
 """Query-parameter parsing with Polar's 422 shape (loc = ["query", name])."""
 
-import contextlib
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
-from core.api.errors import ErrorList
+from core import timestamps
+from core.errors import ErrorList
+from core.metadata import metadata_value_candidates
 
 METADATA_PARAM = re.compile(r"^metadata\[([^\]]{1,40})\]$")
 
@@ -40,6 +41,7 @@ def string_list(request, name: str, errors: ErrorList, max_length: int = 256) ->
 
 
 def parse_datetime(raw: str | None, name: str, errors: ErrorList) -> datetime | None:
+    """An ISO 8601 query value in UTC (naive means UTC), within `core.timestamps`' range."""
     if raw is None or raw == "":
         return None
     try:
@@ -48,10 +50,11 @@ def parse_datetime(raw: str | None, name: str, errors: ErrorList) -> datetime | 
         errors.add(["query", name], "Input should be a valid datetime", "datetime_parsing", raw)
         return None
     if value.tzinfo is None:
-        from datetime import UTC
-
         value = value.replace(tzinfo=UTC)
-    return value
+    utc = timestamps.to_utc(value)
+    if utc is None:
+        errors.add(["query", name], timestamps.RANGE_MESSAGE, "datetime_range", raw)
+    return utc
 
 
 def parse_int(request, name: str, errors: ErrorList, *, minimum=None, maximum=None) -> int | None:
@@ -117,16 +120,6 @@ def metadata_filters(request, errors: ErrorList) -> dict[str, list]:
             continue
         filters[match.group(1)] = request.query_params.getlist(name)
     return filters
-
-
-def metadata_value_candidates(raw: str) -> list:
-    """A query-string value matches the string itself, and also the boolean or integer it spells."""
-    candidates: list = [raw]
-    if raw in ("true", "false"):
-        candidates.append(raw == "true")
-    with contextlib.suppress(ValueError):
-        candidates.append(int(raw))
-    return candidates
 
 
 def metadata_q(field: str, filters: dict[str, list]):

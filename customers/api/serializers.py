@@ -1,23 +1,19 @@
 from rest_framework import serializers
 
-from core.api.errors import ErrorList
+from core.api.serializers import StrictSerializer, ValidatedJSONField
 from core.metadata import json_scalar, validate_metadata
 from customers.models import Customer
 
 COUNTRY_CODE_LENGTH = 2
 
 
-class MetadataField(serializers.JSONField):
+class MetadataField(ValidatedJSONField):
     """Flat metadata (≤50 keys, scalar values) validated with the same rule as events."""
 
+    validator = staticmethod(validate_metadata)
+
     def to_internal_value(self, data):
-        errors = ErrorList()
-        clean = validate_metadata(data, [], errors)
-        if errors:
-            raise serializers.ValidationError(
-                {".".join(str(p) for p in e["loc"]) or "metadata": e["msg"] for e in errors.items}
-            )
-        return {key: json_scalar(value) for key, value in clean.items()}
+        return {key: json_scalar(value) for key, value in super().to_internal_value(data).items()}
 
 
 class AddressSerializer(serializers.Serializer):
@@ -29,30 +25,6 @@ class AddressSerializer(serializers.Serializer):
     city = serializers.CharField(max_length=128, required=False, allow_null=True, allow_blank=True)
     state = serializers.CharField(max_length=128, required=False, allow_null=True, allow_blank=True)
     country = serializers.RegexField(r"^[A-Z]{2}$", max_length=COUNTRY_CODE_LENGTH)
-
-
-class StrictSerializer(serializers.Serializer):
-    """Rejects unknown fields: a typo must not silently drop data."""
-
-    ignored_fields: tuple[str, ...] = ()
-
-    def to_internal_value(self, data):
-        if not isinstance(data, dict):
-            raise serializers.ValidationError({"non_field_errors": ["Expected a JSON object."]})
-        unknown = set(data) - set(self.fields) - set(self.ignored_fields)
-        if "organization_id" in data and data["organization_id"] is not None:
-            raise serializers.ValidationError(
-                {
-                    "organization_id": [
-                        "Setting organization_id is disallowed when using an organization token."
-                    ]
-                }
-            )
-        if unknown:
-            raise serializers.ValidationError(
-                {key: ["Extra inputs are not permitted."] for key in sorted(unknown)}
-            )
-        return super().to_internal_value(data)
 
 
 class CustomerWriteFields(StrictSerializer):

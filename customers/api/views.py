@@ -6,13 +6,14 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from core.api import params
-from core.api.errors import ErrorList
+from core.errors import ErrorList
 from customers import services
 from customers.api.serializers import (
     CustomerCreateSerializer,
     CustomerSerializer,
     CustomerUpdateSerializer,
 )
+from customers.api.state import customer_state
 from customers.models import Customer
 
 CUSTOMER_SORTING = {"created_at": "created_at", "email": "email", "name": "name"}
@@ -125,14 +126,8 @@ class CustomerStateView(GenericAPIView):
 
     @extend_schema(operation_id="customers_get_state")
     def get(self, request, key):
-        from metering.services import customer_active_meters
-
         customer = customer_by_lookup(request, **{self.lookup: key})
-        payload = dict(CustomerSerializer(customer).data)
-        payload["active_subscriptions"] = []
-        payload["granted_benefits"] = []
-        payload["active_meters"] = customer_active_meters(customer=customer)
-        return Response(payload)
+        return Response(customer_state(customer))
 
 
 class CustomerExternalStateView(CustomerStateView):

@@ -1,13 +1,26 @@
-"""Polar's Meter / MeterQuantities / CustomerMeter shapes. Writes are validated by
-`metering.api.meter_views` (one pass reporting every problem); these serializers produce the
-output and document the bodies in OpenAPI."""
+"""Polar's Meter / MeterQuantities / CustomerMeter shapes: the write serializers validate the
+bodies (every problem at once, with Polar's locations) and document them in OpenAPI; the read
+serializers document the output."""
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from core.api.serializers import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    StrictSerializer,
+    ValidatedJSONField,
+)
+from core.metadata import validate_metadata
 from customers.api.serializers import CustomerSerializer
+from metering import filters
 from metering.filters import AGGREGATION_FUNCS, CONJUNCTIONS, OPERATORS
 from metering.models import MeterUnit
+
+MAX_NAME = 256
+MAX_LABEL = 64
+MAX_MULTIPLIER = 2**63 - 1
 
 FILTER_SCHEMA = {
     "type": "object",
@@ -53,13 +66,13 @@ AGGREGATION_SCHEMA = {
 
 
 @extend_schema_field(FILTER_SCHEMA)
-class FilterField(serializers.JSONField):
-    pass
+class FilterField(ValidatedJSONField):
+    validator = staticmethod(filters.validate_filter)
 
 
 @extend_schema_field(AGGREGATION_SCHEMA)
-class AggregationField(serializers.JSONField):
-    pass
+class AggregationField(ValidatedJSONField):
+    validator = staticmethod(filters.validate_aggregation)
 
 
 @extend_schema_field(
@@ -77,6 +90,10 @@ class AggregationField(serializers.JSONField):
 )
 class MetadataOutField(serializers.JSONField):
     pass
+
+
+class MetadataInField(MetadataOutField, ValidatedJSONField):
+    validator = staticmethod(validate_metadata)
 
 
 class MeterSerializer(serializers.Serializer):
@@ -97,26 +114,50 @@ class MeterSerializer(serializers.Serializer):
     backfill_progress = serializers.FloatField()
 
 
-class MeterCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(min_length=3, max_length=256)
+class MeterWriteSerializer(StrictSerializer):
+    name = StrictCharField(min_length=3, max_length=MAX_NAME, trim_whitespace=False)
     filter = FilterField()
     aggregation = AggregationField()
     unit = serializers.ChoiceField(choices=MeterUnit.choices, required=False)
-    custom_label = serializers.CharField(max_length=64, required=False, allow_null=True)
-    custom_multiplier = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    metadata = MetadataOutField(required=False)
-    organization_id = serializers.UUIDField(required=False, allow_null=True)
+    custom_label = StrictCharField(
+        min_length=1, max_length=MAX_LABEL, required=False, allow_null=True
+    )
+    custom_multiplier = StrictIntegerField(
+        min_value=1, max_value=MAX_MULTIPLIER, required=False, allow_null=True
+    )
+    metadata = MetadataInField(required=False)
+
+    def validate_name(self, value: str) -> str:
+        if len(value.strip()) < 3:
+            raise serializers.ValidationError(
+                "Name must have at least 3 characters besides spaces", code="string_too_short"
+            )
+        return value
 
 
-class MeterUpdateSerializer(serializers.Serializer):
-    name = serializers.CharField(min_length=3, max_length=256, required=False, allow_null=True)
-    filter = FilterField(required=False, allow_null=True)
-    aggregation = AggregationField(required=False, allow_null=True)
-    unit = serializers.ChoiceField(choices=MeterUnit.choices, required=False, allow_null=True)
-    custom_label = serializers.CharField(max_length=64, required=False, allow_null=True)
-    custom_multiplier = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    metadata = MetadataOutField(required=False)
-    is_archived = serializers.BooleanField(required=False, allow_null=True)
+class MeterCreateSerializer(MeterWriteSerializer):
+    def validate(self, attrs):
+        if attrs.get("unit") == MeterUnit.CUSTOM and not attrs.get("custom_label"):
+            raise serializers.ValidationError(
+                {"custom_label": ["custom_label is required when unit is 'custom'"]}, code="missing"
+            )
+        return attrs
+
+
+class MeterUpdateSerializer(MeterWriteSerializer):
+    """Every field optional; `null` leaves a field as it is (except `custom_label`, which it
+    clears)."""
+
+    is_archived = StrictBooleanField(required=False, allow_null=True)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.required = False
+            field.allow_null = True
+
+    def validate(self, attrs):
+        return {k: v for k, v in attrs.items() if v is not None or k == "custom_label"}
 
 
 class MeterQuantitySerializer(serializers.Serializer):

@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db.models import Count, OuterRef, Q, Subquery, Value
+from django.db.models import Count, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -9,9 +9,11 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from core.api import params
-from core.api.errors import ErrorList, PolarValidationError
-from core.api.parsers import loads
-from metering import services
+from core.api.errors import PolarValidationError
+from core.errors import ErrorList
+from core.strict_json import loads
+from metering import ingest
+from metering.api.event_filters import customer_q, filter_events
 from metering.api.serializers import (
     EventNameSerializer,
     EventSerializer,
@@ -74,7 +76,7 @@ class EventIngestView(GenericAPIView):
                 "too_long",
             )
         errors.raise_if_any()
-        result = services.ingest_events(organization=request.auth.organization, events=events)
+        result = ingest.ingest_events(organization=request.auth.organization, events=events)
         return Response({"inserted": result.inserted, "duplicates": result.duplicates})
 
 
@@ -117,7 +119,6 @@ class EventListView(GenericAPIView):
 
     @extend_schema(operation_id="events_list", parameters=EVENT_LIST_PARAMETERS)
     def get(self, request):
-        from metering.querying import filter_events
 
         errors = ErrorList()
         queryset = filter_events(request, organization_events(request), errors)
@@ -174,15 +175,9 @@ class EventNameListView(GenericAPIView):
         errors.raise_if_any()
         if customer_ids or external_ids:
             # per-customer names come from the customer's own events (indexed by customer)
-            events = Event.objects.filter(organization=organization)
-            customer_q = Q()
-            if customer_ids:
-                customer_q |= Q(customer_id__in=customer_ids)
-            if external_ids:
-                customer_q |= Q(external_customer_id__in=external_ids) | Q(
-                    customer__external_id__in=external_ids
-                )
-            events = events.filter(customer_q)
+            events = Event.objects.filter(organization=organization).filter(
+                customer_q(customer_ids, external_ids)
+            )
             if sources:
                 events = events.filter(source__in=sources)
             if query:

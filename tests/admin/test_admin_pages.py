@@ -7,8 +7,8 @@ from django.contrib import admin
 from django.test import RequestFactory
 
 from customers.services import create_customer
+from metering.ingest import ingest_events
 from metering.models import Event
-from metering.services import ingest_events
 from tests.factories import CustomerFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db

@@ -6,9 +6,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from metering.admin import EstimatedCountPaginator
+from metering.admin.events import EstimatedCountPaginator
+from metering.ingest import ingest_events
 from metering.models import Event
-from metering.services import ingest_events
 from tests.factories import CustomerFactory, OrganizationFactory
 
 pytestmark = pytest.mark.django_db

@@ -8,8 +8,8 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import connection
 
 from customers.models import APIToken, Customer
+from metering.ingest import ingest_events
 from metering.models import Event
-from metering.services import ingest_events
 from tests.factories import OrganizationFactory
 
 pytestmark = pytest.mark.django_db

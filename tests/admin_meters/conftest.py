@@ -2,10 +2,6 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-# The editor registers the Meter admin when imported; import it before the URLconf is built
-# (in the app it is imported by metering's admin modules).
-import metering.admin_meter_editor  # noqa: F401
-
 
 @pytest.fixture
 def staff(db):

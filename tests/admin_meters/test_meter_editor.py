@@ -10,8 +10,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from customers.models import Customer, Organization
-from metering import meters, services
-from metering.admin_meter_editor import compute_preview, readable_filter
+from metering import backfill, customer_meters, ingest, meters
+from metering.admin.meter_editor import compute_preview, readable_filter
 from metering.models import Meter, MeterState
 
 FILTER = {
@@ -48,7 +48,7 @@ def org(db):
     organization = Organization.objects.create(name="Acme")
     for ref in ("c1", "c2", "c3"):
         Customer.objects.create(organization=organization, external_id=ref, email=f"{ref}@x.io")
-    services.ingest_events(
+    ingest.ingest_events(
         organization=organization,
         events=[
             llm("c1", "gpt-4o", 10, 1),
@@ -65,7 +65,7 @@ def org(db):
     # another organization's events never count
     other = Organization.objects.create(name="Other")
     Customer.objects.create(organization=other, external_id="c1", email="c1@other.io")
-    services.ingest_events(organization=other, events=[llm("c1", "gpt-4o", 99, 1)])
+    ingest.ingest_events(organization=other, events=[llm("c1", "gpt-4o", 99, 1)])
     return organization
 
 
@@ -216,14 +216,14 @@ def test_saving_creates_the_meter_through_the_service(staff_client, org):
     assert "Backfilling 0%" in html
     assert "sum(tokens)" in html
 
-    meters.backfill(meter.pk)
+    backfill.backfill(meter.pk)
     change = staff_client.get(reverse("admin:metering_meter_change", args=[meter.pk]))
     html = change.content.decode()
     assert "Ready" in html
     assert "model = &quot;gpt-4o&quot; OR tokens ≥ 1000" in html
     # the backfilled rollups agree with the preview's total for c2 (raw path)
     c2 = Customer.objects.get(organization=org, external_id="c2")
-    numbers = meters.numbers_for(meter, c2)
+    numbers = customer_meters.numbers_for(meter, c2)
     assert numbers.consumed_units == Decimal(1530 + 0)
 
 
@@ -250,7 +250,7 @@ def test_changing_the_filter_rebuilds(staff_client, org):
     meter = meters.create_meter(
         organization=org, name="Tokens", filter=FILTER, aggregation={"func": "count"}
     )
-    meters.backfill(meter.pk)
+    backfill.backfill(meter.pk)
     meter.refresh_from_db()
     version = meter.definition_version
     data = form_data(org, aggregation_func="count", aggregation_property="")

@@ -30,6 +30,7 @@ def test_schema_is_served_and_valid(client):
         "/v1/customers/external/{key}",
         "/v1/customers/{key}/state",
         "/v1/customers/external/{key}/state",
+        "/v1/customer-sessions/",
     ]:
         assert expected in paths, expected
     ingest = schema["paths"]["/v1/events/ingest"]["post"]

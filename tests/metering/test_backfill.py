@@ -13,7 +13,7 @@ from django.test import override_settings  # noqa: F401
 
 from customers.models import Organization
 from customers.services import create_customer
-from metering import aggregation, meters, services
+from metering import aggregation, backfill, customer_meters, ingest, meters
 from metering.models import MeterState
 from tests.support import subprocess_database_url
 
@@ -23,7 +23,7 @@ ALL = {"conjunction": "and", "clauses": [{"property": "name", "operator": "eq", 
 
 
 def send(organization, customer_ids, hour, count=3):
-    services.ingest_events(
+    ingest.ingest_events(
         organization=organization,
         events=[
             {
@@ -87,7 +87,7 @@ def test_numbers_correct_during_and_after_backfill():
         )
         assert aggregation.final_value("sum", total) == expected_for(organization)
         for customer in customers[::5]:
-            numbers = meters.numbers_for(meter, customer)
+            numbers = customer_meters.numbers_for(meter, customer)
             assert numbers.consumed_units == expected_for(organization, customer)
         # rollups are exact for every customer the backfill has passed
         _, rolled = aggregation.compute(
@@ -117,7 +117,7 @@ def test_numbers_correct_during_and_after_backfill():
     check()
     steps = 0
     # chunks of ~20 events = 2 customers; ingestion continues between chunks
-    while not meters.backfill_step(meter.pk, chunk_events=20):
+    while not backfill.backfill_step(meter.pk, chunk_events=20):
         steps += 1
         meter.refresh_from_db()
         assert 0 < meter.backfill_progress <= 1
@@ -143,17 +143,17 @@ def test_update_rebuilds_and_management_command():
     call_command("backfill_meter", str(meter.pk), stdout=open(os.devnull, "w"))  # noqa: SIM115
     meter.refresh_from_db()
     assert meter.state == MeterState.READY
-    assert meters.numbers_for(meter, customer).consumed_units == 4  # i % 3 != 0 of 0..5
+    assert customer_meters.numbers_for(meter, customer).consumed_units == 4  # i % 3 != 0 of 0..5
     meter = meters.update_meter(meter=meter, aggregation=SUM_TOKENS)
     assert meter.state == MeterState.BACKFILLING and meter.definition_version == 2
     # during the rebuild: raw path, already the new definition
-    assert meters.numbers_for(meter, customer).consumed_units == expected_for(organization)
+    assert customer_meters.numbers_for(meter, customer).consumed_units == expected_for(organization)
     call_command("backfill_meter", str(meter.pk), stdout=open(os.devnull, "w"))  # noqa: SIM115
     meter.refresh_from_db()
     assert meter.state == MeterState.READY
-    assert meters.numbers_for(meter, customer).consumed_units == expected_for(organization)
+    assert customer_meters.numbers_for(meter, customer).consumed_units == expected_for(organization)
     # a stale task for the old definition does nothing
-    assert meters.backfill_step(meter.pk, 1) is True
+    assert backfill.backfill_step(meter.pk, 1) is True
 
 
 @pytest.mark.slow
@@ -212,7 +212,7 @@ def test_backfill_with_a_real_celery_worker(tmp_path, monkeypatch):
         assert meter.state == MeterState.READY, "the worker did not finish the backfill"
         assert meter.backfill_events_done == meter.backfill_events_total == 5 * 6 * 3
         for customer in customers:
-            assert meters.numbers_for(meter, customer).consumed_units == expected_for(
+            assert customer_meters.numbers_for(meter, customer).consumed_units == expected_for(
                 organization, customer
             )
     finally:

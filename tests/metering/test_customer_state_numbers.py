@@ -10,9 +10,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from customers.services import create_customer
-from metering import meters
+from metering import customer_meters, meters
+from metering.ingest import ingest_events
 from metering.models import CustomerMeter
-from metering.services import ingest_events
 
 AGGREGATIONS = [
     {"func": "count"},
@@ -57,25 +57,23 @@ def test_fast_path_equals_general_path_with_credits_and_resets(organization):
     ]
     ingest_events(organization=organization, events=events)
     count_meter, sum_meter = created[0], created[1]
-    meters.grant_credits(customer=customer, meter=sum_meter, units=100, reason="test")
-    meters.grant_credits(customer=customer, meter=sum_meter, units=-150, reason="test")
-    meters.grant_credits(customer=customer, meter=sum_meter, units=50, reason="test")
-    meters.reset_meter(
+    customer_meters.grant_credits(customer=customer, meter=sum_meter, units=100, reason="test")
+    customer_meters.grant_credits(customer=customer, meter=sum_meter, units=-150, reason="test")
+    customer_meters.grant_credits(customer=customer, meter=sum_meter, units=50, reason="test")
+    customer_meters.reset_meter(
         customer=customer,
         meter=count_meter,
         reason="test",
         timestamp=base + timedelta(days=3, minutes=5),
     )
 
-    customer_meters = CustomerMeter.objects.filter(customer=customer).select_related(
-        "meter", "customer"
-    )
+    rows = CustomerMeter.objects.filter(customer=customer).select_related("meter", "customer")
     fast = {
-        cm.meter_id: numbers for cm, numbers in meters.customer_meters_with_numbers(customer_meters)
+        cm.meter_id: numbers for cm, numbers in customer_meters.customer_meters_with_numbers(rows)
     }
     assert len(fast) == 6
-    for cm in customer_meters:
-        general = meters.numbers_for(cm.meter, customer)
+    for cm in rows:
+        general = customer_meters.numbers_for(cm.meter, customer)
         assert fast[cm.meter_id].consumed_units == general.consumed_units, cm.meter.name
         assert fast[cm.meter_id].credited_units == general.credited_units, cm.meter.name
         assert fast[cm.meter_id].balance == general.balance, cm.meter.name

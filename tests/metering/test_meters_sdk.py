@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from customers.models import Customer
-from metering import meters
+from metering import backfill, customer_meters
 from metering.models import Meter
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -62,7 +62,7 @@ def test_polar_docs_example(polar, func, expected):
     meter = polar.meters.create(name=f"tokens {func}", filter=named("llm"), aggregation=aggregation)
     assert meter.aggregation.func == func
     polar.customers.create(email="u1@example.com", external_id="u1")  # links the events
-    meters.backfill(meter.id)  # the Celery task body, run inline
+    backfill.backfill(meter.id)  # the Celery task body, run inline
     result = quantities_total(polar, meter.id)
     assert result.total == expected
     state = polar.customers.get_state_external("u1")
@@ -130,7 +130,7 @@ def test_typed_comparison_table(polar):
             },
             aggregation={"func": "count"},
         )
-        meters.backfill(meter.id)
+        backfill.backfill(meter.id)
         total = quantities_total(polar, meter.id).total
         assert total == (1 if match else 0), (index, TYPED[index])
 
@@ -181,8 +181,8 @@ def test_avg_and_unique_totals_across_buckets(polar):
     unique = polar.meters.create(
         name="unique meter", filter=named("uniq"), aggregation={"func": "unique", "property": "u"}
     )
-    meters.backfill(avg.id)
-    meters.backfill(unique.id)
+    backfill.backfill(avg.id)
+    backfill.backfill(unique.id)
     start, end = (
         BASE.replace(hour=0).isoformat(),
         (BASE.replace(hour=0) + timedelta(days=2)).isoformat(),
@@ -234,7 +234,7 @@ def test_credit_clamping(polar, live_org_token):
     customer = Customer.objects.get(organization=organization, external_id="k1")
     model = Meter.objects.get(pk=meter.id)
     for hours, units in ((-3, 100), (-2, -150), (-1, 50)):
-        meters.grant_credits(
+        customer_meters.grant_credits(
             customer=customer,
             meter=model,
             units=units,
@@ -251,8 +251,8 @@ def test_credit_clamping(polar, live_org_token):
         (50, 7, 43)
     ]
     # a reset starts a new window: usage and credits before it no longer count
-    meters.reset_meter(customer=customer, meter=model, reason="cycle")
-    meters.grant_credits(customer=customer, meter=model, units=10, reason="new period")
+    customer_meters.reset_meter(customer=customer, meter=model, reason="cycle")
+    customer_meters.grant_credits(customer=customer, meter=model, units=10, reason="new period")
     polar.events.ingest(events=[{"name": "call", "external_customer_id": "k1"}])
     got = polar.customer_meters.get(item.id)
     assert (got.credited_units, got.consumed_units, got.balance) == (10, 1, 9)

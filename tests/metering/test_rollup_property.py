@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from customers.models import Organization
 from customers.services import create_customer
-from metering import aggregation, meters, services
+from metering import aggregation, backfill, ingest, meters
 from metering.models import Meter, MeterState
 
 BASE = datetime(2024, 3, 9, 0, 0, tzinfo=UTC)
@@ -191,7 +191,7 @@ def test_rollups_equal_raw_events_and_python(
                 else:
                     body["external_customer_id"] = f"c{event['customer']}"
                 payload.append(body)
-            services.ingest_events(organization=organization, events=payload)
+            ingest.ingest_events(organization=organization, events=payload)
 
         # Events stored before the meter exists are backfilled; later ones go through ingest.
         send(stream[:split])
@@ -201,7 +201,7 @@ def test_rollups_equal_raw_events_and_python(
             filter=meter_filter,
             aggregation=meter_aggregation,
         )
-        meters.backfill(meter.pk, chunk_events=backfill_chunk)
+        backfill.backfill(meter.pk, chunk_events=backfill_chunk)
         meter.refresh_from_db()
         assert meter.state == MeterState.READY
         send(stream[split:])

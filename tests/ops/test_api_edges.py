@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from customers.models import Customer
 from metering.models import Event
-from tests.support import subprocess_database_url
+from tests.support import free_port, subprocess_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -162,12 +161,6 @@ def test_chunked_bodies_under_runserver_get_a_411_not_a_parse_error(live_server,
     assert response.status_code == 411
     assert response.json()["error"] == "LengthRequired"
     assert Event.objects.count() == 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

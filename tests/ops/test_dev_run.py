@@ -11,7 +11,6 @@ migrated once by the first start.
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -20,6 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.support import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 CYCLES_PER_SIGNAL = 10
 STOP_BUDGET_SECONDS = 10.0
@@ -27,12 +28,6 @@ START_BUDGET_SECONDS = 10.0
 RECOVERY_LINE = "» embedded PostgreSQL: recovered"
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def serving(url: str) -> bool:

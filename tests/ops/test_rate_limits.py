@@ -1,9 +1,8 @@
-"""Rate limits: per API token on the REST API and per IP for sign-in views, 429 + Retry-After,
+"""Rate limits: per API token on the REST API (and the portal's sign-in counters), 429 + Retry-After,
 counters in the shared store (the database by default, Redis when configured) incremented
 atomically, fail-open when the store is down, and the SDK riding through 429s losing nothing."""
 
 import logging
-import socket
 import threading
 import uuid
 from datetime import timedelta
@@ -11,15 +10,14 @@ from datetime import timedelta
 import pytest
 from django.core.cache import caches
 from django.db import connection
-from django.http import HttpResponse
-from django.test import RequestFactory, override_settings
+from django.test import override_settings
 from django.utils import timezone
 from meterline import Meterline, RetryPolicy
 from rest_framework.test import APIClient
 
 from core.models import RateCounter
-from core.ratelimit import limit_by_ip
 from metering.models import Event
+from tests.support import free_port
 
 REDIS = {
     "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -82,20 +80,14 @@ def test_redis_store_when_configured(settings, token_for):
         assert cursor.fetchone()[0] == 0  # and not in the database
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.django_db
 def test_store_down_lets_requests_through_with_a_warning(settings, token_for, caplog):
     settings.API_RATE_LIMIT = "1/m"
     down = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "ratelimit": {**REDIS, "LOCATION": f"redis://127.0.0.1:{closed_port()}/0"},
+        "ratelimit": {**REDIS, "LOCATION": f"redis://127.0.0.1:{free_port()}/0"},
     }
-    with override_settings(CACHES=down), caplog.at_level(logging.WARNING, "core.ratelimit"):
+    with override_settings(CACHES=down), caplog.at_level(logging.WARNING, "core.api.throttling"):
         _, secret = token_for("Store down")
         assert exhaust(client_for(secret), 3).status_code == 200
     assert "counter store unavailable" in caplog.text
@@ -137,34 +129,18 @@ def test_database_counter_increments_atomically_under_concurrency():
     assert cache.incr(expired) == 2
 
 
-@limit_by_ip(group="test-sign-in", rate_setting="SIGNIN_RATE_LIMIT")
-def sign_in(request):
-    return HttpResponse("ok")
-
-
 @pytest.mark.django_db
-def test_sign_in_limit_per_ip(settings):
-    settings.SIGNIN_RATE_LIMIT = "2/m"
-    factory = RequestFactory()
-    here, there = {"REMOTE_ADDR": "198.51.100.7"}, {"REMOTE_ADDR": "198.51.100.8"}
-    assert [sign_in(factory.post("/sign-in", **here)).status_code for _ in range(2)] == [200, 200]
-    refused = sign_in(factory.post("/sign-in", **here))
-    assert refused.status_code == 429
-    assert 1 <= int(refused["Retry-After"]) <= 60
-    assert refused.content.decode().startswith("Too many attempts. Try again in ")
-    assert sign_in(factory.get("/sign-in", **here)).status_code == 200  # showing the form
-    assert sign_in(factory.post("/sign-in", **there)).status_code == 200
+def test_portal_sign_in_counts_in_the_shared_store(settings):
+    from portal import ratelimit
 
-
-@pytest.mark.django_db
-def test_sign_in_limit_behind_a_proxy_uses_the_forwarded_address(settings):
-    settings.SIGNIN_RATE_LIMIT = "1/m"
-    settings.RATELIMIT_IP_META_KEY = "HTTP_X_REAL_IP"
-    factory = RequestFactory()
-    proxy = {"REMOTE_ADDR": "10.0.0.1"}
-    assert sign_in(factory.post("/s", HTTP_X_REAL_IP="203.0.113.1", **proxy)).status_code == 200
-    assert sign_in(factory.post("/s", HTTP_X_REAL_IP="203.0.113.2", **proxy)).status_code == 200
-    assert sign_in(factory.post("/s", HTTP_X_REAL_IP="203.0.113.1", **proxy)).status_code == 429
+    rate = ratelimit.Rate.parse("2/60")
+    assert [ratelimit.hit("sign-in-test", "198.51.100.7", rate) for _ in range(2)] == [None, None]
+    wait = ratelimit.hit("sign-in-test", "198.51.100.7", rate)
+    assert 1 <= wait <= 60
+    assert ratelimit.hit("sign-in-test", "198.51.100.8", rate) is None
+    with connection.cursor() as cursor:  # rows of the shared table, not a per-process cache
+        cursor.execute("SELECT count(*), sum(count) FROM core_ratecounter")
+        assert cursor.fetchone() == (2, 4)
 
 
 def test_sdk_rides_through_429s_from_the_real_server(settings, live_url, live_org_token, caplog):

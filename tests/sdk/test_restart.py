@@ -1,75 +1,20 @@
 """Meterline as a separate process, SIGKILLed while the SDK is sending and restarted on the same
 port: nothing is lost and nothing is stored twice (exact counts in the database)."""
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
-import httpx
 import pytest
 from meterline import Meterline, RetryPolicy
 
-from tests.support import subprocess_database_url
+from tests.support import AppServer
 
-ROOT = Path(__file__).resolve().parents[2]
 TOTAL = 3000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "DATABASE_URL": subprocess_database_url(),
-            "SECRET_KEY": "sdk-restart-test",
-            "DEBUG": "0",
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "CONN_MAX_AGE": "0",
-            "LOG_LEVEL": "WARNING",
-        }
-        env.pop("TEST_DATABASE_NAME", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "server process exited"
-            try:
-                httpx.get(f"{self.url}/v1/events/", timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError("server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
 
 
 @pytest.fixture
 def server_process(transactional_db):
-    server = ServerProcess(free_port())
+    server = AppServer(kind="runserver")
     server.start()
     yield server
     server.kill()

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from metering import meters
+from metering import backfill, meters
 from metering.models import Meter, MeterState
 
 
@@ -14,7 +14,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--rebuild", action="store_true", help="drop the rollups and rebuild from events"
         )
-        parser.add_argument("--chunk-events", type=int, default=meters.BACKFILL_CHUNK_EVENTS)
+        parser.add_argument("--chunk-events", type=int, default=backfill.BACKFILL_CHUNK_EVENTS)
 
     def handle(self, meter_id, rebuild, chunk_events, **options):
         meter = Meter.objects.filter(pk=meter_id).first()
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         elif meter.state == MeterState.READY:
             self.stdout.write("Meter is ready; nothing to backfill (use --rebuild).")
             return
-        while not meters.backfill_step(meter.pk, chunk_events=chunk_events):
+        while not backfill.backfill_step(meter.pk, chunk_events=chunk_events):
             meter.refresh_from_db()
             self.stdout.write(
                 f"{meter.backfill_events_done:,}/{meter.backfill_events_total:,} events "

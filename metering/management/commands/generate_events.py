@@ -24,7 +24,10 @@ from django.db import connection, transaction
 from tqdm import tqdm
 
 from customers.models import Customer, Organization
+from metering.backfill import backfill
+from metering.demo import ensure_demo_meters
 from metering.management.commands.seed_demo import customer_weights, synthetic_event
+from metering.models import Meter, MeterState
 
 COPY_SQL = (
     "COPY metering_event (organization_id, name, source, timestamp, ingested_at, customer_id, "
@@ -49,39 +52,6 @@ ON CONFLICT (organization_id, name, source) DO UPDATE SET
     first_seen = LEAST(metering_eventname.first_seen, EXCLUDED.first_seen),
     last_seen = GREATEST(metering_eventname.last_seen, EXCLUDED.last_seen)
 """
-
-# The six demo meters, one per aggregation (docs/meters.md).
-DEMO_METERS = (
-    ("API requests", {"name": "api.request"}, {"func": "count"}),
-    ("LLM tokens", {"name": "llm.completion"}, {"func": "sum", "property": "total_tokens"}),
-    ("Average API latency", {"name": "api.request"}, {"func": "avg", "property": "latency_ms"}),
-    ("Smallest upload", {"name": "storage.upload"}, {"func": "min", "property": "bytes"}),
-    ("Largest upload", {"name": "storage.upload"}, {"func": "max", "property": "bytes"}),
-    ("LLM models used", {"name": "llm.completion"}, {"func": "unique", "property": "model"}),
-)
-
-
-def ensure_demo_meters(organization: Organization) -> str:
-    """Create the six demo meters through the meters service (skipping names that exist)."""
-    try:
-        from metering.meters import create_meter
-        from metering.models import Meter
-    except ImportError:
-        return "Meters: skipped (no meters service yet)."
-    existing = set(Meter.objects.filter(organization=organization).values_list("name", flat=True))
-    created = 0
-    for name, where, aggregation in DEMO_METERS:
-        if name in existing:
-            continue
-        clauses = [{"property": k, "operator": "eq", "value": v} for k, v in where.items()]
-        create_meter(
-            organization=organization,
-            name=name,
-            filter={"conjunction": "and", "clauses": clauses},
-            aggregation=aggregation,
-        )
-        created += 1
-    return f"Meters: {created} created, {len(existing)} already there."
 
 
 def _copy_text(value: str) -> str:
@@ -237,22 +207,17 @@ class Command(BaseCommand):
                 )
 
     def _meters(self, organization, create: bool, skip_rollups: bool) -> None:
-        try:
-            from metering import meters as meter_services
-            from metering.models import Meter, MeterState
-        except ImportError:
-            self.stdout.write("Meters: no meters service yet; rollups not touched.")
-            return
         if create:
             self.stdout.write(ensure_demo_meters(organization))
         ready = Meter.objects.filter(organization=organization, state=MeterState.READY)
         if ready.exists():
             # COPY bypasses the ingest path, so rollups of meters that were already READY miss
-            # these events; there is no public "rebuild" service yet to call here.
+            # these events; rebuilding is the operator's call (it drops the rollups first).
             self.stdout.write(
                 self.style.WARNING(
                     f"{ready.count()} meter(s) of '{organization.name}' were ready before this "
-                    "load: their rollups don't include the copied events (no rebuild service)."
+                    "load: their rollups don't include the copied events; rebuild them with "
+                    "`manage.py backfill_meter --rebuild`."
                 )
             )
         pending = Meter.objects.filter(organization=organization, state=MeterState.BACKFILLING)
@@ -262,7 +227,7 @@ class Command(BaseCommand):
             return
         for meter in pending:
             started = time.perf_counter()
-            meter_services.backfill(meter.pk)
+            backfill(meter.pk)
             self.stdout.write(
                 f"Rollups: {meter.name} backfilled in {time.perf_counter() - started:.1f} s"
             )

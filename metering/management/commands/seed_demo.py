@@ -17,15 +17,18 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from tqdm import tqdm
 
 from customers.models import APIToken, Customer, Organization
 from customers.services import create_customer
-from metering.models import Event
-from metering.services import ingest_events
+from metering.backfill import backfill
+from metering.demo import ensure_demo_meters
+from metering.ingest import ingest_events
+from metering.models import Event, Meter, MeterState
 
 DEMO_ORGANIZATION = "Meterline Demo"
 DEMO_USERNAME = "demo"
@@ -154,6 +157,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     def handle(self, *args, events, credentials_file, password, seed, no_progress, **options):
+        if not settings.DEBUG:
+            # it creates a superuser with a published password and a demo API token
+            raise CommandError(
+                "seed_demo is for development only: it creates the superuser "
+                f"'{DEMO_USERNAME}' with a known password. Run it with DEBUG=1."
+            )
         organization, _ = Organization.objects.get_or_create(name=DEMO_ORGANIZATION)
         self._ensure_user(password)
         token = self._ensure_token(organization, credentials_file)
@@ -288,21 +297,9 @@ class Command(BaseCommand):
         return inserted
 
     def _ensure_meters(self, organization) -> str:
-        from metering import models as metering_models
-
-        if not hasattr(metering_models, "Meter"):
-            return "Meters: skipped (no Meter model yet)."
-        from metering.management.commands.generate_events import ensure_demo_meters
-
         summary = ensure_demo_meters(organization)
-        try:
-            from metering.meters import backfill
-        except ImportError:  # pragma: no cover - depends on the meters work
-            return summary
         # Roll up the demo events now (the worker would do it too; this makes the demo ready).
-        pending = metering_models.Meter.objects.filter(
-            organization=organization, state=metering_models.MeterState.BACKFILLING
-        )
+        pending = Meter.objects.filter(organization=organization, state=MeterState.BACKFILLING)
         for meter in pending:
             backfill(meter.pk)
         return summary

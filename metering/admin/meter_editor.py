@@ -1,12 +1,11 @@
-"""Admin meter editor (docs/meters.md, "Meter lifecycle" → Admin): the filter shown readably,
+"""Admin meter editor: the filter shown readably,
 validated with the meters validator (errors on the field, with the clause's path), and a preview
 before saving — matching events in the last 30 days, the aggregated value for the top customers
 and a daily chart (inline SVG, no JavaScript needed; htmx refreshes it in place when loaded).
 Saving goes through the meters services (create → backfill, update → rebuild); backfill progress
 shows on the list and the change page.
 
-`MeterEditorMixin` holds the editor; `MeterEditorAdmin` registers it for `Meter` unless another
-module already registered a Meter admin (which can then inherit the mixin).
+`MeterEditorMixin` holds the editor; `MeterAdmin` registers it for `Meter`.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db import connection, transaction
 from django.db.utils import OperationalError
 from django.template.response import TemplateResponse
@@ -25,10 +25,11 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from core.api.errors import ErrorList
+from core.admin import MeterlineModelAdmin
+from core.errors import ErrorList
 from customers.models import Customer
-from metering import filters, meters
-from metering.models import Meter, MeterState, MeterUnit
+from metering import aggregation, filters, meters
+from metering.models import CustomerMeter, Meter, MeterState, MeterUnit
 
 PREVIEW_DAYS = 30
 PREVIEW_TOP = 10
@@ -119,18 +120,16 @@ GROUP BY GROUPING SETS ((), (customer_id), (day))
 
 
 def _value(func: str, count, numeric_count, total, low, high, distinct) -> decimal.Decimal:
-    """The meter's function over one group (docs/meters.md, "Aggregation"; no events → 0)."""
-    if func == "count":
-        return decimal.Decimal(count)
-    if func == "unique":
-        return decimal.Decimal(distinct)
-    if not numeric_count:
-        return decimal.Decimal(0)
-    if func == "sum":
-        return total
-    if func == "avg":
-        return total / decimal.Decimal(numeric_count)
-    return low if func == "min" else high
+    """One preview group's value, by the same arithmetic as every other read path."""
+    partial = aggregation.Partial(
+        event_count=count,
+        numeric_count=numeric_count,
+        numeric_sum=total if total is not None else decimal.Decimal(0),
+        numeric_min=low,
+        numeric_max=high,
+        distinct=distinct,
+    )
+    return aggregation.final_value(func, partial)
 
 
 def format_number(value: decimal.Decimal) -> str:
@@ -473,8 +472,6 @@ class MeterEditorMixin:
             if obj
             else not self.has_add_permission(request)
         ):
-            from django.core.exceptions import PermissionDenied
-
             raise PermissionDenied
         Form = self.get_form(request, obj, change=obj is not None)
         form = Form(request.POST, instance=obj)
@@ -512,19 +509,22 @@ class MeterEditorMixin:
         obj._state.adding = False
         obj._state.db = meter._state.db
 
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # Customer meters are derived from the meter and go with it; nobody deletes them alone
+        # (their admin refuses it), which must not forbid deleting the meter.
+        perms_needed.discard(CustomerMeter._meta.verbose_name)
+        return deleted, counts, perms_needed, protected
 
-class MeterEditorAdmin(MeterEditorMixin, admin.ModelAdmin):
+    # Deleting goes through the service: rollup rows carry no foreign key to the meter.
+    def delete_model(self, request, obj):
+        meters.delete_meter(meter=obj)
+
+    def delete_queryset(self, request, queryset):
+        for meter in queryset:
+            meters.delete_meter(meter=meter)
+
+
+@admin.register(Meter)
+class MeterAdmin(MeterEditorMixin, MeterlineModelAdmin):
     pass
-
-
-if not admin.site.is_registered(Meter):
-    admin.site.register(Meter, MeterEditorAdmin)
-
-__all__ = [
-    "MeterEditorAdmin",
-    "MeterEditorForm",
-    "MeterEditorMixin",
-    "compute_preview",
-    "daily_chart_svg",
-    "readable_filter",
-]

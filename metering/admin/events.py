@@ -23,9 +23,11 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
+from core.admin import MeterlineModelAdmin
+from customers.admin import register_activity_section
 from customers.models import Customer, Organization
-from metering import models as metering_models
-from metering.models import Event, EventName, EventSource
+from metering import filters
+from metering.models import Event, EventName, EventSource, Meter
 
 COUNT_CAP = 10_000
 CHILDREN_SHOWN = 20
@@ -182,7 +184,7 @@ def _admin_link(obj, label=None) -> str:
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(MeterlineModelAdmin):
     list_display = (
         "timestamp",
         "name",
@@ -315,11 +317,8 @@ class EventAdmin(admin.ModelAdmin):
     # ------------------------------------------------------------------------------------------
     @admin.display(description="matched meters")
     def matched_meters(self, obj):
-        Meter = getattr(metering_models, "Meter", None)
-        if Meter is None or obj is None:
+        if obj is None:
             return "—"
-        from metering import filters
-
         event = {
             "name": obj.name,
             "source": obj.source,
@@ -357,7 +356,7 @@ class EventAdmin(admin.ModelAdmin):
 
 
 @admin.register(EventName)
-class EventNameAdmin(admin.ModelAdmin):
+class EventNameAdmin(MeterlineModelAdmin):
     """The per-organization summary of event names (read-only; maintained by ingestion)."""
 
     list_display = ("name", "organization", "source", "occurrences", "first_seen", "last_seen")
@@ -376,5 +375,48 @@ class EventNameAdmin(admin.ModelAdmin):
         return False
 
 
-# Customer meters admin (the meters work): imported last so that its registrations see ours.
-from metering import admin_meters  # noqa: E402,F401
+RECENT_EVENTS = 20
+
+
+def _short_metadata(metadata: dict, limit: int = 80) -> str:
+    text = ", ".join(f"{k}={v}" for k, v in (metadata or {}).items() if not k.startswith("_"))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def recent_events_section(customer: Customer) -> str:
+    """The customer's newest events, for the customer's admin page: one short range scan of the
+    (customer_id, -timestamp) index."""
+    events = list(
+        Event.objects.filter(customer=customer)
+        .order_by("-timestamp")
+        .only("id", "name", "timestamp", "external_id", "metadata")[:RECENT_EVENTS]
+    )
+    if not events:
+        return format_html("<p>{}</p>", "No events yet.")
+    rows = format_html_join(
+        "",
+        '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>',
+        (
+            (
+                reverse("admin:metering_event_change", args=[event.pk]),
+                timezone.localtime(event.timestamp).strftime("%Y-%m-%d %H:%M:%S"),
+                event.name,
+                event.external_id or "—",
+                _short_metadata(event.metadata),
+            )
+            for event in events
+        ),
+    )
+    all_url = (
+        reverse("admin:metering_event_changelist") + "?" + urlencode({"customer": customer.pk})
+    )
+    return format_html(
+        "<table><thead><tr><th>timestamp</th><th>name</th><th>external id</th>"
+        "<th>metadata</th></tr></thead><tbody>{}</tbody></table>"
+        '<p><a href="{}">All events of this customer →</a></p>',
+        rows,
+        all_url,
+    )
+
+
+register_activity_section(f"Recent events (last {RECENT_EVENTS})", recent_events_section)

@@ -5,9 +5,11 @@ reason; each action is confirmed on an intermediate page and logged in the admin
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.views.main import ChangeList
 from django.template.response import TemplateResponse
 
-from metering import meters
+from core.admin import MeterlineModelAdmin
+from metering import customer_meters
 from metering.models import CustomerMeter
 
 MAX_UNITS = 10**12
@@ -59,8 +61,20 @@ def _action(modeladmin, request, queryset, *, form_class, title, action, apply):
     )
 
 
+class NumbersChangeList(ChangeList):
+    """Computes the page's numbers in one batch and keeps them on the page's objects (per
+    request; the ModelAdmin instance is shared by every request of the process)."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        for customer_meter, numbers in customer_meters.customer_meters_with_numbers(
+            self.result_list
+        ):
+            customer_meter.numbers = numbers
+
+
 @admin.register(CustomerMeter)
-class CustomerMeterAdmin(admin.ModelAdmin):
+class CustomerMeterAdmin(MeterlineModelAdmin):
     list_display = ("customer", "meter", "consumed", "credited", "balance", "modified_at")
     list_select_related = ("customer", "meter")
     list_filter = ("meter__organization",)
@@ -76,11 +90,21 @@ class CustomerMeterAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    def _numbers(self, obj):
-        cache = getattr(self, "_cache", None)
-        if cache is None or cache[0] is not obj:
-            self._cache = (obj, meters.numbers_for(obj.meter, obj.customer))
-        return self._cache[1]
+    def get_changelist(self, request, **kwargs):
+        return NumbersChangeList
+
+    def has_grant_credits_permission(self, request):
+        return request.user.has_perm("metering.grant_credits")
+
+    def has_reset_customer_meter_permission(self, request):
+        return request.user.has_perm("metering.reset_customer_meter")
+
+    @staticmethod
+    def _numbers(obj):
+        numbers = getattr(obj, "numbers", None)
+        if numbers is None:  # the change page: one object
+            numbers = obj.numbers = customer_meters.numbers_for(obj.meter, obj.customer)
+        return numbers
 
     @admin.display(description="consumed")
     def consumed(self, obj):
@@ -94,10 +118,12 @@ class CustomerMeterAdmin(admin.ModelAdmin):
     def balance(self, obj):
         return self._numbers(obj).balance
 
-    @admin.action(description="Grant or revoke credits (with a reason)")
+    @admin.action(
+        description="Grant or revoke credits (with a reason)", permissions=["grant_credits"]
+    )
     def grant_credits(self, request, queryset):
         def apply(customer_meter, data):
-            meters.grant_credits(
+            customer_meters.grant_credits(
                 customer=customer_meter.customer,
                 meter=customer_meter.meter,
                 units=data["units"],
@@ -116,10 +142,10 @@ class CustomerMeterAdmin(admin.ModelAdmin):
             apply=apply,
         )
 
-    @admin.action(description="Reset meters (with a reason)")
+    @admin.action(description="Reset meters (with a reason)", permissions=["reset_customer_meter"])
     def reset_meters(self, request, queryset):
         def apply(customer_meter, data):
-            meters.reset_meter(
+            customer_meters.reset_meter(
                 customer=customer_meter.customer,
                 meter=customer_meter.meter,
                 reason=data["reason"],
@@ -135,7 +161,3 @@ class CustomerMeterAdmin(admin.ModelAdmin):
             action="reset_meters",
             apply=apply,
         )
-
-
-# The Meter admin (filter editor with preview, backfill progress) lives in its own module.
-from metering import admin_meter_editor  # noqa: E402,F401

@@ -1,19 +1,21 @@
-"""Event ingestion and customer linking: validate a whole batch, then write it set-based in one
-transaction (no per-event ORM save)."""
+"""Event ingestion: validate a whole batch, then write it set-based in one transaction (no
+per-event ORM save), rolling it up for every meter before the response (read-your-writes)."""
 
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import psycopg
 import simplejson
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 
-from core.api.errors import ErrorList
+from core import timestamps
+from core.db import bound_cursor
+from core.errors import ErrorList
 from core.metadata import describe, validate_metadata
 from customers.models import Customer, Organization
+from metering import locks, rollups
+from metering.errors import InvalidEvents
 
 EVENT_FIELDS = {
     "name",
@@ -39,7 +41,7 @@ class IngestResult:
 
 
 @dataclass
-class _Row:
+class EventRow:
     name: str
     timestamp: datetime
     customer_id: uuid.UUID | None
@@ -93,22 +95,26 @@ def _timestamp(event, loc, errors, now: datetime):
             "timezone_aware",
         )
         return None
-    if value > now + timedelta(seconds=settings.EVENT_FUTURE_TOLERANCE_SECONDS):
+    utc = timestamps.to_utc(value)
+    if utc is None:
+        errors.add([*loc, "timestamp"], timestamps.RANGE_MESSAGE, "datetime_range", raw)
+        return None
+    if utc > now + timedelta(seconds=settings.EVENT_FUTURE_TOLERANCE_SECONDS):
         errors.add(
             [*loc, "timestamp"],
             "Timestamp must not be more than 5 minutes in the future",
             "future_timestamp",
         )
         return None
-    return value.astimezone(UTC)
+    return utc
 
 
 def validate_events(
     *, organization: Organization, events: list, now: datetime
-) -> tuple[list[_Row], ErrorList]:
+) -> tuple[list[EventRow], ErrorList]:
     """Check every event and report every problem; nothing is written by this function."""
     errors = ErrorList()
-    rows: list[_Row] = []
+    rows: list[EventRow] = []
     customer_refs: dict[uuid.UUID, list[int]] = {}
     for index, event in enumerate(events):
         loc = ["body", "events", index]
@@ -163,7 +169,7 @@ def validate_events(
         )
         if len(errors.items) == before:
             rows.append(
-                _Row(
+                EventRow(
                     name,
                     timestamp,
                     customer_id,
@@ -270,7 +276,9 @@ def _dump_metadata(metadata: dict) -> str:
     return simplejson.dumps(metadata, use_decimal=True)
 
 
-def insert_events(*, organization: Organization, rows: list[_Row], source: str = "user") -> list:
+def insert_events(
+    *, organization: Organization, rows: list[EventRow], source: str = "user"
+) -> list:
     """Write validated rows in the current transaction; returns the ids actually inserted."""
     if not rows:
         return []
@@ -287,6 +295,7 @@ def insert_events(*, organization: Organization, rows: list[_Row], source: str =
     sql = INSERT_SQL if source == "user" else INSERT_SQL.replace("'user'", "%(source)s")
     params["source"] = source
     with bound_cursor() as cursor:
+        locks.lock_external_ids(cursor, organization.pk, params["external_customer_ids"])
         cursor.execute(sql, params)
         ids = [row[0] for row in cursor.fetchall()]
         if not ids:
@@ -296,7 +305,7 @@ def insert_events(*, organization: Organization, rows: list[_Row], source: str =
             cursor.execute(RESOLVE_PARENTS_SQL, keyed)
         if any(r.external_id for r in rows):
             cursor.execute(ADOPT_CHILDREN_SQL, keyed)
-        after_events_inserted(organization=organization, event_ids=ids, cursor=cursor)
+        rollups.after_insert(cursor, organization_id=organization.pk, event_ids=ids)
         # Row locks are taken in one global order by every writer (rollups by meter, customer
         # and bucket; then customers by id; then event names by name) and as late as possible,
         # since they are held until commit.
@@ -305,28 +314,7 @@ def insert_events(*, organization: Organization, rows: list[_Row], source: str =
     return ids
 
 
-@contextmanager
-def bound_cursor():
-    """A psycopg cursor with server-side binding, inside Django's current transaction.
-
-    Django binds parameters client-side, quoting every element of a list into SQL text with
-    regular expressions; for the ingest path's 1,000-element arrays that was ~65% of a batch's
-    time. Server-side binding sends the arrays in binary. Errors are mapped to Django's
-    exception classes so callers see the usual IntegrityError/DataError."""
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        yield cursor
-
-
-def after_events_inserted(*, organization: Organization, event_ids: list, cursor) -> None:
-    """Inside the ingest transaction: add the new events to every meter's rollups (set-based,
-    one statement per meter), so reads right after the response see them."""
-    from metering import rollups
-
-    rollups.after_insert(cursor, organization_id=organization.pk, event_ids=event_ids)
-
-
-def dedupe_within_batch(rows: list[_Row]) -> list[_Row]:
+def dedupe_within_batch(rows: list[EventRow]) -> list[EventRow]:
     seen: set[str] = set()
     unique = []
     for row in rows:
@@ -347,11 +335,11 @@ def is_transient(exc: Exception) -> bool:
 
 
 def ingest_events(*, organization: Organization, events: list) -> IngestResult:
-    """All or nothing: any invalid event rejects the batch (PolarValidationError), else one
+    """All or nothing: any invalid event rejects the batch (InvalidEvents), else one
     transaction inserts it; external_ids already stored (or repeated) count as duplicates."""
     now = datetime.now(UTC)
     rows, errors = validate_events(organization=organization, events=events, now=now)
-    errors.raise_if_any()
+    errors.raise_if_any(InvalidEvents)
     unique = dedupe_within_batch(rows)
     for attempt in range(1, INGEST_ATTEMPTS + 1):
         try:
@@ -364,46 +352,3 @@ def ingest_events(*, organization: Organization, events: list) -> IngestResult:
             if not is_transient(exc) or attempt == INGEST_ATTEMPTS or connection.in_atomic_block:
                 raise
     return IngestResult(inserted=len(ids), duplicates=len(rows) - len(ids), event_ids=ids)
-
-
-LINK_SQL = """
-UPDATE metering_event SET customer_id = %(customer)s
-WHERE organization_id = %(org)s AND external_customer_id = %(external_id)s AND customer_id IS NULL
-RETURNING id
-"""
-
-
-def link_customer_events(*, customer: Customer) -> int:
-    """Attach events sent before the customer existed (by its external id), history included."""
-    if not customer.external_id:
-        return 0
-    with transaction.atomic(), bound_cursor() as cursor:
-        cursor.execute(
-            LINK_SQL,
-            {
-                "customer": customer.pk,
-                "org": customer.organization_id,
-                "external_id": customer.external_id,
-            },
-        )
-        ids = [row[0] for row in cursor.fetchall()]
-        if ids:
-            after_events_linked(customer=customer, event_ids=ids, cursor=cursor)
-            cursor.execute(FIRST_EVENT_SQL, {"ids": ids})  # same lock order as ingestion
-            customer.refresh_from_db(fields=["first_user_event_at"])
-    return len(ids)
-
-
-def after_events_linked(*, customer: Customer, event_ids: list, cursor) -> None:
-    """Events sent before `customer` existed were just linked to it: roll them up now (history
-    included), in the linking transaction."""
-    from metering import rollups
-
-    rollups.after_insert(cursor, organization_id=customer.organization_id, event_ids=event_ids)
-
-
-def customer_active_meters(*, customer: Customer) -> list[dict]:
-    """Customer meters of non-archived meters, in Polar's CustomerStateMeter shape."""
-    from metering import meters
-
-    return meters.customer_active_meters(customer=customer)

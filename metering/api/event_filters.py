@@ -4,7 +4,7 @@ from django.db.models import Q
 from django.db.models.expressions import RawSQL
 
 from core.api import params
-from core.api.errors import ErrorList
+from core.errors import ErrorList
 
 MAX_DEPTH = 5
 
@@ -19,19 +19,23 @@ SELECT id FROM tree
 """
 
 
+def customer_q(customer_ids: list, external_ids: list) -> Q:
+    """Events of these customers, by id or external id (including events sent for an external
+    id before its customer existed)."""
+    q = Q()
+    if customer_ids:
+        q |= Q(customer_id__in=customer_ids)
+    if external_ids:
+        q |= Q(external_customer_id__in=external_ids) | Q(customer__external_id__in=external_ids)
+    return q
+
+
 def filter_events(request, queryset, errors: ErrorList):
     query_params = request.query_params
     customer_ids = params.uuid_list(request, "customer_id", errors)
     external_ids = params.string_list(request, "external_customer_id", errors)
     if customer_ids or external_ids:
-        customer_q = Q()
-        if customer_ids:
-            customer_q |= Q(customer_id__in=customer_ids)
-        if external_ids:
-            customer_q |= Q(external_customer_id__in=external_ids) | Q(
-                customer__external_id__in=external_ids
-            )
-        queryset = queryset.filter(customer_q)
+        queryset = queryset.filter(customer_q(customer_ids, external_ids))
     names = params.string_list(request, "name", errors, max_length=128)
     if names:
         queryset = queryset.filter(name__in=names)
@@ -116,7 +120,7 @@ def _decimal(text):
 
 
 def _non_finite(text):
-    from core.api.parsers import NonFiniteNumber
+    from core.strict_json import NonFiniteNumber
 
     return NonFiniteNumber(text)
 

@@ -1,0 +1,67 @@
+"""Extension points of the portal: what billing contributes to the pages once it exists.
+
+The portal sits above billing (portal → billing is the allowed import direction), so billing
+never imports this module. Instead, the portal registers billing's functions here from its own
+`PortalConfig.ready()` when billing provides them; until then nothing is registered and the pages
+show usage without prices. Three slots:
+
+- **charge estimators** — `(customer=, meters=[MeterUsage]) -> ChargeEstimate | None`: the
+  estimated charge so far per meter and in total (billing: the upcoming invoice's metered lines).
+  The first estimator that returns an estimate is used.
+- **period providers** — `(customer=, meter=) -> Period | None`: the customer's current billing
+  period for a meter, the range of the daily chart (billing: the subscription's current period).
+  Without one the chart shows the current calendar month (UTC).
+- **sections** — further pages linked from the portal's navigation (billing: subscriptions and
+  invoices), as `Section(label, url_name)`; the URL name is reversed with the organization slug.
+"""
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from djmoney.money import Money
+
+
+@dataclass(frozen=True)
+class Period:
+    """A half-open range [start, end) in UTC."""
+
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class ChargeEstimate:
+    by_meter: Mapping[uuid.UUID, Money]  # meter id -> estimated charge so far
+    total: Money
+
+
+@dataclass(frozen=True)
+class Section:
+    label: str
+    url_name: str
+
+
+@dataclass
+class Registry:
+    charge_estimators: list[Callable] = field(default_factory=list)
+    period_providers: list[Callable] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
+
+    def estimate_charges(self, *, customer, meters) -> ChargeEstimate | None:
+        return _first_answer(self.charge_estimators, customer=customer, meters=meters)
+
+    def current_period(self, *, customer, meter) -> Period | None:
+        return _first_answer(self.period_providers, customer=customer, meter=meter)
+
+
+def _first_answer(functions: list[Callable], **kwargs):
+    for function in functions:
+        answer = function(**kwargs)
+        if answer is not None:
+            return answer
+    return None
+
+
+registry = Registry()

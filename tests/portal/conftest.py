@@ -1,0 +1,132 @@
+"""Two organizations with meters and customers, and test clients signed in to the portal the
+way a browser is: by opening a customer_portal_url."""
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import pytest
+from django.test import Client
+
+from customers.models import Customer, Organization
+from customers.services import create_customer
+from metering import meters
+from metering.ingest import ingest_events
+from metering.models import Meter
+from portal import sign_in
+
+CALLS_FILTER = {
+    "conjunction": "and",
+    "clauses": [{"property": "name", "operator": "eq", "value": "api.call"}],
+}
+TOKENS_FILTER = {
+    "conjunction": "and",
+    "clauses": [{"property": "name", "operator": "eq", "value": "llm.completion"}],
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_side_effects():
+    """Tasks run in the process that enqueues them (the sign-in email lands in mail.outbox even
+    when a live server thread sends it)."""
+    from config.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    # (the rate-limit counters are rows of the test database, which every test starts empty)
+    yield
+    app.conf.task_always_eager = previous
+
+
+@dataclass
+class Tenant:
+    organization: Organization
+    secret: str
+    calls: Meter
+    tokens: Meter
+
+
+def make_tenant(token_for, name: str, accent: str = "#2563eb") -> Tenant:
+    organization, secret = token_for(name)
+    organization.accent_color = accent
+    organization.save(update_fields=["accent_color"])
+    calls = meters.create_meter(
+        organization=organization,
+        name="API calls",
+        filter=CALLS_FILTER,
+        aggregation={"func": "count"},
+    )
+    tokens = meters.create_meter(
+        organization=organization,
+        name="Tokens",
+        filter=TOKENS_FILTER,
+        aggregation={"func": "sum", "property": "tokens"},
+        unit="token",
+    )
+    return Tenant(organization, secret, calls, tokens)
+
+
+def add_customer(tenant: Tenant, external_id: str, *, calls: int, tokens: list) -> Customer:
+    customer = create_customer(
+        organization=tenant.organization,
+        email=f"{external_id}@{tenant.organization.slug}.example",
+        external_id=external_id,
+        name=external_id.title(),
+    )
+    events = [{"name": "api.call", "external_customer_id": external_id} for _ in range(calls)]
+    events += [
+        {"name": "llm.completion", "external_customer_id": external_id, "metadata": {"tokens": t}}
+        for t in tokens
+    ]
+    if events:
+        ingest_events(organization=tenant.organization, events=events)
+    return customer
+
+
+@dataclass
+class World:
+    acme: Tenant
+    globex: Tenant
+    alice: Customer  # Acme
+    bob: Customer  # Acme
+    carol: Customer  # Globex
+
+
+def build_world(token_for) -> World:
+    acme = make_tenant(token_for, "Acme Inc", "#ffd700")
+    globex = make_tenant(token_for, "Globex", "#0f766e")
+    return World(
+        acme=acme,
+        globex=globex,
+        alice=add_customer(acme, "alice", calls=3, tokens=[100, 250]),
+        bob=add_customer(acme, "bob", calls=5, tokens=[7]),
+        carol=add_customer(globex, "carol", calls=2, tokens=[40]),
+    )
+
+
+@pytest.fixture
+def world(db, token_for) -> World:
+    return build_world(token_for)
+
+
+def portal_path(customer: Customer, rest: str = "") -> str:
+    return f"/portal/{customer.organization.slug}/{rest}"
+
+
+def open_portal(client: Client, customer: Customer):
+    """Sign `client` in as `customer` through an API customer session; returns the response."""
+    _, _, url = sign_in.create_api_session(
+        customer=customer, return_url=None, base_url="http://testserver/"
+    )
+    parts = urlsplit(url)
+    return client.get(f"{parts.path}?{parts.query}")
+
+
+@pytest.fixture
+def signed_in():
+    def make(customer: Customer, **client_kwargs) -> Client:
+        client = Client(**client_kwargs)
+        response = open_portal(client, customer)
+        assert response.status_code == 302, response.content[:300]
+        return client
+
+    return make

@@ -1,0 +1,232 @@
+"""The portal in a real browser: Debian's Chromium driven by Playwright against a live server.
+
+The ORM is only used before the browser starts and after it stops (Playwright's sync API runs an
+event loop in this thread, where Django refuses synchronous database access); while the page is
+open, the test talks to Meterline the way an application does, over HTTP with polar-sdk.
+
+Set METERLINE_SCREENSHOTS_DIR to keep the screenshots (docs/img/ is made that way)."""
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.core import mail
+from polar.v2026_10 import Polar
+
+from metering.models import CustomerMeter
+
+from .conftest import build_world
+
+CHROMIUM = "/usr/bin/chromium"
+PHONE = {"width": 375, "height": 812}
+DESKTOP = {"width": 1280, "height": 900}
+
+
+@dataclass
+class Scene:
+    base_url: str
+    acme_secret: str
+    alice_id: str
+    alice_email: str
+    calls_meter_id: str
+    foreign_urls: list[str]  # other customers' chart fragments
+
+
+@pytest.fixture
+def scene(live_server, transactional_db, token_for, settings) -> Scene:
+    settings.PORTAL_POLL_SECONDS = 1
+    world = build_world(token_for)
+    foreign = [
+        f"{live_server.url}/portal/{c.organization.slug}/meters/{cm}/chart"
+        for c in (world.bob, world.carol)
+        for cm in CustomerMeter.objects.filter(customer=c).values_list("pk", flat=True)
+    ]
+    return Scene(
+        base_url=live_server.url,
+        acme_secret=world.acme.secret,
+        alice_id=str(world.alice.pk),
+        alice_email=world.alice.email,
+        calls_meter_id=str(world.acme.calls.pk),
+        foreign_urls=foreign,
+    )
+
+
+@pytest.fixture
+def browser(scene):
+    from playwright.sync_api import sync_playwright
+
+    assert shutil.which(CHROMIUM) or os.path.exists(CHROMIUM), "./dev test installs chromium"
+    with sync_playwright() as playwright:
+        # --no-sandbox: the test command may run as root (CI containers)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def polar(scene):
+    with Polar(scene.acme_secret, base_url=scene.base_url) as client:
+        yield client
+
+
+def screenshot(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    keep = os.environ.get("METERLINE_SCREENSHOTS_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(keep) / name)
+    return path
+
+
+def consumed(page, meter_id: str) -> str:
+    return page.get_attribute(f'[data-meter-id="{meter_id}"] [data-field="consumed"]', "data-value")
+
+
+def test_live_usage_from_a_polar_session(scene, browser, polar, tmp_path):
+    session = polar.customer_sessions.create(external_customer_id="alice")
+    page = browser.new_page(viewport=DESKTOP)
+    meter_requests = []
+    page.on("request", lambda r: "/usage/meters" in r.url and meter_requests.append(r.url))
+
+    response = page.goto(session.customer_portal_url)
+    assert response.status == 200
+    assert page.url == f"{scene.base_url}/portal/acme-inc/"  # the token left the address bar
+    assert page.locator("h1").inner_text() == "Usage"
+    assert page.locator(".meter h3").all_inner_texts() == ["API calls", "Tokens"]
+    assert consumed(page, scene.calls_meter_id) == "3"
+    assert page.locator(".brand").inner_text() == "Acme Inc"
+    screenshot(page, tmp_path, "portal-usage-desktop.png")
+
+    # An application ingests; the open page shows it without a reload.
+    page.evaluate("window.__sameDocument = true")
+    polar.events.ingest(
+        events=[{"name": "api.call", "external_customer_id": "alice"} for _ in range(4)]
+    )
+    page.wait_for_function(
+        f"""document.querySelector('[data-meter-id="{scene.calls_meter_id}"] [data-field="consumed"]')
+               .dataset.value === "7" """,
+        timeout=10_000,
+    )
+    assert page.evaluate("window.__sameDocument") is True
+    state = polar.customers.get_state(id=scene.alice_id)
+    by_meter = {m.meter_id: m for m in state.active_meters}
+    for meter_id, meter in by_meter.items():
+        card = f'[data-meter-id="{meter_id}"]'
+        assert float(page.get_attribute(f'{card} [data-field="consumed"]', "data-value")) == (
+            meter.consumed_units
+        )
+        assert int(page.get_attribute(f'{card} [data-field="credited"]', "data-value")) == (
+            meter.credited_units
+        )
+        assert float(page.get_attribute(f'{card} [data-field="balance"]', "data-value")) == (
+            meter.balance
+        )
+    assert by_meter[scene.calls_meter_id].consumed_units == 7
+
+    # Hidden tab: polling pauses (no requests, no change)...
+    page.evaluate(
+        "Object.defineProperty(document, 'hidden', {configurable: true, get: () => true})"
+    )
+    page.wait_for_timeout(1500)  # let a request already in flight land
+    meter_requests.clear()
+    polar.events.ingest(events=[{"name": "api.call", "external_customer_id": "alice"}])
+    page.wait_for_timeout(3500)
+    assert meter_requests == []
+    assert consumed(page, scene.calls_meter_id) == "7"
+    # ...and resumes at once when the tab is visible again.
+    page.evaluate(
+        "Object.defineProperty(document, 'hidden', {configurable: true, get: () => false});"
+        "document.dispatchEvent(new Event('visibilitychange'))"
+    )
+    page.wait_for_function(
+        f"""document.querySelector('[data-meter-id="{scene.calls_meter_id}"] [data-field="consumed"]')
+               .dataset.value === "8" """,
+        timeout=5_000,
+    )
+    assert len(meter_requests) >= 1
+
+
+def test_phone_screen_has_no_horizontal_scroll(scene, browser, polar, tmp_path):
+    session = polar.customer_sessions.create(external_customer_id="alice")
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True)
+    page = context.new_page()
+    page.goto(session.customer_portal_url)
+    page.locator(".chart").first.wait_for()
+    widths = page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth,"
+        " window.innerWidth]"
+    )
+    assert widths == [375, 375, 375]
+    overflowing = page.evaluate(
+        "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 375.5)"
+        ".map(e => e.tagName + '.' + e.className)"
+    )
+    assert overflowing == []
+    path = screenshot(page, tmp_path, "portal-usage-phone.png")
+    assert path.stat().st_size > 10_000
+    page.goto(f"{scene.base_url}/portal/globex/sign-in")
+    assert page.evaluate("document.documentElement.scrollWidth") == 375
+    screenshot(page, tmp_path, "portal-sign-in-phone.png")
+    context.close()
+
+
+def test_magic_link_flow_with_the_keyboard(scene, browser, tmp_path):
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(f"{scene.base_url}/portal/acme-inc/")
+    assert page.url.startswith(f"{scene.base_url}/portal/acme-inc/sign-in?next=")
+    page.get_by_label("Email address").fill(scene.alice_email)
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Check your email").wait_for()
+    assert len(mail.outbox) == 1
+    link = re.search(r"http://\S+", mail.outbox[0].body).group(0)
+    assert link.startswith(f"{scene.base_url}/portal/acme-inc/sign-in/link?token=ml_csl_")
+
+    page.goto(link)
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{scene.base_url}/portal/acme-inc/")
+    assert scene.alice_email in page.locator("footer").inner_text()
+
+    # The link works once.
+    second = browser.new_page()
+    second.goto(link)
+    with second.expect_response(lambda r: r.request.method == "POST") as answer:
+        second.get_by_role("button", name="Continue").click()
+    assert answer.value.status == 404
+    assert second.get_by_role("heading", name="This link has expired").is_visible()
+
+    # Keyboard: the first Tab reaches the skip link, which moves focus to the content.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+
+
+def test_other_customers_urls_are_404_in_the_browser(scene, browser, polar):
+    session = polar.customer_sessions.create(external_customer_id="alice")
+    page = browser.new_page()
+    page.goto(session.customer_portal_url)
+    for url in scene.foreign_urls:
+        assert page.goto(url).status == 404, url
+    # The spent session URL is refused, even in the browser that used it.
+    assert page.goto(session.customer_portal_url).status == 404
+    assert page.goto(f"{scene.base_url}/portal/acme-inc/").status == 200
+
+
+def test_works_without_javascript(scene, browser, polar):
+    session = polar.customer_sessions.create(external_customer_id="alice")
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(session.customer_portal_url)
+    assert page.locator(".meter h3").all_inner_texts() == ["API calls", "Tokens"]
+    assert page.locator(".chart svg").count() == 2
+    page.locator("summary").first.click()  # <details> opens without scripts
+    assert page.locator(".chart table").first.is_visible()
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r".*/portal/acme-inc/sign-in\?signed_out=1$"))
+    assert page.get_by_role("status").inner_text() == "You are signed out."
+    assert page.goto(f"{scene.base_url}/portal/acme-inc/usage/meters").status == 404
+    context.close()
