@@ -118,7 +118,17 @@ class Command(BaseCommand):
                 "--skip-checks",
             ],
             # one process (solo pool) is plenty for development and starts and stops fastest
-            "worker": [*celery, "worker", "-l", "warning", "--pool", "solo"],
+            # …and alone: no waiting for neighbours to synchronise with (mingle, gossip)
+            "worker": [
+                *celery,
+                "worker",
+                "-l",
+                "warning",
+                "--pool",
+                "solo",
+                "--without-mingle",
+                "--without-gossip",
+            ],
             "beat": [
                 *celery,
                 "beat",
