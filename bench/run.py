@@ -6,6 +6,7 @@
     .venv/bin/python bench/run.py p3     # customer state vs an empty events table
     .venv/bin/python bench/run.py p4     # quantities, 90 days x day
     .venv/bin/python bench/run.py profile  # per-statement time of an ingest batch
+    .venv/bin/python bench/run.py p5     # cycle close vs one GROUP BY (+ P6 closing RSS)
 
 Extra arguments go to the benchmark (e.g. `bench/run.py p1 --events 200000`). The database is
 `DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/meterline_bench).
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("load", "p1", "p2", "p3", "p4", "profile"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("load", "p1", "p2", "p3", "p4", "p5", "profile"):
         print(__doc__)
         raise SystemExit(2)
     which, rest = sys.argv[1], sys.argv[2:]
@@ -35,6 +36,10 @@ def main() -> None:
         from bench import p3_p4_reads
 
         p3_p4_reads.main([*rest, "--only", which])
+    elif which == "p5":
+        from bench import p5_close
+
+        p5_close.main(rest)
     else:
         from bench import profile_ingest
 

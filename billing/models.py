@@ -1,1 +1,428 @@
-# Products, prices, subscriptions and invoices arrive with the billing work; no models yet.
+"""Billing data: catalog (products, prices, meter-credit benefits), discounts, tax rates,
+subscriptions, and invoices with their lines. Amounts are `Money` in the product's currency;
+price *rates* (`unit_amount`, tiers) are exact decimals in minor units per unit."""
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from djmoney.models.fields import MoneyField
+
+from billing import periods
+
+MONEY = {"max_digits": 19, "decimal_places": 2, "default_currency": None}
+
+
+class Interval(models.TextChoices):
+    DAY = periods.DAY, "Day"
+    WEEK = periods.WEEK, "Week"
+    MONTH = periods.MONTH, "Month"
+    YEAR = periods.YEAR, "Year"
+
+
+class Product(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.PROTECT, related_name="products"
+    )
+    name = models.CharField(max_length=256)
+    description = models.TextField(null=True, blank=True)
+    recurring_interval = models.CharField(
+        max_length=8, choices=Interval.choices, default=Interval.MONTH
+    )
+    recurring_interval_count = models.PositiveSmallIntegerField(default=1)
+    trial_interval = models.CharField(max_length=8, choices=Interval.choices, null=True, blank=True)
+    trial_interval_count = models.PositiveSmallIntegerField(null=True, blank=True)
+    # One currency per product (several products for several currencies).
+    currency = models.CharField(max_length=3, default="USD")
+    is_archived = models.BooleanField(default=False)
+    benefits = models.ManyToManyField("Benefit", blank=True, related_name="products")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["organization", "-created_at"], name="product_org_created")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PriceType(models.TextChoices):
+    FIXED = "fixed", "Fixed"
+    METERED_UNIT = "metered_unit", "Metered (unit)"
+    METERED_TIERS = "metered_tiers", "Metered (tiers)"
+
+
+class Price(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="prices")
+    amount_type = models.CharField(max_length=16, choices=PriceType.choices)
+    # fixed: the amount billed in advance for each period
+    price_amount = MoneyField(null=True, blank=True, **MONEY)
+    meter = models.ForeignKey(
+        "metering.Meter", null=True, blank=True, on_delete=models.PROTECT, related_name="prices"
+    )
+    # metered_unit: minor units (cents) per unit, 12 decimals ("0.5" = half a cent)
+    unit_amount = models.DecimalField(max_digits=30, decimal_places=12, null=True, blank=True)
+    # metered_tiers: {"type": "graduated"|"volume", "tiers": [{bound, unit_amount, flat_amount}]}
+    tiers = models.JSONField(null=True, blank=True)
+    cap_amount = MoneyField(null=True, blank=True, **MONEY)
+    is_archived = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["product"],
+                condition=Q(amount_type="fixed", is_archived=False),
+                name="price_one_fixed_per_product",
+            ),
+            models.UniqueConstraint(
+                fields=["product", "meter"],
+                condition=Q(meter__isnull=False, is_archived=False),
+                name="price_meter_once_per_product",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product} · {self.get_amount_type_display()}"
+
+    @property
+    def is_metered(self) -> bool:
+        return self.amount_type != PriceType.FIXED
+
+
+class Benefit(models.Model):
+    """The meter-credit benefit: `units` of `meter` granted at the start of every period of a
+    subscription to a product carrying it; with `rollover`, unused credits carry over."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.PROTECT, related_name="benefits"
+    )
+    type = models.CharField(max_length=16, default="meter_credit", editable=False)
+    description = models.CharField(max_length=280)
+    meter = models.ForeignKey("metering.Meter", on_delete=models.PROTECT, related_name="benefits")
+    units = models.PositiveIntegerField()
+    rollover = models.BooleanField(default=False)
+    metadata = models.JSONField(default=dict, blank=True)
+    is_deleted = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.description
+
+
+class DiscountType(models.TextChoices):
+    PERCENTAGE = "percentage", "Percentage"
+    FIXED = "fixed", "Fixed amount"
+
+
+class DiscountDuration(models.TextChoices):
+    ONCE = "once", "Once"
+    REPEATING = "repeating", "Repeating"
+    FOREVER = "forever", "Forever"
+
+
+class Discount(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.PROTECT, related_name="discounts"
+    )
+    name = models.CharField(max_length=256)
+    code = models.CharField(max_length=64, null=True, blank=True)
+    type = models.CharField(max_length=16, choices=DiscountType.choices)
+    basis_points = models.PositiveIntegerField(null=True, blank=True)
+    amount = MoneyField(null=True, blank=True, **MONEY)
+    duration = models.CharField(max_length=16, choices=DiscountDuration.choices)
+    # Polar's name; Meterline counts invoices (billing periods) of the subscription.
+    duration_in_months = models.PositiveIntegerField(null=True, blank=True)
+    starts_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    max_redemptions = models.PositiveIntegerField(null=True, blank=True)
+    redemptions_count = models.PositiveIntegerField(default=0)
+    products = models.ManyToManyField(Product, blank=True, related_name="discounts")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "code"],
+                condition=Q(code__isnull=False, deleted_at__isnull=True),
+                name="discount_code_unique_per_org",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TaxRate(models.Model):
+    """Chosen by the customer's billing address: country + state first, then country."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.PROTECT, related_name="tax_rates"
+    )
+    name = models.CharField(max_length=128)
+    country = models.CharField(max_length=2)
+    state = models.CharField(max_length=8, null=True, blank=True)
+    basis_points = models.PositiveIntegerField()
+    inclusive = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "country", "state"],
+                name="tax_rate_unique_region",
+                nulls_distinct=False,
+            )
+        ]
+
+    def __str__(self) -> str:
+        region = f"{self.country}-{self.state}" if self.state else self.country
+        return f"{self.name} ({region}, {self.basis_points / 100:g}%)"
+
+
+class SubscriptionStatus(models.TextChoices):
+    TRIALING = "trialing", "Trialing"
+    ACTIVE = "active", "Active"
+    PAST_DUE = "past_due", "Past due"
+    CANCELED = "canceled", "Canceled"
+
+
+LIVE_STATUSES = (
+    SubscriptionStatus.TRIALING,
+    SubscriptionStatus.ACTIVE,
+    SubscriptionStatus.PAST_DUE,
+)
+
+
+class Subscription(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.PROTECT, related_name="subscriptions"
+    )
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.PROTECT, related_name="subscriptions"
+    )
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="subscriptions")
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=16, choices=SubscriptionStatus.choices)
+    started_at = models.DateTimeField()
+    # Periods are computed from the anchor (the start, or the trial's end): periods.py.
+    anchor_at = models.DateTimeField()
+    # -1 while trialing (the trial is the period before the anchor), then 0, 1, …
+    period_index = models.IntegerField(default=0)
+    current_period_start = models.DateTimeField()
+    current_period_end = models.DateTimeField()
+    trial_start = models.DateTimeField(null=True, blank=True)
+    trial_end = models.DateTimeField(null=True, blank=True)
+    cancel_at_period_end = models.BooleanField(default=False)
+    canceled_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    discount = models.ForeignKey(
+        Discount, null=True, blank=True, on_delete=models.PROTECT, related_name="subscriptions"
+    )
+    # invoices that carried the discount so far (once / repeating stop after 1 / N)
+    discounted_invoices = models.PositiveIntegerField(default=0)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        permissions = [
+            ("close_subscription", "Can close a subscription's due billing periods now"),
+            ("cancel_subscription", "Can cancel or revoke a subscription"),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "-started_at"], name="subscription_org_started"),
+            models.Index(fields=["customer", "status"], name="subscription_customer"),
+            # the cycle-close scan: live subscriptions by period end
+            models.Index(
+                fields=["current_period_end"],
+                name="subscription_due",
+                condition=Q(status__in=["trialing", "active", "past_due"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer} · {self.product}"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+
+class SubscriptionPrice(models.Model):
+    """A price as it applies to one subscription, from `starts_at` (usage before that is never
+    billed by it). `billed_units` is the meter's value over [starts_at, last closed period end)
+    already put on invoices: a close bills the value now minus this, which makes every unit
+    billed exactly once whatever the arrival order (see docs/billing.md)."""
+
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="subscription_prices"
+    )
+    price = models.ForeignKey(Price, on_delete=models.PROTECT, related_name="+")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField(null=True, blank=True)
+    billed_units = models.DecimalField(max_digits=40, decimal_places=12, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "price", "starts_at"], name="subscription_price_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subscription_id} · {self.price_id}"
+
+
+class InvoiceStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    OPEN = "open", "Open"
+    PAID = "paid", "Paid"
+    VOID = "void", "Void"
+    UNCOLLECTIBLE = "uncollectible", "Uncollectible"
+
+
+class BillingReason(models.TextChoices):
+    SUBSCRIPTION_CREATE = "subscription_create", "Subscription created"
+    SUBSCRIPTION_CYCLE = "subscription_cycle", "Subscription cycle"
+    SUBSCRIPTION_UPDATE = "subscription_update", "Subscription update"
+
+
+class InvoiceCounter(models.Model):
+    """The organization's last invoice number. Incremented under a row lock in the transaction
+    that finalizes the invoice, so a rolled-back close leaves no gap."""
+
+    organization = models.OneToOneField(
+        "customers.Organization", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    prefix = models.CharField(max_length=16)
+    last_number = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}-{self.last_number:04d}"
+
+
+class Invoice(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.PROTECT, related_name="invoices"
+    )
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.PROTECT, related_name="invoices"
+    )
+    subscription = models.ForeignKey(
+        Subscription, null=True, blank=True, on_delete=models.PROTECT, related_name="invoices"
+    )
+    product = models.ForeignKey(
+        Product, null=True, blank=True, on_delete=models.PROTECT, related_name="invoices"
+    )
+    discount = models.ForeignKey(
+        Discount, null=True, blank=True, on_delete=models.PROTECT, related_name="invoices"
+    )
+    number = models.CharField(max_length=32, null=True, blank=True)
+    sequence = models.PositiveIntegerField(null=True, blank=True)
+    billing_reason = models.CharField(max_length=24, choices=BillingReason.choices)
+    status = models.CharField(max_length=16, choices=InvoiceStatus.choices)
+    # the period the invoice closes (metered lines); renewal lines carry their own period
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    currency = models.CharField(max_length=3)
+    subtotal = MoneyField(**MONEY)
+    discount_amount = MoneyField(**MONEY)
+    net = MoneyField(**MONEY)
+    tax = MoneyField(**MONEY)
+    total = MoneyField(**MONEY)
+    billing_name = models.CharField(max_length=256, null=True, blank=True)
+    billing_address = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+    finalized_at = models.DateTimeField(null=True, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        permissions = [
+            ("mark_paid_invoice", "Can mark an invoice paid"),
+            ("void_invoice", "Can void an invoice"),
+        ]
+        constraints = [
+            # One invoice per closed period, whoever closes it (idempotent cycle close).
+            models.UniqueConstraint(
+                fields=["subscription", "period_start"],
+                condition=Q(billing_reason="subscription_cycle"),
+                name="invoice_one_per_subscription_period",
+            ),
+            models.UniqueConstraint(
+                fields=["subscription"],
+                condition=Q(billing_reason="subscription_create"),
+                name="invoice_one_create_per_subscription",
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "sequence"], name="invoice_sequence_unique_per_org"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="invoice_org_created"),
+            models.Index(fields=["subscription", "-period_start"], name="invoice_subscription"),
+            models.Index(fields=["customer", "-created_at"], name="invoice_customer"),
+        ]
+
+    def __str__(self) -> str:
+        return self.number or f"draft {self.pk}"
+
+    @property
+    def is_finalized(self) -> bool:
+        return self.status != InvoiceStatus.DRAFT
+
+
+class InvoiceLine(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    position = models.PositiveSmallIntegerField()
+    label = models.CharField(max_length=300)
+    price = models.ForeignKey(
+        Price, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    meter = models.ForeignKey(
+        "metering.Meter", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    # metered: billable units (after credits); fixed: 1
+    quantity = models.DecimalField(max_digits=40, decimal_places=12)
+    consumed_units = models.DecimalField(max_digits=40, decimal_places=12, default=0)
+    credited_units = models.BigIntegerField(default=0)
+    # units of earlier (already closed) periods that arrived after their close
+    late_units = models.DecimalField(max_digits=40, decimal_places=12, default=0)
+    unit_amount = models.DecimalField(max_digits=30, decimal_places=12, null=True, blank=True)
+    amount = MoneyField(**MONEY)
+    discount_amount = MoneyField(**MONEY)
+    tax_amount = MoneyField(**MONEY)
+    tax_rate = models.ForeignKey(
+        TaxRate, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    proration = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "position"], name="invoice_line_position")
+        ]
+
+    def __str__(self) -> str:
+        return self.label

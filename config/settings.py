@@ -160,6 +160,13 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/v1/",
+    "ENUM_NAME_OVERRIDES": {
+        # billing choice sets used under several field names (values as the serializers list them)
+        "BillingIntervalEnum": ["day", "week", "month", "year"],
+        "DiscountTypeEnum": ["percentage", "fixed"],
+        "DiscountDurationEnum": ["once", "repeating", "forever"],
+        "BenefitTypeEnum": ["meter_credit"],
+    },
 }
 
 # Event ingestion limits (docs/api.md)
@@ -169,6 +176,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
 EVENT_FUTURE_TOLERANCE_SECONDS = 300
 # API token last_used_at is written at most this often per token (no write on every request)
 API_TOKEN_TOUCH_INTERVAL_SECONDS = 300
+
+# Billing (docs/billing.md): a period closes at end + grace, so slightly late usage still lands in
+# its own period. BILLING_GRACE is in seconds.
+from datetime import timedelta  # noqa: E402
+
+BILLING_GRACE = timedelta(seconds=env.int("BILLING_GRACE", default=3600))
+BILLING_CLOSE_BATCH_SIZE = env.int("BILLING_CLOSE_BATCH_SIZE", default=200)
 
 # --- cache and rate limits --------------------------------------------------------------------
 # The rate-limit counters (API tokens, the portal's sign-in) must live in one store shared by

@@ -16,6 +16,7 @@ urlpatterns = [
     path("v1/", include("customers.api.urls")),
     path("v1/", include("metering.api.urls")),
     path("v1/", include("portal.api.urls")),
+    path("v1/", include("billing.api.urls")),
     path("", include("portal.urls")),
     path("", portal_views.home, name="home"),
 ]

@@ -5,12 +5,17 @@ import json
 from django.conf import settings
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
+# name -> (task path, every N seconds); apps add theirs in AppConfig.ready()
+SCHEDULES: dict[str, tuple[str, int]] = {
+    "clear expired sessions": ("core.tasks.clear_expired_sessions", 24 * 3600),
+    "clear expired portal sessions": ("portal.tasks.clear_expired_portal_sessions", 3600),
+}
+
 
 def schedules() -> dict[str, tuple[str, int]]:
-    """name -> (task path, every N seconds)"""
+    """Every periodic job, with the intervals that come from settings read now."""
     return {
-        "clear expired sessions": ("core.tasks.clear_expired_sessions", 24 * 3600),
-        "clear expired portal sessions": ("portal.tasks.clear_expired_portal_sessions", 3600),
+        **SCHEDULES,
         "resend pending tasks": (
             "core.tasks.resend_pending_tasks",
             settings.OUTBOX_RESEND_INTERVAL_SECONDS,

@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from customers.models import Customer
-from metering import aggregation, ingest
+from metering import aggregation, hooks, ingest
 from metering.errors import InvalidCredit, OrganizationMismatch
 from metering.ingest import EventRow
 from metering.models import CustomerMeter, Meter, MeterState
@@ -82,7 +82,16 @@ def balance_of(credited: int, consumed: decimal.Decimal) -> decimal.Decimal:
     return aggregation.EXACT.subtract(decimal.Decimal(credited), consumed)
 
 
-def numbers_for(meter: Meter, customer: Customer, system_events=None) -> MeterNumbers:
+def numbers_for(meter: Meter, customer: Customer) -> MeterNumbers:
+    """One customer meter's numbers: the billing period's where a provider knows it, else over
+    the customer meter's window."""
+    period = hooks.period_numbers([(customer.pk, meter)]).get((customer.pk, meter.pk))
+    if period is not None:
+        return _period_numbers(*period)
+    return _window_numbers(meter, customer)
+
+
+def _window_numbers(meter: Meter, customer: Customer, system_events=None) -> MeterNumbers:
     if system_events is None:
         system_events = _system_events(customer.pk)
     window_start, credited = _windows(system_events).get(str(meter.pk), (None, 0))
@@ -155,14 +164,33 @@ def _all_time_partials(pairs: list[CustomerMeter]) -> dict:
     return partials
 
 
+def _period_numbers(consumed: decimal.Decimal, credited: int) -> MeterNumbers:
+    return MeterNumbers(consumed, credited, balance_of(credited, consumed), None)
+
+
 def customer_meters_with_numbers(customer_meters) -> list[tuple[CustomerMeter, MeterNumbers]]:
-    """Numbers for many customer meters (with `customer` and `meter` selected): one statement for
-    every customer's credits and resets, one grouped rollup statement (two with `unique`
-    meters) for every ready meter whose window is all time (the usual case), and the general
-    read (raw edges, backfilling meters) only for the rest."""
+    """Numbers for many customer meters (with `customer` and `meter` selected). Where a
+    registered period provider (billing) knows the current billing period, its numbers; else
+    one statement for every customer's credits and resets, one grouped rollup statement (two
+    with `unique` meters) for every ready meter whose window is all time (the usual case), and
+    the general read (raw edges, backfilling meters) only for the rest."""
     customer_meters = list(customer_meters)
     if not customer_meters:
         return []
+    periods = hooks.period_numbers([(cm.customer_id, cm.meter) for cm in customer_meters])
+    numbers = {
+        cm.pk: _period_numbers(*periods[cm.customer_id, cm.meter_id])
+        for cm in customer_meters
+        if (cm.customer_id, cm.meter_id) in periods
+    }
+    numbers.update(_computed_numbers([cm for cm in customer_meters if cm.pk not in numbers]))
+    return [(cm, numbers[cm.pk]) for cm in customer_meters]
+
+
+def _computed_numbers(customer_meters: list[CustomerMeter]) -> dict:
+    """customer meter id → numbers over its window (all time, or since its latest reset)."""
+    if not customer_meters:
+        return {}
     system_events = _system_events_by_customer({cm.customer_id for cm in customer_meters})
     windows = {customer_id: _windows(events) for customer_id, events in system_events.items()}
     fast = [
@@ -173,17 +201,16 @@ def customer_meters_with_numbers(customer_meters) -> list[tuple[CustomerMeter, M
     ]
     partials = _all_time_partials(fast)
     fast_ids = {cm.pk for cm in fast}
-    result = []
+    result = {}
     for cm in customer_meters:
         if cm.pk in fast_ids:
             _, credited = windows[cm.customer_id].get(str(cm.meter_id), (None, 0))
             consumed = aggregation.final_value(
                 cm.meter.aggregation["func"], partials.get((cm.customer_id, cm.meter_id))
             )
-            numbers = MeterNumbers(consumed, credited, balance_of(credited, consumed), None)
+            result[cm.pk] = MeterNumbers(consumed, credited, balance_of(credited, consumed), None)
         else:
-            numbers = numbers_for(cm.meter, cm.customer, system_events[cm.customer_id])
-        result.append((cm, numbers))
+            result[cm.pk] = _window_numbers(cm.meter, cm.customer, system_events[cm.customer_id])
     return result
 
 

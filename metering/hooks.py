@@ -1,6 +1,13 @@
 """Extension points the apps above metering register into (they may import metering; the reverse
-would be a cycle). Each guard is `guard(meter) -> list[str]` of reasons that forbid the change;
-billing registers one for meters used by prices or credit benefits."""
+would be a cycle).
+
+- Guards, `guard(meter) -> list[str]`: reasons that forbid redefining or archiving a meter
+  (billing: a meter on a finalized invoice, or used by a price or credit benefit).
+- Period numbers, `provider(pairs) -> {(customer_id, meter_id): (consumed, credited)}` for a list
+  of `(customer_id, meter)` pairs: where a subscription prices the meter, the customer meter
+  shows the subscription's current billing period (its usage plus late usage carried into it)
+  instead of all time, so the customer meter, the subscription and the upcoming invoice agree.
+  One call for many pairs keeps lists of customer meters at a constant number of queries."""
 
 from collections.abc import Callable
 
@@ -13,8 +20,27 @@ archive_guards: list[Guard] = []
 
 
 def register_definition_change_guard(guard: Guard) -> None:
-    definition_change_guards.append(guard)
+    if guard not in definition_change_guards:
+        definition_change_guards.append(guard)
 
 
 def register_archive_guard(guard: Guard) -> None:
-    archive_guards.append(guard)
+    if guard not in archive_guards:
+        archive_guards.append(guard)
+
+
+PeriodNumbers = Callable[[list[tuple]], dict]
+
+period_number_providers: list[PeriodNumbers] = []
+
+
+def register_period_numbers(provider: PeriodNumbers) -> None:
+    if provider not in period_number_providers:
+        period_number_providers.append(provider)
+
+
+def period_numbers(pairs: list[tuple]) -> dict:
+    found: dict = {}
+    for provider in period_number_providers:
+        found.update(provider(pairs))
+    return found

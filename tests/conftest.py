@@ -18,6 +18,27 @@ def pytest_configure(config):
     }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _celery_in_memory():
+    """Tasks enqueued by the code under test (delay_on_commit) go to an in-memory broker, not to
+    the development broker under .data/ (a test that needs a real worker starts its own)."""
+    from config.celery import app
+
+    def reset_pool():
+        # the producer pool holds the connection pool: both go, or later sends hit a closed pool
+        if app._pool is not None:
+            app._pool.force_close_all()
+            app._pool = None
+        app.amqp._producer_pool = None
+
+    previous = app.conf.broker_url
+    reset_pool()
+    app.conf.broker_url = "memory://"
+    yield
+    reset_pool()
+    app.conf.broker_url = previous
+
+
 @pytest.fixture
 def token_for():
     """Make an organization with a token: token_for("Org") -> (organization, secret)."""

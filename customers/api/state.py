@@ -1,17 +1,18 @@
 """Customer state (`GET /v1/customers/{id}/state`): the customer plus sections that the apps
 above customers contribute (metering: `active_meters`; billing: `active_subscriptions`,
-`granted_benefits`). Each registers `provider(customer) -> wire value` under its key."""
+`granted_benefits`). Each registers `provider(customer) -> {key: wire value}`."""
 
 from collections.abc import Callable
 
 from customers.api.serializers import CustomerSerializer
 from customers.models import Customer
 
-_sections: dict[str, Callable[[Customer], object]] = {}
+_sections: list[Callable[[Customer], dict]] = []
 
 
-def register_state_section(key: str, provider: Callable[[Customer], object]) -> None:
-    _sections[key] = provider
+def register_state_section(provider: Callable[[Customer], dict]) -> None:
+    if provider not in _sections:
+        _sections.append(provider)
 
 
 def customer_state(customer: Customer) -> dict:
@@ -22,6 +23,6 @@ def customer_state(customer: Customer) -> dict:
         "granted_benefits": [],
         "active_meters": [],
     }
-    for key, provider in _sections.items():
-        payload[key] = provider(customer)
+    for provider in _sections:
+        payload.update(provider(customer))
     return payload

@@ -15,20 +15,21 @@ pytestmark = pytest.mark.django_db
 
 def _demo_state():
     org = Organization.objects.get(name="Meterline Demo")
+    # user events only: the billing demo adds system events (meter credits of subscriptions)
+    user_events = Event.objects.filter(organization=org, source="user")
     return {
-        "events": Event.objects.filter(organization=org).count(),
-        "distinct_external_ids": Event.objects.filter(organization=org)
-        .values("external_id")
-        .distinct()
-        .count(),
-        "unlinked": Event.objects.filter(organization=org, customer__isnull=True).count(),
+        "events": user_events.count(),
+        "distinct_external_ids": user_events.values("external_id").distinct().count(),
+        "unlinked": user_events.filter(customer__isnull=True).count(),
         "customers": Customer.objects.filter(organization=org).count(),
         "customers_with_first_event": Customer.objects.filter(
             organization=org, first_user_event_at__isnull=False
         ).count(),
         "active_tokens": APIToken.objects.filter(organization=org, revoked=False).count(),
         "names": dict(
-            EventName.objects.filter(organization=org).values_list("name", "occurrences")
+            EventName.objects.filter(organization=org, source="user").values_list(
+                "name", "occurrences"
+            )
         ),
         "users": get_user_model().objects.filter(username="demo").count(),
     }

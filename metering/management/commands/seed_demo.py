@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 from tqdm import tqdm
 
+from core.signals import demo_seeded
 from customers.models import APIToken, Customer, Organization
 from customers.services import create_customer
 from metering.backfill import backfill
@@ -195,6 +196,11 @@ class Command(BaseCommand):
             )
         )
         self.stdout.write(meters)
+        for _receiver, summary in demo_seeded.send(
+            sender=self.__class__, organization=organization, customers=customers
+        ):
+            if summary:
+                self.stdout.write(str(summary))
 
     # -- pieces --------------------------------------------------------------------------------
 

@@ -1,0 +1,337 @@
+"""Cycle close: every period whose `end + BILLING_GRACE` has passed gets one finalized invoice.
+
+Each subscription-period closes in its own transaction under a row lock on the subscription:
+metered lines of the period (late usage included), the next period's fixed price (unless the
+subscription ends), discount and tax, the invoice with the organization's next gapless number,
+the units billed per price, the period advanced, and the new period's credits. A crash anywhere
+rolls all of it back; a second worker waits for the lock, sees the period already advanced and
+skips it. Usage for a whole batch of due subscriptions is read set-based before the
+transactions (metered.measure); the units already billed are re-read under the lock."""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Prefetch
+from django.utils import timezone
+
+from billing import discounts, invoices, metered, periods, taxes, usage
+from billing.invoices import LineDraft
+from billing.models import (
+    LIVE_STATUSES,
+    BillingReason,
+    Invoice,
+    Subscription,
+    SubscriptionPrice,
+    SubscriptionStatus,
+)
+from billing.money import to_minor
+
+logger = logging.getLogger(__name__)
+BATCH_SIZE = 200
+
+
+def grace():
+    return settings.BILLING_GRACE
+
+
+def live_subscriptions():
+    return Subscription.objects.select_related(
+        "organization", "customer", "product", "discount"
+    ).prefetch_related(
+        Prefetch(
+            "subscription_prices",
+            queryset=SubscriptionPrice.objects.select_related("price__meter", "price__product"),
+        ),
+        "product__benefits__meter",
+    )
+
+
+def due_subscription_ids(*, as_of: datetime, limit: int | None = None) -> list:
+    queryset = (
+        Subscription.objects.filter(
+            status__in=LIVE_STATUSES, current_period_end__lte=as_of - grace()
+        )
+        .order_by("current_period_end", "id")
+        .values_list("pk", flat=True)
+    )
+    return list(queryset[:limit] if limit else queryset)
+
+
+@dataclass
+class CloseReport:
+    """Ids only: a long catch-up must not keep every invoice (and the subscription graph it
+    references) alive until it ends."""
+
+    invoice_ids: list = field(default_factory=list)
+    skipped: int = 0
+
+    @property
+    def closed(self) -> int:
+        return len(self.invoice_ids)
+
+    @property
+    def invoices(self) -> list[Invoice]:
+        return list(Invoice.objects.filter(pk__in=self.invoice_ids).order_by("sequence"))
+
+
+def close_due(*, as_of: datetime | None = None, batch_size: int = BATCH_SIZE) -> CloseReport:
+    """Close everything due at `as_of` (default now), catching up several periods if needed."""
+    as_of = as_of or timezone.now()
+    report = CloseReport()
+    while True:
+        ids = due_subscription_ids(as_of=as_of, limit=batch_size)
+        if not ids:
+            return report
+        closed_before = report.closed
+        close_batch(ids, as_of=as_of, report=report)
+        if report.closed == closed_before:
+            return report  # nothing advanced (e.g. all taken by another worker): stop
+
+
+def close_batch(ids: list, *, as_of: datetime, report: CloseReport | None = None) -> CloseReport:
+    """Close the due periods of these subscriptions, round by round (one period each per round),
+    with the round's usage read set-based for all of them."""
+    report = report or CloseReport()
+    while True:
+        due = list(
+            live_subscriptions().filter(
+                pk__in=ids, status__in=LIVE_STATUSES, current_period_end__lte=as_of - grace()
+            )
+        )
+        if not due:
+            return report
+        measures = metered.measure([(s, s.current_period_start, s.current_period_end) for s in due])
+        rates = taxes.rates_by_organization({s.organization_id for s in due})
+        progressed = False
+        for subscription in due:
+            invoice = close_period(
+                subscription.pk,
+                expected_start=subscription.current_period_start,
+                measures=measures,
+                loaded=subscription,
+                tax_rates=rates[subscription.organization_id],
+            )
+            if invoice is None:
+                report.skipped += 1
+            else:
+                report.invoice_ids.append(invoice.pk)
+                progressed = True
+        if not progressed:
+            return report
+
+
+def close_period(
+    subscription_id,
+    *,
+    expected_start: datetime,
+    measures: dict,
+    end: datetime | None = None,
+    final: bool = False,
+    loaded: Subscription | None = None,
+    tax_rates: list | None = None,
+) -> Invoice | None:
+    """Close one period in one transaction. `end` earlier than the period's end (with `final`)
+    closes it early: a revocation. Returns None when someone else closed it first.
+
+    `loaded` is the subscription as the batch read it (with its prices): it is used as is when
+    the locked row still matches it — `billed_units` only change together with the period, so an
+    unchanged period means unchanged units — and re-read otherwise."""
+    with transaction.atomic():
+        locked = (
+            Subscription.objects.select_for_update()
+            .filter(pk=subscription_id)
+            .values(*LOCK_CHECKED)
+            .first()
+        )
+        if (
+            locked is None
+            or locked["status"] not in LIVE_STATUSES
+            or locked["current_period_start"] != expected_start
+        ):
+            return None
+        subscription = loaded
+        if subscription is None or any(
+            getattr(subscription, key) != value for key, value in locked.items()
+        ):
+            subscription = live_subscriptions().get(pk=subscription_id)
+        start = subscription.current_period_start
+        end = end or subscription.current_period_end
+        ending = final or subscription.cancel_at_period_end
+        lines, metered_lines = [], []
+        for sp in metered.metered_prices(subscription):
+            found = measures.get(sp.pk)
+            if found is None:
+                continue
+            priced = metered.line(sp, found)
+            metered_lines.append(priced)
+            lines.append(priced.draft(period_start=start, period_end=end))
+        next_start, next_end = next_period(subscription)
+        if not ending:
+            renewal = fixed_line(subscription, next_start, next_end)
+            if renewal is not None:
+                lines.append(renewal)
+        invoice = issue(
+            subscription,
+            lines=lines,
+            reason=BillingReason.SUBSCRIPTION_CYCLE,
+            period_start=start,
+            period_end=end,
+            tax_rates=tax_rates,
+        )
+        changed = []
+        for priced in metered_lines:
+            sp = priced.subscription_price
+            if sp.billed_units != priced.new_billed_units:
+                sp.billed_units = priced.new_billed_units
+                changed.append(sp)
+        SubscriptionPrice.objects.bulk_update(changed, ["billed_units"])
+        if ending:
+            _end(subscription, at=end)
+        else:
+            _advance(subscription, next_start, next_end)
+            grant_period_credits(subscription, rollover_from=metered_lines)
+        return invoice
+
+
+# what the lock re-reads to tell whether the batch's copy of the subscription is still current
+LOCK_CHECKED = (
+    "status",
+    "current_period_start",
+    "current_period_end",
+    "cancel_at_period_end",
+    "discount_id",
+    "discounted_invoices",
+    "product_id",
+)
+
+
+def next_period(subscription) -> tuple[datetime, datetime]:
+    product = subscription.product
+    return periods.period_bounds(
+        subscription.anchor_at,
+        product.recurring_interval,
+        product.recurring_interval_count,
+        subscription.period_index + 1,
+    )
+
+
+def fixed_line(subscription, start: datetime, end: datetime) -> LineDraft | None:
+    """The fixed price billed in advance for [start, end); none when absent or zero."""
+    for sp in subscription.subscription_prices.all():
+        price = sp.price
+        if price.is_metered or (sp.ends_at and sp.ends_at <= start):
+            continue
+        amount = to_minor(price.price_amount)
+        if amount <= 0:
+            return None
+        return LineDraft(
+            label=f"{subscription.product.name} ({start:%b %d, %Y} – {end:%b %d, %Y})",
+            period_start=start,
+            period_end=end,
+            amount=amount,
+            price=price,
+            unit_amount=None,
+        )
+    return None
+
+
+def draft_for(
+    subscription, lines: list[LineDraft], tax_rates: list | None = None
+) -> invoices.InvoiceDraft:
+    discount = subscription.discount
+    if not discounts.applies_to_next_invoice(discount, subscription.discounted_invoices):
+        discount = None
+    return invoices.compute(
+        currency=subscription.currency,
+        lines=lines,
+        discount=discount,
+        tax_rate=taxes.rate_for(subscription.customer, tax_rates),
+    )
+
+
+def issue(subscription, *, lines, reason, period_start, period_end, tax_rates=None) -> Invoice:
+    draft = draft_for(subscription, lines, tax_rates)
+    invoice = invoices.finalize(
+        draft=draft,
+        subscription=subscription,
+        billing_reason=reason,
+        period_start=period_start,
+        period_end=period_end,
+    )
+    if draft.discount is not None:
+        subscription.discounted_invoices += 1
+        subscription.save(update_fields=["discounted_invoices", "modified_at"])
+    return invoice
+
+
+def _advance(subscription, start: datetime, end: datetime) -> None:
+    subscription.period_index += 1
+    subscription.current_period_start, subscription.current_period_end = start, end
+    if subscription.status == SubscriptionStatus.TRIALING:
+        subscription.status = SubscriptionStatus.ACTIVE
+    subscription.save(
+        update_fields=[
+            "period_index",
+            "current_period_start",
+            "current_period_end",
+            "status",
+            "modified_at",
+        ]
+    )
+
+
+def _end(subscription, *, at: datetime) -> None:
+    subscription.status = SubscriptionStatus.CANCELED
+    subscription.ended_at = at
+    subscription.ends_at = at
+    subscription.canceled_at = subscription.canceled_at or timezone.now()
+    subscription.current_period_end = at
+    subscription.save(
+        update_fields=[
+            "status",
+            "ended_at",
+            "ends_at",
+            "canceled_at",
+            "current_period_end",
+            "modified_at",
+        ]
+    )
+    subscription.subscription_prices.filter(ends_at__isnull=True).update(ends_at=at)
+
+
+def grant_period_credits(subscription, *, rollover_from: list | None = None) -> None:
+    """Credits of the (new) current period as `meter.credited` system events at its start; with
+    rollover, the closing period's unused credits carry over as one more event."""
+    start = subscription.current_period_start
+    carried = {}
+    for priced in rollover_from or ():
+        meter_id = priced.subscription_price.price.meter_id
+        unused = (Decimal(priced.credited) - max(priced.consumed, Decimal(0))).to_integral_value(
+            rounding=ROUND_FLOOR
+        )
+        carried[meter_id] = max(0, int(unused))
+    for benefit in subscription.product.benefits.all():
+        if benefit.is_deleted:
+            continue
+        usage.grant_credits(
+            customer=subscription.customer,
+            meter=benefit.meter,
+            units=benefit.units,
+            rollover=benefit.rollover,
+            reason=f"subscription {subscription.pk}: {benefit.description}",
+            timestamp=start,
+        )
+        unused = carried.get(benefit.meter_id, 0)
+        if benefit.rollover and unused:
+            usage.grant_credits(
+                customer=subscription.customer,
+                meter=benefit.meter,
+                units=unused,
+                rollover=True,
+                reason=f"subscription {subscription.pk}: unused credits rolled over",
+                timestamp=start,
+            )

@@ -1,0 +1,206 @@
+"""Invoices: drafts computed from lines (discount spread, per-line tax, totals), finalization
+with the organization's next gapless number, and the status transitions after it
+(open → paid | void | uncollectible). A finalized invoice's lines and amounts never change."""
+
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from billing import discounts, taxes
+from billing.errors import InvoiceStateError
+from billing.models import (
+    Discount,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    Price,
+    TaxRate,
+)
+from billing.money import to_money
+
+
+@dataclass(frozen=True)
+class LineDraft:
+    label: str
+    period_start: datetime
+    period_end: datetime
+    amount: int  # minor units, before discount and tax
+    quantity: Decimal = Decimal(1)
+    price: Price | None = None
+    meter_id: object = None
+    unit_amount: Decimal | None = None
+    consumed_units: Decimal = Decimal(0)
+    credited_units: int = 0
+    late_units: Decimal = Decimal(0)
+    proration: bool = False
+    discount_amount: int = 0
+    tax_amount: int = 0
+
+
+@dataclass
+class InvoiceDraft:
+    currency: str
+    lines: list[LineDraft]
+    discount: Discount | None = None
+    tax_rate: TaxRate | None = None
+    subtotal: int = 0
+    discount_amount: int = 0
+    net: int = 0
+    tax: int = 0
+    total: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def compute(
+    *, currency: str, lines: list[LineDraft], discount: Discount | None, tax_rate: TaxRate | None
+) -> InvoiceDraft:
+    """subtotal − discount = net; net + exclusive tax = total. The discount is spread over the
+    lines, tax is computed per line on its discounted amount."""
+    subtotal = sum(line.amount for line in lines)
+    discount_total = discounts.invoice_discount(discount, subtotal) if discount else 0
+    shares = discounts.spread(discount_total, [line.amount for line in lines])
+    done, tax_total, exclusive = [], 0, 0
+    for line, share in zip(lines, shares, strict=True):
+        tax = taxes.line_tax(line.amount - share, tax_rate)
+        tax_total += tax
+        if tax_rate is not None and not tax_rate.inclusive:
+            exclusive += tax
+        done.append(replace(line, discount_amount=share, tax_amount=tax))
+    net = subtotal - discount_total
+    return InvoiceDraft(
+        currency=currency,
+        lines=done,
+        discount=discount,
+        tax_rate=tax_rate,
+        subtotal=subtotal,
+        discount_amount=discount_total,
+        net=net,
+        tax=tax_total,
+        total=net + exclusive,
+    )
+
+
+# One statement: creates the organization's counter or increments it, holding its row lock
+# until the finalizing transaction ends (a rollback takes the number back: no gaps).
+NEXT_NUMBER_SQL = """
+INSERT INTO billing_invoicecounter AS c (organization_id, prefix, last_number) VALUES (%s, %s, 1)
+ON CONFLICT (organization_id) DO UPDATE SET last_number = c.last_number + 1
+RETURNING prefix, last_number
+"""
+
+
+def _prefix(organization) -> str:
+    letters = re.sub(r"[^A-Za-z0-9]", "", organization.name).upper()
+    return (letters[:6] or "INV").ljust(3, "X")
+
+
+def next_number(organization) -> tuple[int, str]:
+    """The next gapless number. Must run inside the finalizing transaction."""
+    assert connection.in_atomic_block, "invoice numbers are taken inside the finalizing transaction"
+    with connection.cursor() as cursor:
+        cursor.execute(NEXT_NUMBER_SQL, [organization.pk, _prefix(organization)])
+        prefix, number = cursor.fetchone()
+    return number, f"{prefix}-{number:04d}"
+
+
+def finalize(
+    *,
+    draft: InvoiceDraft,
+    subscription,
+    billing_reason: str,
+    period_start: datetime,
+    period_end: datetime,
+) -> Invoice:
+    """Write the invoice and its lines as `open` with the next number (caller's transaction)."""
+    assert connection.in_atomic_block
+    customer = subscription.customer
+    sequence, number = next_number(subscription.organization)
+    currency = draft.currency
+    invoice = Invoice.objects.create(
+        organization=subscription.organization,
+        customer=customer,
+        subscription=subscription,
+        product=subscription.product,
+        discount=draft.discount if draft.discount_amount else None,
+        number=number,
+        sequence=sequence,
+        billing_reason=billing_reason,
+        status=InvoiceStatus.OPEN,
+        period_start=period_start,
+        period_end=period_end,
+        currency=currency,
+        subtotal=to_money(draft.subtotal, currency),
+        discount_amount=to_money(draft.discount_amount, currency),
+        net=to_money(draft.net, currency),
+        tax=to_money(draft.tax, currency),
+        total=to_money(draft.total, currency),
+        billing_name=customer.billing_name or customer.name,
+        billing_address=customer.billing_address,
+        finalized_at=timezone.now(),
+    )
+    InvoiceLine.objects.bulk_create(
+        [
+            InvoiceLine(
+                invoice=invoice,
+                position=position,
+                label=line.label,
+                price=line.price,
+                meter_id=line.meter_id,
+                period_start=line.period_start,
+                period_end=line.period_end,
+                quantity=line.quantity,
+                consumed_units=line.consumed_units,
+                credited_units=line.credited_units,
+                late_units=line.late_units,
+                unit_amount=line.unit_amount,
+                amount=to_money(line.amount, currency),
+                discount_amount=to_money(line.discount_amount, currency),
+                tax_amount=to_money(line.tax_amount, currency),
+                tax_rate=draft.tax_rate if line.tax_amount else None,
+                proration=line.proration,
+            )
+            for position, line in enumerate(draft.lines, start=1)
+        ]
+    )
+    return invoice
+
+
+TRANSITIONS = {
+    InvoiceStatus.PAID: (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE),
+    InvoiceStatus.VOID: (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE),
+    InvoiceStatus.UNCOLLECTIBLE: (InvoiceStatus.OPEN,),
+}
+
+
+def _transition(invoice: Invoice, status: str, stamp: str | None) -> Invoice:
+    with transaction.atomic():
+        invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)
+        if invoice.status not in TRANSITIONS[status]:
+            raise InvoiceStateError(
+                f"An invoice in status '{invoice.status}' cannot become '{status}'",
+                field=("body", "status"),
+            )
+        invoice.status = status
+        fields = ["status", "modified_at"]
+        if stamp:
+            setattr(invoice, stamp, timezone.now())
+            fields.append(stamp)
+        invoice.save(update_fields=fields)
+    return invoice
+
+
+def mark_paid(invoice: Invoice) -> Invoice:
+    return _transition(invoice, InvoiceStatus.PAID, "paid_at")
+
+
+def void(invoice: Invoice) -> Invoice:
+    """A correction is a void plus a new invoice; the voided one keeps its number and lines."""
+    return _transition(invoice, InvoiceStatus.VOID, "voided_at")
+
+
+def mark_uncollectible(invoice: Invoice) -> Invoice:
+    return _transition(invoice, InvoiceStatus.UNCOLLECTIBLE, None)

@@ -1,0 +1,130 @@
+"""What a period's metered prices bill, for many subscriptions at once.
+
+Usage is attributed by event timestamp. For `count` and `sum` meters a period bills
+
+    consumed = value over [price start, period end) − units already billed by this price
+
+which is the period's own usage plus the late usage of earlier, already closed periods (events
+that arrived after their close). Summed over all closes this telescopes to the value over every
+event since the price started: each unit is billed exactly once, whatever the arrival order.
+`avg`/`min`/`max`/`unique` don't add up across periods: a period bills its own events' value.
+
+The same numbers serve the cycle close, the upcoming invoice, the subscription's `meters` and
+the customer meters, so they always agree."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from billing import pricing, usage
+from billing.invoices import LineDraft
+from billing.models import PriceType, SubscriptionPrice
+from billing.money import to_minor
+
+
+@dataclass(frozen=True)
+class Measure:
+    cumulative: Decimal  # count/sum: value over [price start, period end); others: the period's
+    period_units: Decimal  # events with timestamps in the period
+    credited: int  # credits granted in the period
+    additive: bool
+
+
+@dataclass(frozen=True)
+class MeteredLine:
+    subscription_price: SubscriptionPrice
+    consumed: Decimal
+    late: Decimal
+    credited: int
+    billable: Decimal
+    amount: int
+    new_billed_units: Decimal
+
+    def draft(self, *, period_start: datetime, period_end: datetime) -> LineDraft:
+        price = self.subscription_price.price
+        meter = price.meter
+        return LineDraft(
+            label=f"{price.product.name} — {meter.name}",
+            period_start=period_start,
+            period_end=period_end,
+            amount=self.amount,
+            quantity=self.billable,
+            price=price,
+            meter_id=meter.pk,
+            unit_amount=price.unit_amount,
+            consumed_units=self.consumed,
+            credited_units=self.credited,
+            late_units=self.late,
+        )
+
+
+def _applies(sp: SubscriptionPrice, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The part of [start, end) during which the price applies to the subscription."""
+    lo = max(start, sp.starts_at)
+    hi = min(end, sp.ends_at) if sp.ends_at else end
+    return lo, max(lo, hi)
+
+
+def metered_prices(subscription) -> list[SubscriptionPrice]:
+    """Works with `subscription_prices` prefetched (with price, product and meter)."""
+    return [sp for sp in subscription.subscription_prices.all() if sp.price.is_metered]
+
+
+def measure(periods: list[tuple[object, datetime, datetime]]) -> dict:
+    """(subscription, period start, period end) triples → {subscription price id: Measure}, with
+    one set-based read per meter for usage and one for credits."""
+    windows, credit_windows, kinds = [], [], {}
+    for subscription, start, end in periods:
+        for sp in metered_prices(subscription):
+            if sp.starts_at >= end or (sp.ends_at and sp.ends_at <= start):
+                continue  # the price does not apply in this period (e.g. during a trial)
+            meter = sp.price.meter
+            additive = meter.aggregation.get("func") in usage.ADDITIVE
+            kinds[sp.pk] = additive
+            lo, hi = _applies(sp, start, end)
+            customer = subscription.customer_id
+            windows.append(usage.Window((sp.pk, "period"), meter, customer, lo, hi))
+            if additive:
+                windows.append(usage.Window((sp.pk, "before"), meter, customer, sp.starts_at, lo))
+            credit_windows.append(usage.Window(sp.pk, meter, customer, start, end))
+    values = usage.usage_in_windows(windows)
+    credits = usage.credited_in_windows(credit_windows)
+    result = {}
+    for sp_id, additive in kinds.items():
+        period_units = values.get((sp_id, "period"), Decimal(0))
+        before = values.get((sp_id, "before"), Decimal(0))
+        result[sp_id] = Measure(
+            cumulative=before + period_units if additive else period_units,
+            period_units=period_units,
+            credited=credits.get(sp_id, 0),
+            additive=additive,
+        )
+    return result
+
+
+def line(sp: SubscriptionPrice, found: Measure) -> MeteredLine:
+    """Price one metered price's line from its measure and the units it billed so far."""
+    if found.additive:
+        consumed = found.cumulative - sp.billed_units
+        late = consumed - found.period_units
+        new_billed = found.cumulative
+    else:
+        consumed, late, new_billed = found.period_units, Decimal(0), sp.billed_units
+    billable = pricing.billable_units(consumed=consumed, credited=found.credited)
+    price = sp.price
+    cap = price.cap_amount
+    amount = pricing.metered_amount(
+        unit_amount=price.unit_amount if price.amount_type == PriceType.METERED_UNIT else None,
+        tiers=price.tiers if price.amount_type == PriceType.METERED_TIERS else None,
+        units=billable,
+        cap_amount=to_minor(cap) if cap is not None else None,
+    )
+    return MeteredLine(sp, consumed, late, found.credited, billable, amount, new_billed)
+
+
+def current_lines(subscription) -> list[MeteredLine]:
+    """The current period's metered lines so far (what its invoice will bill if closed now)."""
+    found = measure(
+        [(subscription, subscription.current_period_start, subscription.current_period_end)]
+    )
+    return [line(sp, found[sp.pk]) for sp in metered_prices(subscription) if sp.pk in found]

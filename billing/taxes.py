@@ -1,0 +1,56 @@
+"""Tax rates, chosen by the customer's billing address (country + state first, then country; no
+match, no tax). Tax is computed per line on the discounted amount and rounded half away from zero
+per line. Exclusive: added on top. Inclusive: contained in the amount (amount − amount/(1+rate))."""
+
+from decimal import Decimal
+
+from billing.errors import BillingError
+from billing.models import TaxRate
+from billing.money import round_minor
+
+
+def rates_by_organization(organization_ids) -> dict:
+    """organization id → its tax rates, for a batch of invoices (one query)."""
+    found: dict = {pk: [] for pk in organization_ids}
+    for rate in TaxRate.objects.filter(organization_id__in=list(found)):
+        found[rate.organization_id].append(rate)
+    return found
+
+
+def rate_for(customer, rates: list[TaxRate] | None = None) -> TaxRate | None:
+    """`rates`: the organization's rates when the caller has them (a batch), else read."""
+    address = customer.billing_address or {}
+    country = (address.get("country") or "").upper()
+    if not country:
+        return None
+    state = (address.get("state") or "").upper() or None
+    if rates is None:
+        rates = TaxRate.objects.filter(organization_id=customer.organization_id, country=country)
+    candidates = {(rate.state or None): rate for rate in rates if rate.country == country}
+    return candidates.get(state) if state and state in candidates else candidates.get(None)
+
+
+def line_tax(amount: int, rate: TaxRate | None) -> int:
+    """Tax in minor units for one line's discounted amount."""
+    if rate is None or amount <= 0:
+        return 0
+    fraction = Decimal(rate.basis_points) / 10_000
+    if rate.inclusive:
+        return round_minor(amount - Decimal(amount) / (1 + fraction))
+    return round_minor(amount * fraction)
+
+
+def create_tax_rate(
+    *, organization, name: str, country: str, state: str | None, basis_points: int, inclusive: bool
+) -> TaxRate:
+    country, state = country.upper(), (state.upper() if state else None)
+    if TaxRate.objects.filter(organization=organization, country=country, state=state).exists():
+        raise BillingError("A tax rate for this region already exists", field=("body", "country"))
+    return TaxRate.objects.create(
+        organization=organization,
+        name=name,
+        country=country,
+        state=state,
+        basis_points=basis_points,
+        inclusive=inclusive,
+    )
