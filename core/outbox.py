@@ -11,6 +11,8 @@ worker finishes the task. So:
 `resend_pending()` sends what is due; beat runs it every OUTBOX_RESEND_INTERVAL_SECONDS (and a
 worker at start-up); `manage.py resend_pending_tasks` runs it by hand. A task sent twice must be
 harmless — the apps' tasks are idempotent (a backfill resumes from its committed cursor).
+Arguments are stored as JSON, so they must be JSON values (ids and times as strings), as
+Celery's JSON serializer wants them anyway.
 """
 
 import logging
