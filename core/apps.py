@@ -7,6 +7,21 @@ class CoreConfig(AppConfig):
     verbose_name = "Meterline core"
 
     def ready(self):
+        from celery.signals import task_failure, task_success, worker_ready
+
+        from core import outbox
+
+        # weak=False: the receivers are module-level lambdas that would otherwise be collected
+        task_success.connect(
+            lambda sender=None, **kw: outbox.task_finished(sender.request.id), weak=False
+        )
+        task_failure.connect(
+            lambda task_id=None, exception=None, **kw: outbox.task_failed(task_id, exception),
+            weak=False,
+        )
+        # a worker that starts (again) sends what a killed one left unfinished, once due
+        worker_ready.connect(lambda **kw: outbox.resend_pending(), weak=False)
+
         from core.roles import ensure_staff_roles
 
         # after every migrate, when every app's permissions exist

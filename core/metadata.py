@@ -163,6 +163,15 @@ def validate_metadata(value, loc, errors: ErrorList, *, structured: bool = False
     return clean
 
 
+def json_scalar(value):
+    """A validated scalar as the ORM's JSON can store it. The parser reads number literals with a
+    fraction or exponent as exact decimals (integers stay int); such a value was a float in the
+    client's JSON, and goes back as one (1.5e223 must not come back as a 224-digit integer)."""
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    return value
+
+
 def metadata_value_candidates(raw: str) -> list:
     """A query-string value matches the string itself, and also the boolean or integer it spells."""
     candidates: list = [raw]

@@ -5,3 +5,10 @@ from django.core.management import call_command
 @shared_task
 def clear_expired_sessions():
     call_command("clearsessions")
+
+
+@shared_task
+def resend_pending_tasks():
+    from core.outbox import resend_pending
+
+    resend_pending()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import model_ngettext
+from django.db import models
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -20,6 +21,7 @@ from django.utils.http import urlencode
 from rest_framework_api_key.models import APIKey
 
 from core.admin import MeterlineModelAdmin
+from core.forms import OptionalJSONField
 from customers.models import APIToken, Customer, Organization
 from customers.services import create_customer, delete_customer, update_customer
 
@@ -200,6 +202,7 @@ class CustomerAdmin(MeterlineModelAdmin):
     search_fields = ("email", "name", "external_id")
     ordering = ("-created_at",)
     show_full_result_count = False
+    formfield_overrides = {models.JSONField: {"form_class": OptionalJSONField}}
     readonly_fields = (
         "id",
         "first_user_event_at",

@@ -1,14 +1,16 @@
 """A fixed-window request counter on Django's cache.
 
 Kept deliberately small and on its own so it can be replaced by a rate-limit library without
-touching the views: callers only use `Rate.parse` and `hit`. Counts live in the default cache
-(set CACHE_URL to a shared cache when several web processes serve the portal)."""
+touching the views: callers only use `Rate.parse` and `hit`. Counts live in the shared counter
+store of the API's rate limits (settings.RATELIMIT_USE_CACHE: Redis with CACHE_URL, else a
+PostgreSQL table), so they hold across web processes."""
 
 import hashlib
 import time
 from dataclasses import dataclass
 
-from django.core.cache import cache
+from django.conf import settings
+from django.core.cache import caches
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ def hit(scope: str, key: str, rate: Rate, *, now: float | None = None) -> int | 
     # Hashed: keys may be email addresses, which need not sit in the cache in clear.
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     cache_key = f"ratelimit:{scope}:{digest}:{window}"
+    cache = caches[settings.RATELIMIT_USE_CACHE]
     if cache.add(cache_key, 1, timeout=rate.seconds + 1):
         count = 1
     else:

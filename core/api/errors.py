@@ -2,6 +2,7 @@
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import OperationalError
 from django.http import Http404, JsonResponse
@@ -70,6 +71,35 @@ def _flatten_drf_errors(detail, loc: list) -> list[dict]:
     return [{"loc": loc, "msg": str(detail), "type": _polar_type(detail)}]
 
 
+def _byte_size(count: int) -> str:
+    for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if count >= size and count % size == 0:
+            return f"{count // size} {unit} ({count} bytes)"
+    return f"{count} bytes"
+
+
+def request_too_large_detail() -> str:
+    """The 413 message, naming the limit so a client knows how to split its batch."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return f"Request body is too large: the limit is {_byte_size(limit)}."
+
+
+def request_too_large_response() -> JsonResponse:
+    return JsonResponse(
+        {"error": "RequestTooLarge", "detail": request_too_large_detail()}, status=413
+    )
+
+
+def length_required_response() -> JsonResponse:
+    return JsonResponse(
+        {
+            "error": "LengthRequired",
+            "detail": "This server cannot read a chunked request body; send a Content-Length.",
+        },
+        status=411,
+    )
+
+
 def _error(status_code: int, error: str, detail: str, headers=None) -> Response:
     response = Response({"error": error, "detail": detail}, status=status_code)
     for key, value in (headers or {}).items():
@@ -91,7 +121,7 @@ def polar_exception_handler(exc, context):
     if isinstance(exc, PermissionDenied | exceptions.PermissionDenied):
         return _error(403, "NotPermitted", str(getattr(exc, "detail", exc)) or "Not permitted.")
     if isinstance(exc, RequestDataTooBig):
-        return _error(413, "RequestTooLarge", "Request body is too large.")
+        return _error(413, "RequestTooLarge", request_too_large_detail())
     if isinstance(exc, exceptions.ParseError):
         return _error(400, "BadRequest", str(exc.detail))
     if isinstance(exc, exceptions.UnsupportedMediaType):
@@ -118,9 +148,13 @@ class QueryValidationError(exceptions.ValidationError):
     location = "query"
 
 
+def not_found_response() -> JsonResponse:
+    return JsonResponse({"error": "ResourceNotFound", "detail": "Not found."}, status=404)
+
+
 def json_not_found(request, exception=None):
     if request.path.startswith("/v1/"):
-        return JsonResponse({"error": "ResourceNotFound", "detail": "Not found."}, status=404)
+        return not_found_response()
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
@@ -140,9 +174,7 @@ def json_server_error(request):
 def json_bad_request(request, exception=None):
     if request.path.startswith("/v1/"):
         if isinstance(exception, RequestDataTooBig):
-            return JsonResponse(
-                {"error": "RequestTooLarge", "detail": "Request body is too large."}, status=413
-            )
+            return request_too_large_response()
         return JsonResponse({"error": "BadRequest", "detail": "Bad request."}, status=400)
     from django.views.defaults import bad_request
 

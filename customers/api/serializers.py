@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from core.api.serializers import StrictSerializer, ValidatedJSONField
-from core.metadata import validate_metadata
+from core.metadata import json_scalar, validate_metadata
 from customers.models import Customer
 
 COUNTRY_CODE_LENGTH = 2
@@ -11,6 +11,9 @@ class MetadataField(ValidatedJSONField):
     """Flat metadata (≤50 keys, scalar values) validated with the same rule as events."""
 
     validator = staticmethod(validate_metadata)
+
+    def to_internal_value(self, data):
+        return {key: json_scalar(value) for key, value in super().to_internal_value(data).items()}
 
 
 class AddressSerializer(serializers.Serializer):

@@ -1,4 +1,4 @@
-"""Every validation rule of events.md, each with its 422 `loc`; nothing is stored on error."""
+"""Every event validation rule (docs/api.md), each with its 422 `loc`; nothing is stored on error."""
 
 from datetime import UTC, datetime, timedelta
 

@@ -231,15 +231,17 @@ def test_beat_entry_fans_out_one_task_per_batch(
             customer=other, product=product, started_at=at("2024-01-01T00:00:00")
         )
     settings.BILLING_CLOSE_BATCH_SIZE = 2
-    # the batch tasks are enqueued on commit: capture them and run their bodies here (the
-    # worker's part), without a broker
+    # the batch tasks are recorded (core.outbox) and sent on commit: capture the sends and run
+    # the recorded tasks' bodies here (the worker's part), without a broker
+    from core.models import PendingTask
+
     with django_capture_on_commit_callbacks(execute=False) as enqueued:
         assert tasks.close_due_cycles.run() == 2
-    batches = [callback.args for callback in enqueued]
+    assert len(enqueued) == 2
+    recorded = list(PendingTask.objects.order_by("created_at"))
+    batches = [task.args for task in recorded]
     assert [len(ids) for ids, _as_of in batches] == [2, 1]
-    assert {callback.func.__self__.name for callback in enqueued} == {
-        tasks.close_subscriptions.name
-    }
+    assert {task.name for task in recorded} == {tasks.close_subscriptions.name}
     for ids, as_of in batches:
         assert tasks.close_subscriptions.run(ids, as_of) > 20  # every month since Jan 2024
     assert not cycles.due_subscription_ids(as_of=at("2024-02-01T02:00:00"))

@@ -7,7 +7,6 @@ from decimal import Decimal
 from urllib.parse import urlsplit
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
@@ -34,14 +33,13 @@ TOKENS_FILTER = {
 @pytest.fixture(autouse=True)
 def _isolated_side_effects():
     """Tasks run in the process that enqueues them (the sign-in email lands in mail.outbox even
-    when a live server thread sends it), and rate-limit counters start from zero."""
+    when a live server thread sends it)."""
     from config.celery import app
 
     previous = app.conf.task_always_eager
     app.conf.task_always_eager = True
-    cache.clear()
+    # (the rate-limit counters are rows of the test database, which every test starts empty)
     yield
-    cache.clear()
     app.conf.task_always_eager = previous
 
 

@@ -1,17 +1,53 @@
-"""`./dev run`: migrate, seed demo data on first start, then serve with a Celery worker and beat."""
+"""`./dev run`: migrate, seed demo data on first start, then serve with a Celery worker and beat.
 
+Stopping is part of the contract: Ctrl-C (SIGINT) and `kill` (SIGTERM) both stop the web
+server, the worker and beat, print one line, and leave nothing running but the embedded
+PostgreSQL (kept for the next start; `./dev stop` stops it). The children run in their own
+sessions, so a terminal's Ctrl-C reaches only this process, which then stops them in order; and
+they are asked to die with it should this process be killed outright.
+"""
+
+import contextlib
+import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
 DEMO_CREDENTIALS = "demo-credentials.json"
+STARTUP_TIMEOUT_SECONDS = 60
+STOP_TIMEOUT_SECONDS = 8
+PR_SET_PDEATHSIG = 1
+
+
+class Stop(Exception):
+    """Raised in the main thread by SIGINT / SIGTERM."""
+
+
+def _raise_stop(signum, frame):
+    raise Stop(signal.Signals(signum).name)
+
+
+def _die_with_parent():  # runs in the child between fork and exec
+    # not Linux: no prctl, and the parent's own cleanup still applies
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _unapplied_migrations() -> list:
+    executor = MigrationExecutor(connection)
+    return executor.migration_plan(executor.loader.graph.leaf_nodes())
 
 
 class Command(BaseCommand):
@@ -23,68 +59,173 @@ class Command(BaseCommand):
         parser.add_argument("--no-seed", action="store_true", help="skip demo data on first start")
 
     def handle(self, *args, host, port, no_seed, **options):
-        call_command("migrate", interactive=False, verbosity=0)
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._check_port_free(host, port)
+            self._prepare(no_seed)
+            self._start_children(host, port)
+            self._wait_until_serving(host, port)
+            self._print_banner(host, port)
+            self._supervise()
+        except Stop:
+            pass
+        finally:
+            # a second Ctrl-C while stopping must not abandon the children half-stopped
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
+            self._stop_children()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.stdout.write("» Meterline stopped.")
+
+    # --- steps --------------------------------------------------------------------------------
+
+    def _check_port_free(self, host: str, port: int) -> None:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                raise CommandError(
+                    f"{host}:{port} is already in use (another `./dev run`?). "
+                    "Stop it, or start on another port: ./dev run --port 8001"
+                )
+
+    def _prepare(self, no_seed: bool) -> None:
+        if _unapplied_migrations():
+            # (migrate's post-migrate hooks cost a second or two even when there is nothing
+            # to do, hence the check)
+            call_command("migrate", interactive=False, verbosity=0)
         call_command("setup_schedules", verbosity=0)
         credentials_file = settings.DATA_DIR / DEMO_CREDENTIALS
         if not no_seed and not credentials_file.exists():
-            self.stdout.write("» first start: loading demo data")
+            self.stdout.write("» first start: loading demo data (about a minute)")
             call_command("seed_demo", credentials_file=str(credentials_file))
+
+    def _start_children(self, host: str, port: int) -> None:
         python = sys.executable
-        children = [
-            subprocess.Popen(
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "-l",
-                    "warning",
-                    "--concurrency",
-                    "2",
-                ]
-            ),
-            subprocess.Popen(
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "beat",
-                    "-l",
-                    "warning",
-                    "--schedule",
-                    str(settings.DATA_DIR / "celerybeat-schedule"),
-                ]
-            ),
-            subprocess.Popen([python, "manage.py", "runserver", f"{host}:{port}", "--noreload"]),
-        ]
+        # --quiet: no start-up banners (ours is the one to read)
+        celery = [python, "-m", "celery", "-A", "config", "--quiet"]
+        commands = {
+            # first: the banner waits for it. This command has run the system checks already
+            "web": [
+                python,
+                "manage.py",
+                "runserver",
+                f"{host}:{port}",
+                "--noreload",
+                "--skip-checks",
+            ],
+            # one process (solo pool) is plenty for development and starts and stops fastest
+            # …and alone: no waiting for neighbours to synchronise with (mingle, gossip)
+            "worker": [
+                *celery,
+                "worker",
+                "-l",
+                "warning",
+                "--pool",
+                "solo",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            "beat": [
+                *celery,
+                "beat",
+                "-l",
+                "warning",
+                "--schedule",
+                str(settings.DATA_DIR / "celerybeat-schedule"),
+            ],
+        }
+        env = {
+            **os.environ,
+            # A development container usually runs as root; the worker's warning about it would
+            # print on every start. Production starts the worker itself and keeps the warning.
+            "PYTHONWARNINGS": "ignore:You're running the worker with superuser privileges",
+        }
+        for name, command in commands.items():
+            self.children.append(
+                (
+                    name,
+                    subprocess.Popen(
+                        command,
+                        # runserver's start-up chatter goes to stdout; its request log and
+                        # every error stay on stderr
+                        stdout=subprocess.DEVNULL if name == "web" else None,
+                        env=env,
+                        start_new_session=True,
+                        preexec_fn=_die_with_parent,
+                    ),
+                )
+            )
+
+    def _wait_until_serving(self, host: str, port: int) -> None:
+        url = f"http://{host}:{port}/healthz"
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            self._fail_if_a_child_exited()
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise CommandError(f"the web server did not answer {url} within {STARTUP_TIMEOUT_SECONDS}s")
+
+    def _print_banner(self, host: str, port: int) -> None:
         base = f"http://{host}:{port}"
-        self.stdout.write(self.style.SUCCESS("\nMeterline is running"))
-        self.stdout.write(f"  admin:   {base}/admin/")
-        self.stdout.write(f"  API:     {base}/v1/   (schema: {base}/v1/openapi.json)")
-        self.stdout.write(f"  portal:  {base}/")
+        lines = [
+            "",
+            self.style.SUCCESS(f"Meterline is running at {base}"),
+            f"  admin:   {base}/admin/",
+            f"  API:     {base}/v1/   (OpenAPI schema: {base}/v1/openapi.json)",
+        ]
+        credentials_file = settings.DATA_DIR / DEMO_CREDENTIALS
         if credentials_file.exists():
             demo = json.loads(credentials_file.read_text())
-            self.stdout.write(f"  login:   {demo['username']} / {demo['password']}")
-            self.stdout.write(f"  token:   {demo['token']}")
+            lines.append(f"  login:   {demo['username']} / {demo['password']}")
+            lines.append(f"  token:   {demo['token']}")
         database = (
-            "embedded PostgreSQL (.data/postgres)" if settings.EMBEDDED_POSTGRES else "DATABASE_URL"
+            "embedded PostgreSQL in .data/postgres (kept running; `./dev stop` stops it)"
+            if settings.EMBEDDED_POSTGRES
+            else "DATABASE_URL"
         )
-        self.stdout.write(f"  data:    {database}; worker + beat running. Ctrl-C stops.\n")
-        try:
-            while all(child.poll() is None for child in children):
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-            for child in children:
-                try:
-                    child.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+        lines.append(f"  data:    {database}")
+        lines.append("  worker and beat are running. Ctrl-C stops everything.")
+        lines.append("")
+        self.stdout.write("\n".join(lines))
+        self.stdout.flush()
+
+    def _supervise(self) -> None:
+        while True:
+            self._fail_if_a_child_exited()
+            time.sleep(0.5)
+
+    def _fail_if_a_child_exited(self) -> None:
+        for name, child in self.children:
+            if child.poll() is not None:
+                raise CommandError(f"the {name} process exited (status {child.returncode})")
+
+    def _stop_children(self) -> None:
+        running = [(name, child) for name, child in self.children if child.poll() is None]
+        for name, child in running:
+            if name == "beat":
+                # Beat answers SIGTERM by saving its schedule from inside the signal handler,
+                # on the database connection its main loop may be using at that moment (at
+                # start-up it always is): a traceback, or worse. Its state is already saved
+                # after every task it sends (CELERY_BEAT_SYNC_EVERY = 1), so nothing is lost.
+                child.kill()
+            else:
+                # the main process only: the worker stops its own pool (warm shutdown)
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        for _, child in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        # whatever is left (each child leads its own process group, which holds its pool too)
+        for _, child in self.children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()

@@ -10,4 +10,5 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         created = ensure_schedules()
-        self.stdout.write(f"schedules ensured ({created} created)")
+        if options["verbosity"]:
+            self.stdout.write(f"schedules ensured ({created} created)")
