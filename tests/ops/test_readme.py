@@ -49,7 +49,10 @@ def readme_commands() -> list[str]:
 def test_every_readme_command_is_checked():
     commands = readme_commands()
     assert "./dev run" in commands and "./dev test" in commands
-    runnable = {'./dev manage create_api_token --org "Acme" --name "backend"'}
+    runnable = {
+        './dev manage create_api_token --org "Acme" --name "backend"',
+        "./dev manage close_cycles --as-of 2025-02-01T01:00:00Z",
+    }
     unchecked = [c for c in commands if c not in COVERED_ELSEWHERE and c not in runnable]
     assert unchecked == [], "add a check for these README commands"
     assert (ROOT / ".ci/run").read_text().strip().endswith("exec ./dev test")
@@ -74,6 +77,16 @@ def test_readme_token_command_runs_as_written(transactional_db, live_server):
     from customers.models import Organization
 
     assert Organization.objects.filter(name="Acme").count() == 1
+
+
+def test_readme_close_cycles_command_runs_as_written(transactional_db):
+    (command,) = [c for c in readme_commands() if "close_cycles" in c]
+    env = {"DATABASE_URL": subprocess_database_url(), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        shlex.split(command), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_readme_polar_example_shows_the_usage(polar, live_url, live_org_token):
