@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from django.db.models import Prefetch
 from djmoney.money import Money
 
-from billing import cycles, subscriptions
+from billing import cycles, documents, subscriptions
 from billing.errors import SubscriptionStateError
 from billing.invoices import InvoiceDraft, LineDraft
 from billing.models import LIVE_STATUSES, Invoice, InvoiceLine, InvoiceStatus, Subscription
@@ -204,3 +204,8 @@ def own_invoice(customer: Customer, invoice_id: uuid.UUID) -> Invoice | None:
         .filter(pk=invoice_id)
         .first()
     )
+
+
+def invoice_pdf(invoice: Invoice) -> tuple[str, bytes]:
+    """(file name, bytes) of the invoice's PDF: the document billing stores once and emails."""
+    return documents.filename(invoice), documents.invoice_pdf(invoice.pk)

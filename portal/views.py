@@ -321,7 +321,7 @@ def _invoice_document(request, invoice_id):
 @require_GET
 @auth.portal_page
 def invoice_page(request, invoice_id):
-    """The invoice as a printable HTML document (the download until invoices have a PDF)."""
+    """The invoice as a printable HTML page (the download is its PDF)."""
     _invoice, response = _invoice_document(request, invoice_id)
     return response
 
@@ -330,6 +330,11 @@ def invoice_page(request, invoice_id):
 @require_GET
 @auth.portal_fragment
 def invoice_download(request, invoice_id):
-    invoice, response = _invoice_document(request, invoice_id)
-    response["Content-Disposition"] = f'attachment; filename="{invoice.number}.html"'
+    """The invoice's PDF, the same document billing emailed; another customer's is a 404."""
+    invoice = billing.own_invoice(request.customer, invoice_id)
+    if invoice is None:
+        raise Http404("No such invoice")
+    name, pdf = billing.invoice_pdf(invoice)
+    response = HttpResponse(pdf, content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response

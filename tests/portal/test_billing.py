@@ -3,6 +3,7 @@ estimated charges, cancel at period end and undo through the portal, invoices an
 download, and isolation of every billing URL between customers and organizations."""
 
 import re
+import subprocess
 from datetime import timedelta
 from decimal import Decimal
 
@@ -189,14 +190,19 @@ def test_invoices_page_lists_status_and_total_with_a_download(billed, signed_in)
 
     download = client.get(portal_path(billed.alice, f"invoices/{invoices[0].pk}/download"))
     assert download.status_code == 200
-    assert download["Content-Disposition"] == f'attachment; filename="{invoices[0].number}.html"'
-    document = download.content.decode()
+    assert download["Content-Type"] == "application/pdf"
+    assert download["Content-Disposition"] == f'attachment; filename="{invoices[0].number}.pdf"'
+    text = subprocess.run(
+        ["pdftotext", "-", "-"], input=download.content, capture_output=True, check=True
+    ).stdout.decode()
+    assert invoices[0].number in text and "21.59" in text  # the PDF billing stores and emails
+    view = client.get(portal_path(billed.alice, f"invoices/{invoices[0].pk}"))
+    assert view.status_code == 200 and "Content-Disposition" not in view
+    document = view.content.decode()
     assert f"Invoice {invoices[0].number}" in document
     assert fields(document, "total") == [usd(2159)]
     assert fields(document, "tax") == [usd(360)]
     assert "<link" not in document  # self-contained
-    view = client.get(portal_path(billed.alice, f"invoices/{invoices[0].pk}"))
-    assert view.status_code == 200 and "Content-Disposition" not in view
 
 
 def test_billing_urls_of_other_customers_are_404(billed, signed_in):
