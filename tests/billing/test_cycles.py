@@ -238,10 +238,11 @@ def test_beat_entry_fans_out_one_task_per_batch(
     with django_capture_on_commit_callbacks(execute=False) as enqueued:
         assert tasks.close_due_cycles.run() == 2
     assert len(enqueued) == 2
-    recorded = list(PendingTask.objects.order_by("created_at"))
+    recorded = list(
+        PendingTask.objects.filter(name=tasks.close_subscriptions.name).order_by("created_at")
+    )
     batches = [task.args for task in recorded]
     assert [len(ids) for ids, _as_of in batches] == [2, 1]
-    assert {task.name for task in recorded} == {tasks.close_subscriptions.name}
     for ids, as_of in batches:
         assert tasks.close_subscriptions.run(ids, as_of) > 20  # every month since Jan 2024
     assert not cycles.due_subscription_ids(as_of=at("2024-02-01T02:00:00"))

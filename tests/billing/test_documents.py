@@ -115,8 +115,9 @@ def test_finalization_enqueues_delivery_and_the_email_goes_out_once(
     with django_capture_on_commit_callbacks(execute=False) as enqueued:
         subscription = subscriptions.create_subscription(customer=customer, product=product)
     invoice = Invoice.objects.get(subscription=subscription)
-    assert [(c.func.__self__.name, c.args) for c in enqueued] == [
-        (tasks.deliver_invoice.name, (str(invoice.pk),))
+    # core.outbox records each task and publishes it on commit: publish(id, name, args, kwargs)
+    assert [(c.args[1], c.args[2]) for c in enqueued] == [
+        (tasks.deliver_invoice.name, [str(invoice.pk)])
     ]
 
     mail.outbox.clear()
