@@ -18,7 +18,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from billing import catalog, cycles, dashboard, documents, invoices, subscriptions
+from billing import catalog, cycles, dashboard, documents, invoices, plan_changes, subscriptions
 from billing.charts import Bar, bar_chart
 from billing.errors import BillingError
 from billing.models import (
@@ -181,6 +181,20 @@ class SubscriptionCreateForm(forms.ModelForm):
         fields = ("customer", "product", "discount", "started_at", "metadata")
 
 
+class ChangeProductForm(forms.Form):
+    product = forms.ModelChoiceField(queryset=Product.objects.none())
+    proration_behavior = forms.ChoiceField(
+        choices=[(behavior, behavior) for behavior in plan_changes.BEHAVIORS],
+        initial=plan_changes.DEFAULT_BEHAVIOR,
+    )
+
+    def __init__(self, *args, organization_ids=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["product"].queryset = Product.objects.filter(
+            organization_id__in=organization_ids, is_archived=False
+        ).order_by("name")
+
+
 @admin.register(Subscription)
 class SubscriptionAdmin(MeterlineModelAdmin):
     list_display = (
@@ -198,7 +212,7 @@ class SubscriptionAdmin(MeterlineModelAdmin):
     autocomplete_fields = ("customer",)
     show_full_result_count = False
     ordering = ("-started_at",)
-    actions = ("close_now", "cancel_at_period_end", "revoke_now")
+    actions = ("close_now", "change_product", "cancel_at_period_end", "revoke_now")
     readonly_fields = (
         "organization",
         "customer",
@@ -216,6 +230,8 @@ class SubscriptionAdmin(MeterlineModelAdmin):
         "ended_at",
         "discount",
         "discounted_invoices",
+        "pending_product",
+        "pending_requested_at",
         "current_usage",
         "upcoming_invoice",
         "recent_invoices",
@@ -323,6 +339,43 @@ class SubscriptionAdmin(MeterlineModelAdmin):
             list(queryset.values_list("pk", flat=True)), as_of=timezone.now()
         )
         self.message_user(request, f"Closed {report.closed} period(s).")
+
+    def has_switch_plan_permission(self, request):
+        return request.user.has_perm("billing.switch_subscription_plan")
+
+    @admin.action(description="Change product (plan change)", permissions=["switch_plan"])
+    def change_product(self, request, queryset):
+        selected = list(queryset.select_related("customer", "product"))
+        form = ChangeProductForm(
+            request.POST if "apply" in request.POST else None,
+            organization_ids={s.organization_id for s in selected},
+        )
+        if "apply" in request.POST and form.is_valid():
+            done = 0
+            for subscription in selected:
+                try:
+                    plan_changes.change_product(
+                        subscription,
+                        form.cleaned_data["product"],
+                        proration_behavior=form.cleaned_data["proration_behavior"],
+                    )
+                except BillingError as exc:
+                    self.message_user(request, f"{subscription}: {exc.message}", messages.ERROR)
+                else:
+                    done += 1
+            self.message_user(request, f"Changed the product of {done} subscription(s).")
+            return None
+        return TemplateResponse(
+            request,
+            "admin/billing/subscription/change_product.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Change product",
+                "form": form,
+                "subscriptions": selected,
+                "opts": self.model._meta,
+            },
+        )
 
     @admin.action(description="Cancel at period end", permissions=["cancel"])
     def cancel_at_period_end(self, request, queryset):

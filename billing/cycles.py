@@ -9,13 +9,13 @@ skips it. Usage for a whole batch of due subscriptions is read set-based before 
 transactions (metered.measure); the units already billed are re-read under the lock."""
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
 from django.utils import timezone
 
 from billing import discounts, invoices, metered, periods, signals, taxes, usage
@@ -24,11 +24,12 @@ from billing.models import (
     LIVE_STATUSES,
     BillingReason,
     Invoice,
+    PendingInvoiceItem,
     Subscription,
     SubscriptionPrice,
     SubscriptionStatus,
 )
-from billing.money import to_minor
+from billing.money import to_minor, to_money
 
 logger = logging.getLogger(__name__)
 BATCH_SIZE = 200
@@ -40,11 +41,18 @@ def grace():
 
 def live_subscriptions():
     return Subscription.objects.select_related(
-        "organization", "customer", "product", "discount"
+        "organization", "customer", "product", "discount", "pending_product"
     ).prefetch_related(
         Prefetch(
             "subscription_prices",
             queryset=SubscriptionPrice.objects.select_related("price__meter", "price__product"),
+        ),
+        Prefetch(
+            "pending_items",
+            queryset=PendingInvoiceItem.objects.filter(invoice__isnull=True)
+            .select_related("price")
+            .order_by("created_at", "id"),
+            to_attr="open_pending_items",
         ),
         "product__benefits__meter",
     )
@@ -161,16 +169,14 @@ def close_period(
         start = subscription.current_period_start
         end = end or subscription.current_period_end
         ending = final or subscription.cancel_at_period_end
-        lines, metered_lines = [], []
-        for sp in metered.metered_prices(subscription):
-            found = measures.get(sp.pk)
-            if found is None:
-                continue
-            priced = metered.line(sp, found)
-            metered_lines.append(priced)
-            lines.append(priced.draft(period_start=start, period_end=end))
+        items = open_items(subscription)
+        lines = [item_line(item) for item in items]
+        metered_lines = metered.lines(subscription, measures)
+        lines += [priced.draft(period_start=start, period_end=end) for priced in metered_lines]
         next_start, next_end = next_period(subscription)
         if not ending:
+            if subscription.pending_product_id is not None:
+                switch_product(subscription, subscription.pending_product, at=next_start)
             renewal = fixed_line(subscription, next_start, next_end)
             if renewal is not None:
                 lines.append(renewal)
@@ -181,6 +187,7 @@ def close_period(
             period_start=start,
             period_end=end,
             tax_rates=tax_rates,
+            items=items,
         )
         changed = []
         for priced in metered_lines:
@@ -209,6 +216,9 @@ LOCK_CHECKED = (
     "discount_id",
     "discounted_invoices",
     "product_id",
+    "pending_product_id",
+    # every change that adds pending items (plan changes) saves the row
+    "modified_at",
 )
 
 
@@ -226,20 +236,37 @@ def fixed_line(subscription, start: datetime, end: datetime) -> LineDraft | None
     """The fixed price billed in advance for [start, end); none when absent or zero."""
     for sp in subscription.subscription_prices.all():
         price = sp.price
-        if price.is_metered or (sp.ends_at and sp.ends_at <= start):
+        if price.is_metered or (sp.ends_at and sp.ends_at <= start) or sp.starts_at >= end:
             continue
-        amount = to_minor(price.price_amount)
-        if amount <= 0:
-            return None
-        return LineDraft(
-            label=f"{subscription.product.name} ({start:%b %d, %Y} – {end:%b %d, %Y})",
-            period_start=start,
-            period_end=end,
-            amount=amount,
-            price=price,
-            unit_amount=None,
-        )
+        return _fixed_draft(subscription.product, price, start, end)
     return None
+
+
+def renewal_line(subscription) -> LineDraft | None:
+    """The next period's fixed price as the next close will bill it: the pending product's when
+    a plan change waits for the period end."""
+    start, end = next_period(subscription)
+    product = subscription.pending_product
+    if product is None:
+        return fixed_line(subscription, start, end)
+    for price in product.prices.all():
+        if not price.is_metered and not price.is_archived:
+            return _fixed_draft(product, price, start, end)
+    return None
+
+
+def _fixed_draft(product, price, start: datetime, end: datetime) -> LineDraft | None:
+    amount = to_minor(price.price_amount)
+    if amount <= 0:
+        return None
+    return LineDraft(
+        label=f"{product.name} ({start:%b %d, %Y} – {end:%b %d, %Y})",
+        period_start=start,
+        period_end=end,
+        amount=amount,
+        price=price,
+        unit_amount=None,
+    )
 
 
 def draft_for(
@@ -256,7 +283,23 @@ def draft_for(
     )
 
 
-def issue(subscription, *, lines, reason, period_start, period_end, tax_rates=None) -> Invoice:
+def issue(
+    subscription,
+    *,
+    lines,
+    reason,
+    period_start,
+    period_end,
+    tax_rates=None,
+    items=(),
+    counts_for_discount=True,
+) -> Invoice:
+    """Finalize an invoice of these lines, taking the pending `items` already among them. A
+    credit larger than the invoice (a downgrade's unused time) is applied up to the invoice and
+    the rest carried to the next one: an invoice never totals below zero. An invoice that is not
+    a period's (`counts_for_discount` false: a plan change's) does not use up a repeating
+    discount's periods."""
+    lines, carried = carry_excess_credit(lines)
     draft = draft_for(subscription, lines, tax_rates)
     invoice = invoices.finalize(
         draft=draft,
@@ -265,10 +308,89 @@ def issue(subscription, *, lines, reason, period_start, period_end, tax_rates=No
         period_start=period_start,
         period_end=period_end,
     )
-    if draft.discount is not None:
+    if items:
+        PendingInvoiceItem.objects.filter(
+            pk__in=[item.pk for item in items], invoice__isnull=True
+        ).update(invoice=invoice)
+    if carried:
+        PendingInvoiceItem.objects.create(
+            subscription=subscription,
+            label=f"Credit carried forward from {invoice.number}",
+            period_start=period_start,
+            period_end=period_end,
+            amount=to_money(carried, subscription.currency),
+            proration=False,
+        )
+    if draft.discount is not None and counts_for_discount:
         subscription.discounted_invoices += 1
         subscription.save(update_fields=["discounted_invoices", "modified_at"])
     return invoice
+
+
+def carry_excess_credit(lines: list[LineDraft]) -> tuple[list[LineDraft], int]:
+    """(lines with their credits reduced so that they add up to at least zero, the credit left
+    over (≤ 0, minor units)). The latest credits are the ones reduced."""
+    excess = -sum(line.amount for line in lines)
+    if excess <= 0:
+        return lines, 0
+    carried, reduced = -excess, list(lines)
+    for index in range(len(reduced) - 1, -1, -1):
+        line = reduced[index]
+        if excess == 0:
+            break
+        if line.amount < 0:
+            taken = min(excess, -line.amount)
+            reduced[index] = replace(
+                line, amount=line.amount + taken, label=f"{line.label} (partly carried forward)"
+            )
+            excess -= taken
+    return reduced, carried
+
+
+def open_items(subscription) -> list[PendingInvoiceItem]:
+    """The subscription's pending items (prefetched by `live_subscriptions`)."""
+    prefetched = getattr(subscription, "open_pending_items", None)
+    if prefetched is not None:
+        return list(prefetched)
+    return list(
+        subscription.pending_items.filter(invoice__isnull=True)
+        .select_related("price")
+        .order_by("created_at", "id")
+    )
+
+
+def item_line(item: PendingInvoiceItem) -> LineDraft:
+    return LineDraft(
+        label=item.label,
+        period_start=item.period_start,
+        period_end=item.period_end,
+        amount=to_minor(item.amount),
+        price=item.price,
+        unit_amount=None,
+        proration=item.proration,
+    )
+
+
+def switch_product(subscription, product, *, at: datetime) -> None:
+    """From `at` the subscription bills `product`: the prices in force end at `at` and the
+    product's prices start there (usage on either side is priced by the prices of its time).
+    Clears a pending change. Runs under the subscription's row lock."""
+    at = max(at, subscription.anchor_at)  # during a trial, prices start when it ends
+    subscription.subscription_prices.filter(Q(ends_at__isnull=True) | Q(ends_at__gt=at)).update(
+        ends_at=at
+    )
+    SubscriptionPrice.objects.bulk_create(
+        SubscriptionPrice(subscription=subscription, price=price, starts_at=at)
+        for price in product.prices.filter(is_archived=False)
+    )
+    subscription.product = product
+    subscription.pending_product = None
+    subscription.pending_requested_at = None
+    subscription.save(
+        update_fields=["product", "pending_product", "pending_requested_at", "modified_at"]
+    )
+    # later reads through this object (the renewal line, the credits) see the new prices
+    subscription.__dict__.pop("_prefetched_objects_cache", None)
 
 
 def _advance(subscription, start: datetime, end: datetime) -> None:
@@ -311,6 +433,7 @@ def grant_period_credits(subscription, *, rollover_from: list | None = None) -> 
     rollover, the closing period's unused credits carry over as one more event."""
     start = subscription.current_period_start
     carried = {}
+    # lines come in time order: a meter's last line holds the credits its period left unused
     for priced in rollover_from or ():
         meter_id = priced.subscription_price.price.meter_id
         unused = (Decimal(priced.credited) - max(priced.consumed, Decimal(0))).to_integral_value(

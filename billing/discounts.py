@@ -126,8 +126,7 @@ def redeem(*, discount: Discount, product: Product, currency: str, at=None) -> N
         raise DiscountNotApplicable(
             "The discount is not valid at this time", field=("body", "discount_id")
         )
-    restricted = list(discount.products.values_list("pk", flat=True))
-    if restricted and product.pk not in restricted:
+    if not applies_to_product(discount, product):
         raise DiscountNotApplicable(
             "The discount does not apply to this product", field=("body", "discount_id")
         )
@@ -143,6 +142,11 @@ def redeem(*, discount: Discount, product: Product, currency: str, at=None) -> N
         raise DiscountNotApplicable(
             "The discount has reached its redemption limit", field=("body", "discount_id")
         )
+
+
+def applies_to_product(discount: Discount, product: Product) -> bool:
+    restricted = list(discount.products.values_list("pk", flat=True))
+    return not restricted or product.pk in restricted
 
 
 def applies_to_next_invoice(discount: Discount | None, invoices_so_far: int) -> bool:

@@ -27,6 +27,10 @@ class SubscriptionStateError(BillingError):
     """The requested transition is not allowed in the subscription's current status."""
 
 
+class PlanChangeError(BillingError):
+    """The product change is not possible (currency, interval, discount, same product)."""
+
+
 class InvoiceStateError(BillingError):
     """The invoice's status does not allow the requested change (immutable once finalized)."""
 

@@ -9,10 +9,15 @@ that arrived after their close). Summed over all closes this telescopes to the v
 event since the price started: each unit is billed exactly once, whatever the arrival order.
 `avg`/`min`/`max`/`unique` don't add up across periods: a period bills its own events' value.
 
+After a plan change a period has several prices per meter, each over its own part of the period
+(old prices until the change, new ones from it). The period's credits of a meter are used up by
+those prices in time order. A price that ended before the period (replaced by a plan change)
+still bills the late units of its own window, so a change never drops usage that arrives late.
+
 The same numbers serve the cycle close, the upcoming invoice, the subscription's `meters` and
 the customer meters, so they always agree."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -28,6 +33,7 @@ class Measure:
     period_units: Decimal  # events with timestamps in the period
     credited: int  # credits granted in the period
     additive: bool
+    ended: bool = False  # the price ended before the period: late units only
 
 
 @dataclass(frozen=True)
@@ -41,12 +47,17 @@ class MeteredLine:
     new_billed_units: Decimal
 
     def draft(self, *, period_start: datetime, period_end: datetime) -> LineDraft:
+        """The line over the part of the period the price applied (the whole period when the
+        price ended before it: a line of late units only)."""
         price = self.subscription_price.price
         meter = price.meter
+        lo, hi = _applies(self.subscription_price, period_start, period_end)
+        if hi <= lo:
+            lo, hi = period_start, period_end
         return LineDraft(
             label=f"{price.product.name} — {meter.name}",
-            period_start=period_start,
-            period_end=period_end,
+            period_start=lo,
+            period_end=hi,
             amount=self.amount,
             quantity=self.billable,
             price=price,
@@ -76,21 +87,28 @@ def measure(periods: list[tuple[object, datetime, datetime]]) -> dict:
     windows, credit_windows, kinds = [], [], {}
     for subscription, start, end in periods:
         for sp in metered_prices(subscription):
-            if sp.starts_at >= end or (sp.ends_at and sp.ends_at <= start):
-                continue  # the price does not apply in this period (e.g. during a trial)
+            if sp.starts_at >= end:
+                continue  # the price does not apply yet (e.g. during a trial)
             meter = sp.price.meter
             additive = meter.aggregation.get("func") in usage.ADDITIVE
-            kinds[sp.pk] = additive
+            ended = sp.ends_at is not None and sp.ends_at <= start
+            if ended and not additive:
+                continue  # only count/sum carry late units
+            kinds[sp.pk] = (additive, ended)
             lo, hi = _applies(sp, start, end)
             customer = subscription.customer_id
-            windows.append(usage.Window((sp.pk, "period"), meter, customer, lo, hi))
+            if not ended:
+                windows.append(usage.Window((sp.pk, "period"), meter, customer, lo, hi))
+                credit_windows.append(usage.Window(sp.pk, meter, customer, start, end))
             if additive:
-                windows.append(usage.Window((sp.pk, "before"), meter, customer, sp.starts_at, lo))
-            credit_windows.append(usage.Window(sp.pk, meter, customer, start, end))
+                before_end = min(lo, sp.ends_at) if sp.ends_at else lo
+                windows.append(
+                    usage.Window((sp.pk, "before"), meter, customer, sp.starts_at, before_end)
+                )
     values = usage.usage_in_windows(windows)
     credits = usage.credited_in_windows(credit_windows)
     result = {}
-    for sp_id, additive in kinds.items():
+    for sp_id, (additive, ended) in kinds.items():
         period_units = values.get((sp_id, "period"), Decimal(0))
         before = values.get((sp_id, "before"), Decimal(0))
         result[sp_id] = Measure(
@@ -98,6 +116,7 @@ def measure(periods: list[tuple[object, datetime, datetime]]) -> dict:
             period_units=period_units,
             credited=credits.get(sp_id, 0),
             additive=additive,
+            ended=ended,
         )
     return result
 
@@ -122,9 +141,54 @@ def line(sp: SubscriptionPrice, found: Measure) -> MeteredLine:
     return MeteredLine(sp, consumed, late, found.credited, billable, amount, new_billed)
 
 
+def lines(subscription, measures: dict) -> list[MeteredLine]:
+    """The subscription's metered lines for a measured period, in time order: each meter's
+    credits of the period go to its prices in the order they applied. A price that ended before
+    the period only appears when late units arrived for it."""
+    prices = [sp for sp in metered_prices(subscription) if sp.pk in measures]
+    prices.sort(key=lambda sp: (sp.starts_at, str(sp.pk)))
+    period_credits: dict = {}
+    for sp in prices:
+        meter_id = sp.price.meter_id
+        period_credits[meter_id] = max(period_credits.get(meter_id, 0), measures[sp.pk].credited)
+    result = []
+    for sp in prices:
+        meter_id = sp.price.meter_id
+        found = replace(measures[sp.pk], credited=period_credits[meter_id])
+        priced = line(sp, found)
+        period_credits[meter_id] = max(found.credited - max(priced.consumed, Decimal(0)), 0)
+        if found.ended and priced.consumed == 0:
+            continue
+        result.append(priced)
+    return result
+
+
 def current_lines(subscription) -> list[MeteredLine]:
     """The current period's metered lines so far (what its invoice will bill if closed now)."""
     found = measure(
         [(subscription, subscription.current_period_start, subscription.current_period_end)]
     )
-    return [line(sp, found[sp.pk]) for sp in metered_prices(subscription) if sp.pk in found]
+    return lines(subscription, found)
+
+
+def merged_by_meter(priced_lines: list[MeteredLine]) -> list[MeteredLine]:
+    """One line per meter (the figures a customer sees: a customer meter, the subscription's
+    `meters`): a plan change's old and new prices of one meter added up; the credits are the
+    period's, counted once."""
+    merged: dict = {}
+    for priced in priced_lines:
+        meter_id = priced.subscription_price.price.meter_id
+        seen = merged.get(meter_id)
+        if seen is None:
+            merged[meter_id] = priced
+            continue
+        merged[meter_id] = MeteredLine(
+            subscription_price=priced.subscription_price,
+            consumed=seen.consumed + priced.consumed,
+            late=seen.late + priced.late,
+            credited=seen.credited,
+            billable=seen.billable + priced.billable,
+            amount=seen.amount + priced.amount,
+            new_billed_units=priced.new_billed_units,
+        )
+    return list(merged.values())

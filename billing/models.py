@@ -235,6 +235,11 @@ class Subscription(models.Model):
     )
     # invoices that carried the discount so far (once / repeating stop after 1 / N)
     discounted_invoices = models.PositiveIntegerField(default=0)
+    # a plan change requested with `next_period`: applied by the close of the current period
+    pending_product = models.ForeignKey(
+        Product, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    pending_requested_at = models.DateTimeField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     modified_at = models.DateTimeField(auto_now=True)
@@ -243,6 +248,7 @@ class Subscription(models.Model):
         permissions = [
             ("close_subscription", "Can close a subscription's due billing periods now"),
             ("cancel_subscription", "Can cancel or revoke a subscription"),
+            ("switch_subscription_plan", "Can change the product of a subscription"),
         ]
         indexes = [
             models.Index(fields=["organization", "-started_at"], name="subscription_org_started"),
@@ -286,6 +292,41 @@ class SubscriptionPrice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subscription_id} · {self.price_id}"
+
+
+class PendingInvoiceItem(models.Model):
+    """A line waiting for the subscription's next invoice: the proration of a plan change, or a
+    credit carried forward because it exceeded the invoice it was on. Taken (`invoice` set) by
+    exactly one invoice, in the transaction that finalizes it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    subscription = models.ForeignKey(
+        Subscription, on_delete=models.CASCADE, related_name="pending_items"
+    )
+    label = models.CharField(max_length=300)
+    price = models.ForeignKey(
+        Price, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    amount = MoneyField(**MONEY)
+    proration = models.BooleanField(default=True)
+    invoice = models.ForeignKey(
+        "Invoice", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["subscription", "created_at"],
+                name="pending_item_open",
+                condition=Q(invoice__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.label
 
 
 class InvoiceStatus(models.TextChoices):

@@ -157,7 +157,8 @@ def set_discount(subscription: Subscription, discount: Discount | None) -> Subsc
 def upcoming_invoice(subscription: Subscription) -> InvoiceDraft:
     """What closing the current period now would invoice (computed live, nothing stored)."""
     subscription = cycles.live_subscriptions().get(pk=subscription.pk)
-    lines = [
+    lines = [cycles.item_line(item) for item in cycles.open_items(subscription)]
+    lines += [
         priced.draft(
             period_start=subscription.current_period_start,
             period_end=subscription.current_period_end,
@@ -165,21 +166,21 @@ def upcoming_invoice(subscription: Subscription) -> InvoiceDraft:
         for priced in metered.current_lines(subscription)
     ]
     if subscription.status in LIVE_STATUSES and not subscription.cancel_at_period_end:
-        renewal = cycles.fixed_line(subscription, *cycles.next_period(subscription))
+        renewal = cycles.renewal_line(subscription)
         if renewal is not None:
             lines.append(renewal)
+    lines, _ = cycles.carry_excess_credit(lines)
     return cycles.draft_for(subscription, lines)
 
 
 def current_meters(subscriptions: list[Subscription]) -> dict:
     """subscription id → its current period's metered lines so far (consumed: own + late usage,
-    credited, amount), for a page of subscriptions in one set-based read. Ended ones: none."""
+    credited, amount), one per meter, for a page of subscriptions in one set-based read. Ended
+    ones: none."""
     live = [s for s in subscriptions if s.status in LIVE_STATUSES]
     found = metered.measure([(s, s.current_period_start, s.current_period_end) for s in live])
     return {
-        s.pk: [metered.line(sp, found[sp.pk]) for sp in metered.metered_prices(s) if sp.pk in found]
-        if s.status in LIVE_STATUSES
-        else []
+        s.pk: metered.merged_by_meter(metered.lines(s, found)) if s.status in LIVE_STATUSES else []
         for s in subscriptions
     }
 

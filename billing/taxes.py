@@ -31,8 +31,9 @@ def rate_for(customer, rates: list[TaxRate] | None = None) -> TaxRate | None:
 
 
 def line_tax(amount: int, rate: TaxRate | None) -> int:
-    """Tax in minor units for one line's discounted amount."""
-    if rate is None or amount <= 0:
+    """Tax in minor units for one line's discounted amount. A credit line (negative: unused time
+    of a plan change) carries negative tax, so a credit takes back the tax it was charged."""
+    if rate is None or amount == 0:
         return 0
     fraction = Decimal(rate.basis_points) / 10_000
     if rate.inclusive:

@@ -232,11 +232,34 @@ def subscription_payload(subscription, meter_lines: list) -> dict:
         "customer": customer_payload(subscription.customer),
         "product": product_payload(product),
         "discount": discount_payload(subscription.discount) if subscription.discount else None,
-        "prices": [
-            price_payload(sp.price, product) for sp in subscription.subscription_prices.all()
-        ],
+        # the product's prices in force (a plan change leaves the old ones on the subscription)
+        "prices": list(
+            {
+                sp.price_id: price_payload(sp.price, product)
+                for sp in subscription.subscription_prices.all()
+                if sp.price.product_id == product.pk
+            }.values()
+        ),
         "meters": [meter_line_payload(subscription, m, full_meter=True) for m in meter_lines],
-        "pending_update": None,
+        "pending_update": pending_update_payload(subscription),
+    }
+
+
+def pending_update_payload(subscription) -> dict | None:
+    """A `next_period` plan change, in Polar's PendingSubscriptionUpdate shape."""
+    if subscription.pending_product_id is None:
+        return None
+    requested = subscription.pending_requested_at
+    return {
+        "id": str(
+            uuid.uuid5(SUBSCRIPTION_METER_NAMESPACE, f"{subscription.pk}:pending:{requested}")
+        ),
+        "created_at": iso(requested),
+        "modified_at": None,
+        "applies_at": iso(subscription.current_period_end),
+        "product_id": str(subscription.pending_product_id),
+        "seats": None,
+        "units": None,
     }
 
 

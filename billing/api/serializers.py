@@ -188,14 +188,27 @@ class SubscriptionUpdateSerializer(StrictSerializer):
     metadata = MetadataField(required=False)
     product_id = serializers.UUIDField(required=False, allow_null=True)
     proration_behavior = serializers.ChoiceField(
-        choices=["invoice", "prorate", "next_period"], required=False, allow_null=True
+        choices=["invoice", "prorate", "next_period", "reset"], required=False, allow_null=True
     )
+    # Polar's SubscriptionUpdateClear: only null (drop the pending plan change)
+    pending_update = serializers.JSONField(required=False, allow_null=True)
 
     def validate(self, attrs):
-        if attrs.get("product_id") is not None:
+        if attrs.get("proration_behavior") == "reset":
             raise serializers.ValidationError(
-                {"product_id": ["Changing a subscription's product is not supported yet."]}
+                {
+                    "proration_behavior": [
+                        "'reset' (restarting the billing period at the change) is not supported: "
+                        "use prorate, invoice or next_period."
+                    ]
+                }
             )
+        if attrs.get("proration_behavior") and attrs.get("product_id") is None:
+            raise serializers.ValidationError(
+                {"proration_behavior": ["proration_behavior needs a product_id."]}
+            )
+        if attrs.get("pending_update", None) is not None:
+            raise serializers.ValidationError({"pending_update": ["Input should be null."]})
         if "revoke" in attrs and attrs["revoke"] is not True:
             raise serializers.ValidationError({"revoke": ["Input should be true."]})
         return attrs

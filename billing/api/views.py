@@ -3,6 +3,7 @@
 
 from urllib.parse import urlencode
 
+from django.db import transaction
 from django.db.models import Prefetch, ProtectedError, Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
@@ -13,7 +14,7 @@ from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from billing import catalog, discounts, documents, invoices, subscriptions, taxes
+from billing import catalog, discounts, documents, invoices, plan_changes, subscriptions, taxes
 from billing.api import payloads
 from billing.api import serializers as inputs
 from billing.api.errors import wire_errors
@@ -507,7 +508,8 @@ class SubscriptionDetailView(GenericAPIView):
         body = inputs.SubscriptionUpdateSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        with wire_errors():
+        # one body, one outcome: a refused product change leaves the discount untouched too
+        with wire_errors(), transaction.atomic():
             if data.get("revoke"):
                 subscriptions.revoke(subscription)
                 return self._respond(request, id)
@@ -520,6 +522,22 @@ class SubscriptionDetailView(GenericAPIView):
                             ["body", "discount_id"], "Discount does not exist."
                         )
                 subscriptions.set_discount(subscription, discount)
+            if data.get("product_id") is not None:
+                product = Product.objects.filter(
+                    organization_id=subscription.organization_id, pk=data["product_id"]
+                ).first()
+                if product is None:
+                    raise PolarValidationError.single(
+                        ["body", "product_id"], "Product does not exist."
+                    )
+                plan_changes.change_product(
+                    subscription,
+                    product,
+                    proration_behavior=data.get("proration_behavior")
+                    or plan_changes.DEFAULT_BEHAVIOR,
+                )
+            if "pending_update" in data:
+                plan_changes.cancel_pending_change(subscription)
             if "cancel_at_period_end" in data:
                 subscriptions.set_cancel_at_period_end(subscription, data["cancel_at_period_end"])
             if data.get("metadata") is not None:

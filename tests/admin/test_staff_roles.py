@@ -70,6 +70,12 @@ def actions(world):
         ),
         ("/admin/customers/apitoken/", "revoke_tokens", world["token"].pk, {"post": "yes"}),
         ("/admin/billing/subscription/", "close_now", world["subscription"].pk, {}),
+        (
+            "/admin/billing/subscription/",
+            "change_product",
+            world["subscription"].pk,
+            {"apply": "1", "proration_behavior": "prorate"},
+        ),
         ("/admin/billing/subscription/", "cancel_at_period_end", world["subscription"].pk, {}),
         ("/admin/billing/subscription/", "revoke_now", world["subscription"].pk, {}),
         ("/admin/billing/invoice/", "mark_paid", world["invoice"].pk, {}),

@@ -1,6 +1,8 @@
 """Billing admin: pages render with a bounded number of queries, the tier editor round-trips,
 actions need their permissions."""
 
+from decimal import Decimal
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -117,6 +119,39 @@ def test_admin_creates_backdated_subscriptions_and_closes_them_now(
     )
     subscription.refresh_from_db()
     assert subscription.invoices.count() > 20  # every month since Jan 2024 closed
+
+
+def test_admin_changes_the_product_through_a_confirmation_page(
+    org, superuser_client, make_product, customer
+):
+    basic = make_product(
+        fixed_price(2900), name="Basic", recurring_interval="day", recurring_interval_count=30
+    )
+    pro = make_product(
+        fixed_price(9900), name="Pro", recurring_interval="day", recurring_interval_count=30
+    )
+    subscription = subscriptions.create_subscription(customer=customer, product=basic)
+    url = reverse("admin:billing_subscription_changelist")
+    page = superuser_client.post(
+        url, {"action": "change_product", "_selected_action": [subscription.pk]}
+    )
+    assert page.status_code == 200 and "next_period" in page.content.decode()
+    response = superuser_client.post(
+        url,
+        {
+            "action": "change_product",
+            "_selected_action": [subscription.pk],
+            "apply": "1",
+            "product": pro.pk,
+            "proration_behavior": "invoice",
+        },
+    )
+    assert response.status_code == 302
+    subscription.refresh_from_db()
+    assert subscription.product_id == pro.pk
+    update = subscription.invoices.get(billing_reason="subscription_update")
+    # changed seconds after the start: almost the whole difference, 99.00 − 29.00
+    assert Decimal("69.90") <= update.total.amount <= Decimal("70.00")
 
 
 def test_invoice_page_links_its_pdf_and_support_staff_can_open_it(

@@ -1,7 +1,8 @@
 """The exactly-once rule as a property: for random event timestamps, arrival orders and close
-times (closes between arrivals included), the units billed across all invoices of a subscription
-equal the meter's value over the events since the price started, for count and sum meters; and
-no invoice changes after it was finalized."""
+times (closes between arrivals included), and an optional plan change at a random moment, the
+units billed across all invoices of a subscription (old and new prices together) equal the
+meter's value over the events since the price started, for count and sum meters; and no invoice
+changes after it was finalized."""
 
 from datetime import timedelta
 from decimal import Decimal
@@ -11,9 +12,10 @@ from django.db import transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing import catalog, cycles, subscriptions
+from billing import catalog, cycles, plan_changes, subscriptions
 from billing.models import Invoice
 from customers.models import Customer
+from metering import meters
 from metering.ingest import ingest_events
 from tests.billing.conftest import at, unit_price
 
@@ -67,18 +69,26 @@ def test_units_billed_equal_units_since_the_price_started(org, func, data, batch
             label="close times",
         )
     )
+    change = data.draw(
+        st.none() | st.tuples(st.integers(0, len(order)), st.integers(0, HORIZON)),
+        label="plan change after arrival #, at second",
+    )
     try:
         with transaction.atomic():
             check_example(
-                org, func, batch_events, order, list(zip(cuts, close_offsets, strict=True))
+                org,
+                func,
+                batch_events,
+                order,
+                list(zip(cuts, close_offsets, strict=True)),
+                change=change,
             )
             raise Rollback
     except Rollback:
         pass
 
 
-def check_example(org, func, batch_events, order, closes):
-    from metering import meters
+def check_example(org, func, batch_events, order, closes, change=None):
 
     aggregation = {"func": "count"} if func == "count" else {"func": "sum", "property": "v"}
     meter = meters.create_meter(
@@ -93,13 +103,18 @@ def check_example(org, func, batch_events, order, closes):
     product = catalog.create_product(
         organization=org, name="P", recurring_interval="day", prices=[unit_price(meter, 1)]
     )
+    other = catalog.create_product(
+        organization=org, name="Q", recurring_interval="day", prices=[unit_price(meter, 2)]
+    )
     customer = Customer.objects.create(organization=org, email="p@example.com", external_id="p")
     subscription = subscriptions.create_subscription(
         customer=customer, product=product, started_at=START
     )
     finalized = {}
+    clock = [0]  # simulated now, in seconds from START: time only moves forward
 
     def close_at(offset):
+        clock[0] = max(clock[0], offset)
         cycles.close_due(as_of=START + timedelta(seconds=offset))
         current = snapshot(org)
         for pk, values in finalized.items():
@@ -110,6 +125,9 @@ def check_example(org, func, batch_events, order, closes):
     for arrived, index in enumerate(order):
         while closes and closes[0][0] <= arrived:
             close_at(closes.pop(0)[1])
+        if change is not None and change[0] == arrived:
+            clock[0] = max(clock[0], change[1])
+            plan_changes.change_product(subscription, other, at=START + timedelta(seconds=clock[0]))
         offset, value = batch_events[index]
         ingest_events(
             organization=org,
