@@ -110,6 +110,10 @@ def reset_and_subscribe(organization, count: int):
 
     with connection.cursor() as cursor:
         for sql in (
+            "DELETE FROM billing_pendinginvoiceitem WHERE subscription_id IN "
+            "(SELECT id FROM billing_subscription WHERE organization_id = %s)",
+            "DELETE FROM billing_invoicedocument WHERE invoice_id IN "
+            "(SELECT id FROM billing_invoice WHERE organization_id = %s)",
             "DELETE FROM billing_invoiceline WHERE invoice_id IN "
             "(SELECT id FROM billing_invoice WHERE organization_id = %s)",
             "DELETE FROM billing_invoice WHERE organization_id = %s",

@@ -7,6 +7,7 @@
     .venv/bin/python bench/run.py p4     # quantities, 90 days x day
     .venv/bin/python bench/run.py profile  # per-statement time of an ingest batch
     .venv/bin/python bench/run.py p5     # cycle close vs one GROUP BY (+ P6 closing RSS)
+    .venv/bin/python bench/run.py dashboard  # the admin billing dashboard on P5's database
 
 Extra arguments go to the benchmark (e.g. `bench/run.py p1 --events 200000`). The database is
 `DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/meterline_bench).
@@ -19,7 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("load", "p1", "p2", "p3", "p4", "p5", "profile"):
+    if len(sys.argv) < 2 or sys.argv[1] not in (
+        "load",
+        "p1",
+        "p2",
+        "p3",
+        "p4",
+        "p5",
+        "dashboard",
+        "profile",
+    ):
         print(__doc__)
         raise SystemExit(2)
     which, rest = sys.argv[1], sys.argv[2:]
@@ -40,6 +50,10 @@ def main() -> None:
         from bench import p5_close
 
         p5_close.main(rest)
+    elif which == "dashboard":
+        from bench import dashboard_page
+
+        dashboard_page.main(rest)
     else:
         from bench import profile_ingest
 

@@ -12,13 +12,13 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from billing import subscriptions
+from billing import plan_changes, subscriptions
 from billing.catalog import PriceSpec, create_product
 from billing.models import Invoice
 from metering.models import CustomerMeter
 from portal import usage
 
-from .conftest import add_billing, portal_path
+from .conftest import add_billing, plan, portal_path
 
 
 def usd(cents: int) -> str:
@@ -281,3 +281,18 @@ def test_meters_priced_in_two_currencies_have_no_single_total(world, signed_in):
     # 3 calls × 10 euro cents; 350 tokens × 2 cents
     assert fields(html, "estimated-charge") == ["€0.30", "$7.00"]
     assert "estimated-total" not in html
+
+
+def test_a_scheduled_plan_change_shows_with_its_renewal_price(billed, signed_in):
+    sub = billed.alice_sub
+    scale = plan(billed.acme, "Scale")
+    scale.prices.filter(amount_type="fixed").update(price_amount=Decimal("49.00"))
+    plan_changes.change_product(sub, scale, proration_behavior="next_period")
+    html = signed_in(billed.alice).get(portal_path(billed.alice, "subscriptions")).content.decode()
+    sub.refresh_from_db()
+    assert fields(html, "pending-product") == [
+        f"to Scale on {sub.current_period_end:%-d %b %Y %H:%M} UTC"
+    ]
+    api = api_client(billed.acme).get(f"/v1/subscriptions/{sub.pk}/upcoming").json()
+    assert api["items"][-1]["amount"] == 4900
+    assert fields(html, "line-amount")[-1] == usd(4900)
