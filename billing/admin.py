@@ -37,6 +37,11 @@ from core.admin import MeterlineModelAdmin
 from customers.models import Organization
 
 
+def units(value: Decimal) -> str:
+    """A quantity as staff write it: 1000, 0.5, 0 (never 1E+3 or 0E-12)."""
+    return f"{Decimal(value).normalize():f}"
+
+
 def cents(value) -> str:
     """Minor units → '12.34' for display."""
     return f"{Decimal(value) / 100:,.2f}"
@@ -280,8 +285,8 @@ class SubscriptionAdmin(MeterlineModelAdmin):
                 (
                     (
                         line.subscription_price.price.meter.name,
-                        line.consumed,
-                        line.late,
+                        units(line.consumed),
+                        units(line.late),
                         line.credited,
                         cents(line.amount),
                         obj.currency,
@@ -300,7 +305,7 @@ class SubscriptionAdmin(MeterlineModelAdmin):
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
-                (line.label, line.quantity.normalize(), cents(line.amount), cents(line.tax_amount))
+                (line.label, units(line.quantity), cents(line.amount), cents(line.tax_amount))
                 for line in draft.lines
             ),
         )
@@ -399,7 +404,7 @@ def dashboard_context(organization, *, now) -> dict:
     for row in dashboard.revenue_by_month(organization, now=now):
         by_currency[row.currency].append(
             Bar(
-                label=f"{row.month:%b %y}",
+                label=f"{row.month:%b %Y}",
                 value=row.invoiced,
                 tooltip=f"{row.month:%B %Y}: {format_amount(row.invoiced, row.currency)} "
                 f"invoiced, {format_amount(row.paid, row.currency)} paid",

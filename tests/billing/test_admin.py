@@ -50,6 +50,7 @@ def test_lists_and_change_pages_render_without_n_plus_one(
     assert response.status_code == 200
     body = response.content.decode()
     assert "Upcoming invoice" in body and "15.00" in body
+    assert "E-12" not in body and "E+" not in body  # quantities without exponents
     invoice = Invoice.objects.filter(subscription=subs[0]).first()
     response = superuser_client.get(reverse("admin:billing_invoice_change", args=[invoice.pk]))
     assert response.status_code == 200 and invoice.number in response.content.decode()
