@@ -13,6 +13,7 @@ subscriptions on 10M events.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import threading
@@ -40,6 +41,12 @@ def parse_args(argv=None):
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--days", type=int, default=40)
     parser.add_argument("--database", default="meterline_bench_p5")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="closing processes, as Celery workers take the beat's batches (default 1)",
+    )
     return parser.parse_args(argv)
 
 
@@ -173,6 +180,29 @@ def reference_scan(organization, start, end) -> tuple[float, list]:
     return min(timings), rows
 
 
+def _close_share(ids: list, as_of) -> int:
+    from billing import cycles
+
+    closed = 0
+    for start in range(0, len(ids), cycles.BATCH_SIZE):
+        closed += cycles.close_batch(ids[start : start + cycles.BATCH_SIZE], as_of=as_of).closed
+    return closed
+
+
+def close_in_processes(workers: int, *, as_of) -> int:
+    """What the beat's fan-out does with `workers` Celery processes: the due subscriptions in
+    batches, each process closing its share (forked after closing this process's connection)."""
+    from django.db import connections
+
+    from billing import cycles
+
+    ids = cycles.due_subscription_ids(as_of=as_of)
+    shares = [ids[i::workers] for i in range(workers)]
+    connections.close_all()
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return sum(pool.starmap(_close_share, [(share, as_of) for share in shares]))
+
+
 def run(args) -> dict:
     url = with_database(database_url(), args.database)
     ensure_database(url)
@@ -203,10 +233,12 @@ def run(args) -> dict:
     sampler = RssSampler()
     sampler.start()
     began = time.perf_counter()
-    report = cycles.close_due(as_of=timezone.now())
+    if args.workers > 1:
+        closed = close_in_processes(args.workers, as_of=timezone.now())
+    else:
+        closed = cycles.close_due(as_of=timezone.now()).closed
     close_seconds = time.perf_counter() - began
     samples = sampler.stop()
-    closed = report.closed
     # correctness spot check: API requests billed == the GROUP BY's counts
     expected = sum(count for _c, name, count, _s in rows if name == "api.request")
     billed = sum(
@@ -215,12 +247,15 @@ def run(args) -> dict:
             invoice__organization=organization, meter__name="API requests"
         )
     )
+    if args.workers > 1:
+        samples = []  # the closing processes are the pool's, not this one
     quarter = max(1, len(samples) // 4)
     rss = [
         statistics.mean(samples[i : i + quarter]) / 1024 for i in range(0, len(samples), quarter)
     ]
     result = {
         "subscriptions": args.subscriptions,
+        "workers": args.workers,
         "events_in_periods": sum(count for *_x, count, _s in rows),
         "invoices": closed,
         "invoices_stored": Invoice.objects.filter(organization=organization).count(),

@@ -2,6 +2,7 @@
 server (pytest-django's threaded live server) driven by the real polar-sdk client."""
 
 import pytest
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from customers.tokens import create_token
@@ -85,3 +86,10 @@ def polar(live_url, live_org_token):
     # threads (and their database connections) finish before the test database is dropped.
     with Polar(live_org_token[1], base_url=live_url) as client:
         yield client
+
+
+@pytest.fixture(autouse=True)
+def _fresh_default_cache():
+    """Test databases roll back; the per-process cache would remember what they held."""
+    yield
+    cache.clear()

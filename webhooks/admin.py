@@ -44,9 +44,12 @@ class WebhookEndpointAdmin(MeterlineModelAdmin):
 
     @admin.action(description="Enable again (clears the disabled reason)", permissions=["change"])
     def enable_endpoints(self, request, queryset):
+        organizations = set(queryset.values_list("organization_id", flat=True))
         done = queryset.filter(enabled=False).update(
             enabled=True, disabled_reason="", disabled_at=None
         )
+        for organization_id in organizations:
+            delivery.forget_endpoints(organization_id)
         self.message_user(request, f"{done} endpoint(s) enabled.")
 
 

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_save
 
 
 class WebhooksConfig(AppConfig):
@@ -11,6 +12,7 @@ class WebhooksConfig(AppConfig):
         from customers import hooks as customer_hooks
         from metering import hooks as metering_hooks
         from webhooks import receivers
+        from webhooks.models import WebhookEndpoint
 
         SCHEDULES["deliver due webhooks"] = ("webhooks.tasks.deliver_due_events", 60)
         SCHEDULES["flush customer state webhooks"] = ("webhooks.tasks.flush_state_changes", 60)
@@ -25,3 +27,9 @@ class WebhooksConfig(AppConfig):
             (metering_hooks.events_ingested, receivers.on_events_ingested),
         ):
             signal.connect(receiver, dispatch_uid=f"webhooks.{receiver.__name__}")
+        for signal in (post_save, post_delete):
+            signal.connect(
+                receivers.on_endpoint_changed,
+                sender=WebhookEndpoint,
+                dispatch_uid=f"webhooks.endpoint_cache.{signal is post_save}",
+            )

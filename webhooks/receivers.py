@@ -2,8 +2,9 @@
 transactions) and turns into outbox rows, sent by Celery after the commit. Connected in
 `WebhooksConfig.ready`.
 
-A payload is rendered only when an enabled endpoint subscribes to the event type, so an
-organization without webhooks pays one indexed query per change."""
+A payload is rendered only when an enabled endpoint subscribes to the event type; which
+endpoints an organization has is cached (`delivery.ENDPOINTS_CACHE_SECONDS`), so an
+organization without webhooks pays no query per change."""
 
 from billing.models import InvoiceStatus
 from webhooks import alerts, delivery, payloads, state_changes, tasks
@@ -13,6 +14,10 @@ def emit(organization_id, event_type: str, render) -> None:
     endpoints = delivery.subscribed_endpoints(organization_id, event_type)
     if endpoints:
         tasks.enqueue(delivery.record(endpoints, event_type, render()))
+
+
+def on_endpoint_changed(sender, instance, **kwargs):
+    delivery.forget_endpoints(instance.organization_id)
 
 
 def state_changed(organization_id, customer_id) -> None:

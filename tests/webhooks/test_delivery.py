@@ -329,3 +329,22 @@ def test_every_billing_and_customer_event_parses_with_polar_sdk(organization):
     assert [(o["status"], o["total_amount"]) for o in paid] == [("paid", 2900)]
     revoked = [json.loads(e.body)["data"] for e in events if e.type == "subscription.revoked"]
     assert [s["status"] for s in revoked] == ["canceled"]
+
+
+@pytest.mark.django_db
+def test_endpoint_lookup_is_cached_and_cleared_when_endpoints_change(
+    organization, django_assert_num_queries
+):
+    assert delivery.has_subscribers(organization.pk, "order.created") is False
+    with django_assert_num_queries(0):  # a change without subscribers costs no query
+        assert delivery.subscribed_endpoints(organization.pk, "order.created") == []
+        assert delivery.has_subscribers(organization.pk, "subscription.cycled") is False
+    endpoint = WebhookEndpoint.objects.create(
+        organization=organization, url="https://hooks.example.com/x", events=["order.created"]
+    )
+    assert delivery.subscribed_endpoints(organization.pk, "order.created") == [endpoint]
+    # disabled by the delivery loop (a queryset update): not sent to, though still cached
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(enabled=False)
+    assert delivery.subscribed_endpoints(organization.pk, "order.created") == []
+    endpoint.delete()
+    assert delivery.has_subscribers(organization.pk, "order.created") is False
