@@ -59,6 +59,11 @@ def document_context(invoice: Invoice) -> dict:
     return {
         "invoice": invoice,
         "organization": invoice.organization.name,
+        "organization_address": [
+            line.strip()
+            for line in invoice.organization.invoice_address.splitlines()
+            if line.strip()
+        ],
         "bill_to": invoice.billing_name or invoice.customer.name or invoice.customer.email,
         "email": invoice.customer.email,
         "address": [str(address[key]) for key in ADDRESS_FIELDS if address.get(key)],

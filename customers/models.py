@@ -16,6 +16,10 @@ class Organization(models.Model):
     slug = models.SlugField(max_length=64, unique=True, blank=True)
     # Brand colour of the customer portal (the portal derives readable text colours from it).
     accent_color = models.CharField(max_length=7, default="#2563eb", validators=[hex_colour])
+    # Printed under the name on invoices (the seller's postal address, tax number …).
+    invoice_address = models.TextField(
+        blank=True, help_text="Lines printed under the organization's name on every invoice."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

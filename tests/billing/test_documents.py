@@ -39,6 +39,8 @@ def pdf_page_image(pdf: bytes, tmp_path: Path) -> Image.Image:
 def billed_invoices(org, make_product, customer, api_calls, send):
     """Pro: $29/month + 2 cents per call, 10% off forever, 20% exclusive VAT. Jan: 50 calls;
     5 more January calls arrive after January closed (late units on February's invoice)."""
+    org.invoice_address = "  8 Rue Oberkampf\n\n75011 Paris, France\nVAT FR40123456789"
+    org.save()
     taxes.create_tax_rate(
         organization=org, name="VAT", country="FR", state=None, basis_points=2000, inclusive=False
     )
@@ -77,7 +79,10 @@ def test_pdf_shows_number_lines_late_units_discount_tax_and_total(billed_invoice
     assert pdf.startswith(b"%PDF-")
     text = pdf_text(pdf, tmp_path)
     for expected in (
-        "Acme",  # the organization
+        "Acme",  # the organization, with its address
+        "8 Rue Oberkampf",
+        "75011 Paris, France",
+        "VAT FR40123456789",
         "ACME-0003",
         "Ada Lovelace Ltd",
         "12 Rue de la Paix",

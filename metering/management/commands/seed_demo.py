@@ -164,7 +164,10 @@ class Command(BaseCommand):
                 "seed_demo is for development only: it creates the superuser "
                 f"'{DEMO_USERNAME}' with a known password. Run it with DEBUG=1."
             )
-        organization, _ = Organization.objects.get_or_create(name=DEMO_ORGANIZATION)
+        organization, _ = Organization.objects.get_or_create(
+            name=DEMO_ORGANIZATION,
+            defaults={"invoice_address": "1 Demo Street\n75011 Paris, France\nVAT FR00000000000"},
+        )
         self._ensure_user(password)
         token = self._ensure_token(organization, credentials_file)
         customers = self._ensure_customers(organization, range(DEMO_CUSTOMERS - LATE_CUSTOMERS))
