@@ -242,6 +242,15 @@ def fixed_line(subscription, start: datetime, end: datetime) -> LineDraft | None
     return None
 
 
+def fixed_price_at(subscription, at: datetime):
+    """The fixed price in force at `at` (after plan changes, each has its own time span)."""
+    for sp in subscription.subscription_prices.all():
+        if sp.price.is_metered or sp.starts_at > at or (sp.ends_at and sp.ends_at <= at):
+            continue
+        return sp.price
+    return None
+
+
 def renewal_line(subscription) -> LineDraft | None:
     """The next period's fixed price as the next close will bill it: the pending product's when
     a plan change waits for the period end."""

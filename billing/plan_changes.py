@@ -142,16 +142,16 @@ def _change_now(subscription: Subscription, product: Product, at: datetime, *, i
     items = []
     # During a trial nothing was charged and the new prices start when it ends: no proration.
     if subscription.status != SubscriptionStatus.TRIALING:
-        old_line = cycles.fixed_line(subscription, start, end)
-        if old_line is not None:
-            credit = prorated(old_line.amount, start, end, at)
+        old_price = cycles.fixed_price_at(subscription, at)
+        if old_price is not None:
+            credit = prorated(to_minor(old_price.price_amount), start, end, at)
             if credit:
                 items.append(
                     PendingInvoiceItem(
                         subscription=subscription,
                         label=f"Unused time on {subscription.product.name} "
                         f"({at:%b %d, %Y %H:%M} – {end:%b %d, %Y %H:%M} UTC)",
-                        price=old_line.price,
+                        price=old_price,
                         period_start=at,
                         period_end=end,
                         amount=to_money(-credit, subscription.currency),

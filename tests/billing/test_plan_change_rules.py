@@ -208,3 +208,22 @@ def test_prorated_is_exact_to_the_second():
     assert plan_changes.prorated(9900, START, END, END - timedelta(seconds=131)) == 1  # 0.5003¢
     assert plan_changes.prorated(9900, START, END, START) == 9900
     assert plan_changes.prorated(9900, START, END, START - timedelta(days=1)) == 9900
+
+
+def test_two_changes_in_one_period_credit_what_each_charged(plans, customer):
+    basic = thirty_days(plans, "Basic", 3000)
+    pro = thirty_days(plans, "Pro", 6000)
+    top = thirty_days(plans, "Max", 9000)
+    subscription = subscriptions.create_subscription(
+        customer=customer, product=basic, started_at=START
+    )
+    plan_changes.change_product(subscription, pro, at=START + timedelta(days=10))
+    plan_changes.change_product(subscription, top, at=START + timedelta(days=20))
+    (cycle,) = close(END + timedelta(hours=2))
+    assert amounts(cycle) == [
+        ("Unused time on Basic", -2000),  # 20 of 30 days of 30.00
+        ("Remaining time on Pro", 4000),
+        ("Unused time on Pro", -2000),  # the 10 days of Pro charged and not used
+        ("Remaining time on Max", 3000),
+        ("Max", 9000),
+    ]
