@@ -112,6 +112,7 @@ def close_batch(ids: list, *, as_of: datetime, report: CloseReport | None = None
         )
         if not due:
             return report
+        read_at = timezone.now()  # later arrivals are the next period's (avg/min/max/unique)
         measures = metered.measure([(s, s.current_period_start, s.current_period_end) for s in due])
         rates = taxes.rates_by_organization({s.organization_id for s in due})
         progressed = False
@@ -122,6 +123,7 @@ def close_batch(ids: list, *, as_of: datetime, report: CloseReport | None = None
                 measures=measures,
                 loaded=subscription,
                 tax_rates=rates[subscription.organization_id],
+                read_at=read_at,
             )
             if invoice is None:
                 report.skipped += 1
@@ -141,6 +143,7 @@ def close_period(
     final: bool = False,
     loaded: Subscription | None = None,
     tax_rates: list | None = None,
+    read_at: datetime | None = None,
 ) -> Invoice | None:
     """Close one period in one transaction. `end` earlier than the period's end (with `final`)
     closes it early: a revocation. Returns None when someone else closed it first.
@@ -199,7 +202,7 @@ def close_period(
         if ending:
             _end(subscription, at=end)
         else:
-            _advance(subscription, next_start, next_end)
+            _advance(subscription, next_start, next_end, read_at=read_at)
             grant_period_credits(subscription, rollover_from=metered_lines)
         signals.subscription_changed.send(
             sender=Subscription, subscription=subscription, change="revoked" if ending else "cycled"
@@ -402,9 +405,10 @@ def switch_product(subscription, product, *, at: datetime) -> None:
     subscription.__dict__.pop("_prefetched_objects_cache", None)
 
 
-def _advance(subscription, start: datetime, end: datetime) -> None:
+def _advance(subscription, start: datetime, end: datetime, *, read_at: datetime | None) -> None:
     subscription.period_index += 1
     subscription.current_period_start, subscription.current_period_end = start, end
+    subscription.closed_usage_read_at = read_at or timezone.now()
     if subscription.status == SubscriptionStatus.TRIALING:
         subscription.status = SubscriptionStatus.ACTIVE
     subscription.save(
@@ -412,6 +416,7 @@ def _advance(subscription, start: datetime, end: datetime) -> None:
             "period_index",
             "current_period_start",
             "current_period_end",
+            "closed_usage_read_at",
             "status",
             "modified_at",
         ]

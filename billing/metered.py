@@ -7,7 +7,9 @@ Usage is attributed by event timestamp. For `count` and `sum` meters a period bi
 which is the period's own usage plus the late usage of earlier, already closed periods (events
 that arrived after their close). Summed over all closes this telescopes to the value over every
 event since the price started: each unit is billed exactly once, whatever the arrival order.
-`avg`/`min`/`max`/`unique` don't add up across periods: a period bills its own events' value.
+`avg`/`min`/`max`/`unique` don't add up across periods: a period bills the value over its own
+events plus the events of earlier periods that arrived after the last close read its usage (the
+late arrivals join the period's set; `late_units` counts them).
 
 After a plan change a period has several prices per meter, each over its own part of the period
 (old prices until the change, new ones from it). The period's credits of a meter are used up by
@@ -20,6 +22,8 @@ the customer meters, so they always agree."""
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+
+from django.conf import settings
 
 from billing import pricing, usage
 from billing.invoices import LineDraft
@@ -34,6 +38,7 @@ class Measure:
     credited: int  # credits granted in the period
     additive: bool
     ended: bool = False  # the price ended before the period: late units only
+    late_events: int = 0  # avg/min/max/unique: late arrivals that joined the period's set
 
 
 @dataclass(frozen=True)
@@ -92,20 +97,23 @@ def measure(periods: list[tuple[object, datetime, datetime]]) -> dict:
             meter = sp.price.meter
             additive = meter.aggregation.get("func") in usage.ADDITIVE
             ended = sp.ends_at is not None and sp.ends_at <= start
-            if ended and not additive:
-                continue  # only count/sum carry late units
-            kinds[sp.pk] = (additive, ended)
             lo, hi = _applies(sp, start, end)
             customer = subscription.customer_id
+            late = None if additive else _late_arrivals(subscription, sp, start, lo)
+            if ended and not additive and late is None:
+                continue
+            kinds[sp.pk] = (additive, ended)
             if not ended:
-                windows.append(usage.Window((sp.pk, "period"), meter, customer, lo, hi))
+                windows.append(usage.Window((sp.pk, "period"), meter, customer, lo, hi, late))
                 credit_windows.append(usage.Window(sp.pk, meter, customer, start, end))
+            elif late is not None:
+                windows.append(usage.Window((sp.pk, "period"), meter, customer, lo, lo, late))
             if additive:
                 before_end = min(lo, sp.ends_at) if sp.ends_at else lo
                 windows.append(
                     usage.Window((sp.pk, "before"), meter, customer, sp.starts_at, before_end)
                 )
-    values = usage.usage_in_windows(windows)
+    values, late_events = usage.usage_and_late_in_windows(windows)
     credits = usage.credited_in_windows(credit_windows)
     result = {}
     for sp_id, (additive, ended) in kinds.items():
@@ -117,8 +125,22 @@ def measure(periods: list[tuple[object, datetime, datetime]]) -> dict:
             credited=credits.get(sp_id, 0),
             additive=additive,
             ended=ended,
+            late_events=late_events.get((sp_id, "period"), 0),
         )
     return result
+
+
+def _late_arrivals(subscription, sp, start: datetime, lo: datetime):
+    """For avg/min/max/unique: the events of earlier periods (back to BILLING_LATE_LOOKBACK,
+    never before the price started) that arrived after the last close read its usage."""
+    since = subscription.closed_usage_read_at
+    if since is None:
+        return None
+    late_end = min(lo, sp.ends_at) if sp.ends_at else lo
+    late_start = max(sp.starts_at, start - settings.BILLING_LATE_LOOKBACK)
+    if late_start >= late_end:
+        return None
+    return usage.LateArrivals(late_start, late_end, since)
 
 
 def line(sp: SubscriptionPrice, found: Measure) -> MeteredLine:
@@ -128,7 +150,7 @@ def line(sp: SubscriptionPrice, found: Measure) -> MeteredLine:
         late = consumed - found.period_units
         new_billed = found.cumulative
     else:
-        consumed, late, new_billed = found.period_units, Decimal(0), sp.billed_units
+        consumed, late, new_billed = found.period_units, Decimal(found.late_events), sp.billed_units
     billable = pricing.billable_units(consumed=consumed, credited=found.credited)
     price = sp.price
     cap = price.cap_amount
@@ -157,7 +179,7 @@ def lines(subscription, measures: dict) -> list[MeteredLine]:
         found = replace(measures[sp.pk], credited=period_credits[meter_id])
         priced = line(sp, found)
         period_credits[meter_id] = max(found.credited - max(priced.consumed, Decimal(0)), 0)
-        if found.ended and priced.consumed == 0:
+        if found.ended and priced.consumed == 0 and priced.late == 0:
             continue
         result.append(priced)
     return result

@@ -235,6 +235,10 @@ class Subscription(models.Model):
     )
     # invoices that carried the discount so far (once / repeating stop after 1 / N)
     discounted_invoices = models.PositiveIntegerField(default=0)
+    # When the last close read its period's usage: events of earlier periods that arrived later
+    # join the current period's set for avg/min/max/unique meters (count/sum carry late units
+    # through `SubscriptionPrice.billed_units`).
+    closed_usage_read_at = models.DateTimeField(null=True, blank=True)
     # a plan change requested with `next_period`: applied by the close of the current period
     pending_product = models.ForeignKey(
         Product, null=True, blank=True, on_delete=models.PROTECT, related_name="+"

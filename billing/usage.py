@@ -24,10 +24,12 @@ CREDITED = customer_meters.CREDITED
 
 __all__ = [
     "Meter",
+    "LateArrivals",
     "Window",
     "credited_in_windows",
     "daily_meter_values",
     "grant_credits",
+    "usage_and_late_in_windows",
     "usage_in_windows",
 ]
 
@@ -61,13 +63,25 @@ def register_meter_blockers(*, definition_change, archive) -> None:
 
 @dataclass(frozen=True)
 class Window:
-    """Usage of `meter` by `customer_id` with event timestamps in [start, end)."""
+    """Usage of `meter` by `customer_id` with event timestamps in [start, end).
+
+    `late` (avg/min/max/unique only) adds the events with timestamps in [late.start, late.end)
+    that arrived after `late.since` — an earlier period's events that came after its close and
+    join this period's set."""
 
     key: object
     meter: Meter
     customer_id: object
     start: datetime
     end: datetime
+    late: "LateArrivals | None" = None
+
+
+@dataclass(frozen=True)
+class LateArrivals:
+    start: datetime
+    end: datetime
+    since: datetime
 
 
 def _ceil_hour(moment: datetime) -> datetime:
@@ -147,10 +161,17 @@ def _columns(rows: list[tuple]) -> list[list]:
 
 
 def usage_in_windows(windows: list[Window]) -> dict:
-    """key → the meter's value over the window. count/sum meters are read set-based (one or two
-    statements per meter for all windows); avg/min/max/unique go through metering's read path
-    window by window (their values don't add up across windows)."""
+    """key → the meter's value over the window (see `usage_and_late_in_windows`)."""
+    return usage_and_late_in_windows(windows)[0]
+
+
+def usage_and_late_in_windows(windows: list[Window]) -> tuple[dict, dict]:
+    """(key → the meter's value over the window, key → how many late arrivals joined it).
+    count/sum meters are read set-based (one or two statements per meter for all windows);
+    avg/min/max/unique go through metering's read path window by window (their values don't
+    add up across windows), plus their late arrivals when the window names them."""
     result = {window.key: Decimal(0) for window in windows}
+    late_counts: dict = {}
     by_meter: dict = defaultdict(list)
     for window in windows:
         by_meter[window.meter.pk].append(window)
@@ -160,16 +181,108 @@ def usage_in_windows(windows: list[Window]) -> dict:
             result.update(_additive(meter, group))
             continue
         for window in group:
-            if window.start >= window.end:
-                continue
-            _, total = aggregation.compute(
-                meter,
-                buckets=[(window.start, window.end)],
-                customer_ids=[window.customer_id],
-                use_rollups=meter.state == MeterState.READY,
-            )
+            total = aggregation.Partial()
+            if window.start < window.end:
+                _, total = aggregation.compute(
+                    meter,
+                    buckets=[(window.start, window.end)],
+                    customer_ids=[window.customer_id],
+                    use_rollups=meter.state == MeterState.READY,
+                )
+                total = total or aggregation.Partial()
+            late = _late_partial(window)
+            if late is not None:
+                late_counts[window.key] = late.event_count
+                total = _joined(total, late)
             result[window.key] = aggregation.final_value(meter.aggregation["func"], total)
-    return result
+    return result, late_counts
+
+
+LATE_SQL = """
+SELECT count(*), count(x.num), COALESCE(sum(x.num), 0), min(x.num), max(x.num),
+       array_remove(array_agg(DISTINCT x.vk), NULL)
+FROM (
+    SELECT {num} AS num, {key} AS vk FROM metering_event e
+    WHERE e.customer_id = %s AND e.source = 'user'
+      AND e.timestamp >= %s AND e.timestamp < %s AND e.ingested_at > %s AND {filter}
+) x
+"""
+
+# which of the late events' values the window's own events already have (unique meters)
+SEEN_KEYS_SQL = """
+SELECT DISTINCT {key} FROM metering_event e
+WHERE e.customer_id = %s AND e.source = 'user' AND e.timestamp >= %s AND e.timestamp < %s
+  AND {filter} AND {key} = ANY(%s::text[])
+"""
+
+
+def _late_partial(window: Window) -> aggregation.Partial | None:
+    """The late arrivals of the window as a Partial (`keys`: their values new to the window)."""
+    late = window.late
+    if late is None or late.start >= late.end:
+        return None
+    meter = window.meter
+    func, prop = meter.aggregation["func"], meter.aggregation.get("property")
+    filter_sql, filter_params = filters.compile_filter(meter.filter)
+    num_sql, num_params = (
+        filters.numeric_sql(prop) if func in filters.PROPERTY_FUNCS else ("NULL::numeric", [])
+    )
+    key_sql, key_params = filters.value_key_sql(prop) if func == "unique" else ("NULL::text", [])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            LATE_SQL.format(num=num_sql, key=key_sql, filter=filter_sql),
+            [
+                *num_params,
+                *key_params,
+                str(window.customer_id),
+                late.start,
+                late.end,
+                late.since,
+                *filter_params,
+            ],
+        )
+        count, numeric_count, numeric_sum, low, high, keys = cursor.fetchone()
+        if not count:
+            return None
+        keys = set(keys or ())
+        if keys and window.start < window.end:
+            cursor.execute(
+                SEEN_KEYS_SQL.format(key=key_sql, filter=filter_sql),
+                [
+                    *key_params,
+                    str(window.customer_id),
+                    window.start,
+                    window.end,
+                    *filter_params,
+                    *key_params,
+                    sorted(keys),
+                ],
+            )
+            keys -= {row[0] for row in cursor.fetchall()}
+    return aggregation.Partial(
+        event_count=count,
+        numeric_count=numeric_count,
+        numeric_sum=Decimal(numeric_sum),
+        numeric_min=low,
+        numeric_max=high,
+        distinct=len(keys),
+        keys=keys,
+    )
+
+
+def _joined(own: aggregation.Partial, late: aggregation.Partial) -> aggregation.Partial:
+    def pick(chooser, a, b):
+        present = [v for v in (a, b) if v is not None]
+        return chooser(present) if present else None
+
+    return aggregation.Partial(
+        event_count=own.event_count + late.event_count,
+        numeric_count=own.numeric_count + late.numeric_count,
+        numeric_sum=aggregation.exact_sum([Decimal(own.numeric_sum or 0), late.numeric_sum]),
+        numeric_min=pick(min, own.numeric_min, late.numeric_min),
+        numeric_max=pick(max, own.numeric_max, late.numeric_max),
+        distinct=own.distinct + late.distinct,
+    )
 
 
 CREDITS_SQL = """

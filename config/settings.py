@@ -191,6 +191,9 @@ from datetime import timedelta  # noqa: E402
 
 BILLING_GRACE = timedelta(seconds=env.int("BILLING_GRACE", default=3600))
 BILLING_CLOSE_BATCH_SIZE = env.int("BILLING_CLOSE_BATCH_SIZE", default=200)
+# avg/min/max/unique meters: how far back (seconds) a period looks for events of earlier periods
+# that arrived after their close (count/sum meters carry late usage without limit)
+BILLING_LATE_LOOKBACK = timedelta(seconds=env.int("BILLING_LATE_LOOKBACK", default=62 * 86400))
 
 # --- cache and rate limits --------------------------------------------------------------------
 # The rate-limit counters (API tokens, the portal's sign-in) must live in one store shared by
