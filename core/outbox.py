@@ -6,7 +6,8 @@ worker finishes the task. So:
 
 - broker down at commit: the publish fails, the request still succeeds (ingest and the API do
   not depend on the broker), and the record is sent again later;
-- worker killed mid-task: the record outlives the lease and is sent again.
+- worker killed mid-task (or the process killed between the commit and the publish): the
+  record outlives the lease and is sent again.
 
 `resend_pending()` sends what is due; beat runs it every OUTBOX_RESEND_INTERVAL_SECONDS (and a
 worker at start-up); `manage.py resend_pending_tasks` runs it by hand. A task sent twice must be
@@ -39,28 +40,36 @@ class DurableTask(Task):
 
 
 def enqueue_on_commit(name: str, args: list, kwargs: dict) -> uuid.UUID:
+    # Recorded as already sent once, with its lease: the publish after the commit then needs no
+    # second write (a second commit, i.e. WAL flush, per enqueue on hot paths such as the cycle
+    # close). If the process dies between the commit and the publish, the record is resent when
+    # the lease runs out.
+    now = timezone.now()
     pending = PendingTask.objects.create(
-        id=uuid.uuid4(), name=name, args=args, kwargs=kwargs, next_attempt_at=timezone.now()
+        id=uuid.uuid4(),
+        name=name,
+        args=args,
+        kwargs=kwargs,
+        attempts=1,
+        next_attempt_at=now + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS),
     )
     transaction.on_commit(partial(publish, pending.pk, name, args, kwargs))
     return pending.pk
 
 
 def publish(task_id, name: str, args: list, kwargs: dict) -> bool:
-    now = timezone.now()
+    """Send one recorded task; its record already counts this attempt and holds its lease."""
     try:
         current_app.tasks[name].apply_async(args=args, kwargs=kwargs, task_id=str(task_id))
     except Exception as exc:  # broker down: kept for resend_pending
         logger.warning("task %s %s not sent (%s); it will be resent", name, task_id, exc)
         PendingTask.objects.filter(pk=task_id).update(
-            next_attempt_at=now + timedelta(seconds=settings.OUTBOX_RESEND_INTERVAL_SECONDS),
+            next_attempt_at=timezone.now()
+            + timedelta(seconds=settings.OUTBOX_RESEND_INTERVAL_SECONDS),
+            attempts=F("attempts") - 1,
             last_error=f"publish: {type(exc).__name__}: {exc}"[:2000],
         )
         return False
-    PendingTask.objects.filter(pk=task_id).update(
-        next_attempt_at=now + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS),
-        attempts=F("attempts") + 1,
-    )
     return True
 
 
@@ -71,6 +80,10 @@ def resend_pending() -> int:
         next_attempt_at__lte=timezone.now(), attempts__lt=settings.OUTBOX_MAX_ATTEMPTS
     ).order_by("created_at")
     for pending in due[:1000]:
+        PendingTask.objects.filter(pk=pending.pk).update(
+            next_attempt_at=timezone.now() + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS),
+            attempts=F("attempts") + 1,
+        )
         sent += publish(pending.pk, pending.name, pending.args, pending.kwargs)
     return sent
 
