@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Prefetch, Q
 from django.utils import timezone
 
@@ -198,7 +198,7 @@ def close_period(
             if sp.billed_units != priced.new_billed_units:
                 sp.billed_units = priced.new_billed_units
                 changed.append(sp)
-        SubscriptionPrice.objects.bulk_update(changed, ["billed_units"])
+        _save_billed_units(changed)
         if ending:
             _end(subscription, at=end)
         else:
@@ -403,6 +403,23 @@ def switch_product(subscription, product, *, at: datetime) -> None:
     )
     # later reads through this object (the renewal line, the credits) see the new prices
     subscription.__dict__.pop("_prefetched_objects_cache", None)
+
+
+# One statement for a close's prices (the ORM's bulk_update builds a CASE per row in Python,
+# a quarter of a close's time in the P5 profile).
+BILLED_UNITS_SQL = """
+UPDATE billing_subscriptionprice sp SET billed_units = v.units
+FROM unnest(%s::bigint[], %s::numeric[]) AS v(id, units)
+WHERE sp.id = v.id
+"""
+
+
+def _save_billed_units(prices: list[SubscriptionPrice]) -> None:
+    if prices:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                BILLED_UNITS_SQL, [[sp.pk for sp in prices], [sp.billed_units for sp in prices]]
+            )
 
 
 def _advance(subscription, start: datetime, end: datetime, *, read_at: datetime | None) -> None:
