@@ -140,38 +140,26 @@ def _interval(product: Product) -> str:
 def _change_now(subscription: Subscription, product: Product, at: datetime, *, invoice_now: bool):
     start, end = subscription.current_period_start, subscription.current_period_end
     items = []
+
+    def prorate(price, sign: int, what: str) -> None:
+        amount = prorated(to_minor(price.price_amount), start, end, at) if price else 0
+        if amount:
+            items.append(
+                PendingInvoiceItem(
+                    subscription=subscription,
+                    label=f"{what} ({at:%b %d, %Y %H:%M} – {end:%b %d, %Y %H:%M} UTC)",
+                    price=price,
+                    period_start=at,
+                    period_end=end,
+                    amount=to_money(sign * amount, subscription.currency),
+                )
+            )
+
     # During a trial nothing was charged and the new prices start when it ends: no proration.
     if subscription.status != SubscriptionStatus.TRIALING:
-        old_price = cycles.fixed_price_at(subscription, at)
-        if old_price is not None:
-            credit = prorated(to_minor(old_price.price_amount), start, end, at)
-            if credit:
-                items.append(
-                    PendingInvoiceItem(
-                        subscription=subscription,
-                        label=f"Unused time on {subscription.product.name} "
-                        f"({at:%b %d, %Y %H:%M} – {end:%b %d, %Y %H:%M} UTC)",
-                        price=old_price,
-                        period_start=at,
-                        period_end=end,
-                        amount=to_money(-credit, subscription.currency),
-                    )
-                )
-        new_price = _fixed_price(product)
-        if new_price is not None:
-            charge = prorated(to_minor(new_price.price_amount), start, end, at)
-            if charge:
-                items.append(
-                    PendingInvoiceItem(
-                        subscription=subscription,
-                        label=f"Remaining time on {product.name} "
-                        f"({at:%b %d, %Y %H:%M} – {end:%b %d, %Y %H:%M} UTC)",
-                        price=new_price,
-                        period_start=at,
-                        period_end=end,
-                        amount=to_money(charge, subscription.currency),
-                    )
-                )
+        old_name = subscription.product.name
+        prorate(cycles.fixed_price_at(subscription, at), -1, f"Unused time on {old_name}")
+        prorate(_fixed_price(product), 1, f"Remaining time on {product.name}")
     cycles.switch_product(subscription, product, at=at)
     PendingInvoiceItem.objects.bulk_create(items)
     if invoice_now and items and sum(to_minor(item.amount) for item in items) > 0:

@@ -47,6 +47,22 @@ def tokens(org):
     )
 
 
+def named(name: str) -> dict:
+    """The filter of events called `name`."""
+    return {
+        "conjunction": "and",
+        "clauses": [{"property": "name", "operator": "eq", "value": name}],
+    }
+
+
+@pytest.fixture
+def calls_meter(polar):
+    """A count meter of `api.call` events, created through polar-sdk on the live server."""
+    return polar.meters.create(
+        name="API calls", filter=named("api.call"), aggregation={"func": "count"}
+    )
+
+
 @pytest.fixture
 def customer(org):
     return Customer.objects.create(organization=org, email="ada@example.com", external_id="ada")

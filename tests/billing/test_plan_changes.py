@@ -13,20 +13,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PERIOD = timedelta(days=30)
 
 
-def named(name):
-    return {
-        "conjunction": "and",
-        "clauses": [{"property": "name", "operator": "eq", "value": name}],
-    }
-
-
-@pytest.fixture
-def calls_meter(polar):
-    return polar.meters.create(
-        name="API calls", filter=named("api.call"), aggregation={"func": "count"}
-    )
-
-
 def plan(polar, name, cents, *, meter=None, unit_cents=None, **kwargs):
     prices = [{"amount_type": "fixed", "price_amount": cents, "price_currency": "usd"}]
     if meter is not None:

@@ -13,20 +13,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 JAN = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def named(name):
-    return {
-        "conjunction": "and",
-        "clauses": [{"property": "name", "operator": "eq", "value": name}],
-    }
-
-
-@pytest.fixture
-def calls_meter(polar):
-    return polar.meters.create(
-        name="API calls", filter=named("api.call"), aggregation={"func": "count"}
-    )
-
-
 def subscribe_with_usage(polar, product_id, external_id, units, *, started=JAN):
     polar.customers.create(email=f"{external_id}@example.com", external_id=external_id)
     subscription = polar.subscriptions.create(
