@@ -61,10 +61,6 @@ class Event(models.Model):
             # unfiltered newest-first lists (admin) without a sort of the whole table
             models.Index(fields=["-timestamp"], name="event_ts"),
             models.Index(fields=["customer", "-timestamp"], name="event_customer_ts"),
-            models.Index(
-                fields=["organization", "external_customer_id", "-timestamp"],
-                name="event_org_extcust_ts",
-            ),
             models.Index(fields=["organization", "name", "-timestamp"], name="event_org_name_ts"),
             models.Index(
                 fields=["parent"], name="event_parent", condition=models.Q(parent__isnull=False)

@@ -131,9 +131,7 @@ def test_compaction_during_ingest_and_reads_never_differs_from_raw_events(token_
         rng = random.Random(1)
         try:
             for batch in range(40):
-                events = [
-                    _event(rng, rng.choice(customers), f"b{batch}-{i}") for i in range(60)
-                ]
+                events = [_event(rng, rng.choice(customers), f"b{batch}-{i}") for i in range(60)]
                 ingest.ingest_events(organization=organization, events=events)
         except Exception as exc:  # reported by the main thread
             errors.append(exc)
