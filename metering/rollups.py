@@ -134,7 +134,12 @@ __BRANCHES__
 CUSTOMER_METERS = """, cm AS (
     INSERT INTO metering_customermeter AS m (id, customer_id, meter_id, created_at, modified_at)
     SELECT gen_random_uuid(), customer_id, meter_id, now(), now()
-    FROM (SELECT DISTINCT meter_id, customer_id FROM agg) x ORDER BY meter_id, customer_id
+    FROM (SELECT DISTINCT meter_id, customer_id FROM agg) x
+    -- existing pairs (nearly all, after a customer's first batches) are skipped by a plain
+    -- index probe instead of a speculative insertion each
+    WHERE NOT EXISTS (SELECT 1 FROM metering_customermeter o
+                      WHERE o.customer_id = x.customer_id AND o.meter_id = x.meter_id)
+    ORDER BY meter_id, customer_id
     -- DO NOTHING, not a modified_at bump: rewriting the row would lock every customer meter a
     -- batch touches until commit and serialize concurrent ingests of the same customers
     ON CONFLICT (customer_id, meter_id) DO NOTHING
