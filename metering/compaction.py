@@ -2,7 +2,7 @@
 
 Per organization, one transaction under the organization's rollup lock in shared mode (so it
 never runs alongside a backfill chunk, a meter redefinition or a deletion, which hold it
-exclusively) moves the deltas with `DELETE … RETURNING` into both tiers. Readers add compact
+exclusively; an organization locked that way is skipped until the next run) moves the deltas with `DELETE … RETURNING` into both tiers. Readers add compact
 rows and deltas in one statement: before the commit they see the deltas, after it the compact
 rows, never both. Deltas of transactions still in flight are invisible to the DELETE and stay
 for the next run. Concurrent compactions are serialized by a transaction-level advisory lock
@@ -76,12 +76,13 @@ COMPACTION_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('rollup com
 
 def compact_organization(organization_id) -> int | None:
     """Fold the organization's committed deltas; returns the number of delta rows moved, or
-    None when another compaction holds the lock."""
+    None when another compaction holds the lock or the organization is locked exclusively."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(COMPACTION_LOCK)
         if not cursor.fetchone()[0]:
             return None
-        locks.lock_organization(cursor, organization_id)
+        if not locks.try_lock_organization_shared(cursor, organization_id):
+            return None  # a backfill chunk or a rebuild holds it: next round
         # the meter list is read after the lock: a meter deleted meanwhile took its deltas along
         cursor.execute(
             "SELECT array_agg(id) FROM metering_meter WHERE organization_id = %s",

@@ -31,6 +31,7 @@ EXTERNAL_ID_SLOTS = 64
 
 LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s::text, 7))"
 LOCK_EXCLUSIVE = "SELECT pg_advisory_xact_lock(hashtextextended(%s::text, 7))"
+TRY_SHARED = "SELECT pg_try_advisory_xact_lock_shared(hashtextextended(%s::text, 7))"
 # one statement for all slots of a batch, acquired in ascending key order
 SLOTS_SHARED = """
 SELECT count(pg_advisory_xact_lock_shared(k)) FROM (
@@ -59,3 +60,11 @@ def lock_external_ids(cursor, organization_id, external_ids, *, exclusive: bool 
 
 def lock_organization(cursor, organization_id, *, exclusive: bool = False) -> None:
     cursor.execute(LOCK_EXCLUSIVE if exclusive else LOCK_SHARED, [str(organization_id)])
+
+
+def try_lock_organization_shared(cursor, organization_id) -> bool:
+    """The shared rollup lock if nobody holds it exclusively right now (compaction: an
+    organization in the middle of a backfill chunk or a meter rebuild is skipped this round
+    instead of holding up the others)."""
+    cursor.execute(TRY_SHARED, [str(organization_id)])
+    return cursor.fetchone()[0]

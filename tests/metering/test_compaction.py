@@ -246,3 +246,71 @@ def test_four_streams_into_the_same_customers_while_compaction_runs(gunicorn, to
         )
         counted = cursor.fetchone()[0]
     assert counted == Event.objects.filter(organization=organization, name="work").count()
+
+
+def _rows(table: str, meter) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {table} WHERE meter_id = %s", [meter.pk])
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_compaction_skips_an_organization_locked_exclusively_and_a_redefinition_drops_deltas(
+    token_for,
+):
+    import psycopg
+
+    from tests.support import subprocess_database_url
+
+    organization, _ = token_for("Skip")
+    customer = create_customer(organization=organization, email="a@x.io", external_id="a")
+    meter = meters.create_meter(
+        organization=organization, name="work", filter=WORK, aggregation={"func": "count"}
+    )
+    hour = datetime(2026, 3, 1, 10, tzinfo=UTC)
+    events = [
+        {
+            "name": "work",
+            "customer_id": str(customer.pk),
+            "timestamp": (hour + timedelta(minutes=m)).isoformat(),
+        }
+        for m in (1, 2, 3)
+    ]
+    ingest.ingest_events(organization=organization, events=events)
+    ingest.ingest_events(organization=organization, events=events[:1])
+    assert _rows(rollups.DELTA_TABLE, meter) == 2  # one row per transaction
+    window = [(hour, hour + timedelta(hours=1))]
+    _, total = aggregation.compute(meter, buckets=window, customer_ids=[customer.pk])
+    assert total.event_count == 4
+
+    # a backfill chunk or a rebuild holds the organization's lock exclusively: skipped
+    with psycopg.connect(subprocess_database_url(), autocommit=True) as other:
+        other.execute(
+            "SELECT pg_advisory_lock(hashtextextended(%s::text, 7))", [str(organization.pk)]
+        )
+        assert compaction.compact_organization(organization.pk) is None
+        # released here, not by closing (a closed backend lets go asynchronously)
+        other.execute(
+            "SELECT pg_advisory_unlock(hashtextextended(%s::text, 7))", [str(organization.pk)]
+        )
+    assert _rows(rollups.DELTA_TABLE, meter) == 2
+
+    assert compaction.compact_organization(organization.pk) == 2
+    assert _rows(rollups.DELTA_TABLE, meter) == 0
+    assert (_rows(rollups.HOUR_TABLE, meter), _rows(rollups.DAY_TABLE, meter)) == (1, 1)
+    _, total = aggregation.compute(meter, buckets=window, customer_ids=[customer.pk])
+    assert total.event_count == 4
+
+    # a second batch into the same hour, in one transaction (a caller's atomic block): it adds
+    # to that transaction's own row
+    with transaction.atomic():
+        ingest.ingest_events(organization=organization, events=events[:2])
+        ingest.ingest_events(organization=organization, events=events[2:])
+    assert _rows(rollups.DELTA_TABLE, meter) == 1
+    _, total = aggregation.compute(meter, buckets=window, customer_ids=[customer.pk])
+    assert total.event_count == 7
+
+    # a redefinition drops every tier, pending deltas included
+    meters.update_meter(meter=meter, aggregation={"func": "sum", "property": "tokens"})
+    for table in rollups.ALL_TABLES:
+        assert _rows(table, meter) == 0, table
