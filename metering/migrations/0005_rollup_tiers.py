@@ -79,6 +79,25 @@ SELECT DISTINCT meter_id, customer_id, bucket, value_key FROM (
 ) r;
 """
 
+# Reverse only: before the delta tables go, their pending partials join the hourly rows (which
+# become the single rollup table of 0004 again).
+FOLD_DELTAS = """
+INSERT INTO metering_meterrollup_hour AS r (meter_id, customer_id, bucket, event_count,
+    numeric_count, numeric_sum, numeric_min, numeric_max)
+SELECT meter_id, customer_id, bucket, sum(event_count), sum(numeric_count),
+       COALESCE(sum(numeric_sum), 0), min(numeric_min), max(numeric_max)
+FROM metering_meterrollup_delta GROUP BY 1, 2, 3
+ON CONFLICT (meter_id, customer_id, bucket) DO UPDATE SET
+    event_count = r.event_count + EXCLUDED.event_count,
+    numeric_count = r.numeric_count + EXCLUDED.numeric_count,
+    numeric_sum = r.numeric_sum + EXCLUDED.numeric_sum,
+    numeric_min = LEAST(r.numeric_min, EXCLUDED.numeric_min),
+    numeric_max = GREATEST(r.numeric_max, EXCLUDED.numeric_max);
+INSERT INTO metering_meteruniquerollup_hour (meter_id, customer_id, bucket, value_key)
+SELECT DISTINCT meter_id, customer_id, bucket, value_key FROM metering_meteruniquerollup_delta
+ON CONFLICT DO NOTHING;
+"""
+
 DROP_VIEWS = """
 DROP VIEW metering_meterrollup;
 DROP VIEW metering_meteruniquerollup;
@@ -130,6 +149,7 @@ class Migration(migrations.Migration):
             fields=[*key_fields(), pk('meter', 'customer', 'bucket', 'txid', 'value_key'), ('txid', models.BigIntegerField()), ('value_key', models.TextField())],
             options={'db_table': 'metering_meteruniquerollup_delta'},
         ),
+        migrations.RunSQL(migrations.RunSQL.noop, FOLD_DELTAS),
         migrations.RunSQL(FILL_DAYS, migrations.RunSQL.noop),
         migrations.RunSQL(VIEWS, DROP_VIEWS),
     ]
