@@ -5,8 +5,11 @@
 HTTP `POST /v1/events/ingest` to gunicorn (`config.wsgi`, DEBUG=0, sync workers) on this machine,
 1,000-event batches with external ids, 4 concurrent clients, 6 meters (one per aggregation) in a
 fresh organization with 2,000 customers. Request bodies are serialized before the clock starts.
-Reference in the same run: `COPY` of the same rows into the same `metering_event` table (all its
-indexes and constraints) for another fresh organization, one stream, one transaction.
+References in the same run, both one stream in one transaction: `COPY` of the same rows into a
+minimal events table (same columns, two indexes: primary key and the idempotency key), and into
+Meterline's own `metering_event` table (all its indexes and constraints) for another fresh
+organization. Rollup compaction runs every `ROLLUP_COMPACTION_INTERVAL_SECONDS` during the load
+(in this process, as the beat would schedule it), so its cost is in the figure.
 Worker RSS is sampled every 0.5 s (P6). Test data is deleted afterwards unless --keep.
 """
 
@@ -227,16 +230,83 @@ def copy_reference(payload: bytes, rows: int) -> float:
     return rows / elapsed, elapsed
 
 
+MINIMAL_TABLE = """
+CREATE TABLE bench_minimal_event (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    organization_id uuid NOT NULL, name varchar(128) NOT NULL, source varchar(8) NOT NULL,
+    timestamp timestamptz NOT NULL, ingested_at timestamptz NOT NULL, customer_id uuid,
+    external_customer_id varchar(256), external_id varchar(256), parent_reference varchar(256),
+    metadata jsonb NOT NULL
+);
+CREATE UNIQUE INDEX bench_minimal_event_idem ON bench_minimal_event (organization_id, external_id)
+    WHERE external_id IS NOT NULL;
+"""
+
+
+def minimal_copy_reference(payload: bytes, rows: int) -> tuple[float, float]:
+    """COPY the rows into a minimal events table (two indexes) in one transaction: the bound
+    for any ingest into PostgreSQL on this machine. The table is dropped afterwards."""
+    import psycopg
+
+    with psycopg.connect(common.database_url(), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_minimal_event")
+        conn.execute(MINIMAL_TABLE)
+        try:
+            with conn.transaction(), conn.cursor() as cursor:
+                start = time.perf_counter()
+                with cursor.copy(
+                    f"COPY bench_minimal_event ({workload.COPY_COLUMNS}) FROM STDIN"
+                ) as copy:
+                    view = memoryview(payload)
+                    for offset in range(0, len(view), 1 << 20):
+                        copy.write(view[offset : offset + (1 << 20)])
+            elapsed = time.perf_counter() - start
+        finally:
+            conn.execute("DROP TABLE IF EXISTS bench_minimal_event")
+    return rows / elapsed, elapsed
+
+
+class Compactor(threading.Thread):
+    """What the beat entry does: `metering.compaction.compact_rollups` every interval."""
+
+    def __init__(self, stop: threading.Event, interval: float):
+        super().__init__(daemon=True)
+        self.stop, self.interval = stop, interval
+        self.runs: list[tuple[float, int]] = []  # (seconds, delta rows moved)
+
+    def run(self):
+        from django.db import connection
+
+        from metering import compaction
+
+        while not self.stop.wait(self.interval):
+            start = time.perf_counter()
+            moved = compaction.compact_rollups()
+            self.runs.append((time.perf_counter() - start, moved))
+        connection.close()
+
+    def report(self) -> dict:
+        seconds = [r[0] * 1000 for r in self.runs]
+        return {
+            "runs": len(self.runs),
+            "rows_moved": sum(r[1] for r in self.runs),
+            "run_ms": common.percentiles(seconds) if seconds else {},
+        }
+
+
 def cleanup(organization_ids: list) -> None:
     """Delete what the run created (events, rollups, meters, customers, tokens, organizations)."""
     import psycopg
 
     ids = [str(i) for i in organization_ids]
+    from metering import rollups
+
     statements = [
-        "DELETE FROM metering_meterrollup WHERE meter_id IN "
-        "(SELECT id FROM metering_meter WHERE organization_id = ANY(%(ids)s::uuid[]))",
-        "DELETE FROM metering_meteruniquerollup WHERE meter_id IN "
-        "(SELECT id FROM metering_meter WHERE organization_id = ANY(%(ids)s::uuid[]))",
+        f"DELETE FROM {table} WHERE meter_id IN "
+        "(SELECT id FROM metering_meter WHERE organization_id = ANY(%(ids)s::uuid[]))"
+        for table in rollups.ALL_TABLES
+    ]
+    statements += [
         "DELETE FROM metering_customermeter WHERE meter_id IN "
         "(SELECT id FROM metering_meter WHERE organization_id = ANY(%(ids)s::uuid[]))",
         "DELETE FROM metering_meter WHERE organization_id = ANY(%(ids)s::uuid[])",
@@ -316,12 +386,17 @@ def run(args, *, name: str = "p1_ingest") -> dict:
         stop = threading.Event()
         waits = WaitSampler(stop)
         waits.start()
+        from django.conf import settings
+
+        compactor = Compactor(stop, settings.ROLLUP_COMPACTION_INTERVAL_SECONDS)
+        compactor.start()
         if args.probe:
             probe = FreshnessProbe(server.base_url, token, meter_ids[PROBE_METER], stop)
             probe.start()
         wall, records, failures = post_batches(server.base_url, token, bodies, args.clients)
         stop.set()
         waits.join(timeout=10)
+        compactor.join(timeout=120)
         if probe:
             probe.join(timeout=60)
         time.sleep(0.6)  # one more RSS sample after the load
@@ -333,8 +408,10 @@ def run(args, *, name: str = "p1_ingest") -> dict:
     client = common.percentiles([r["client_ms"] for r in records])
     server_side = common.percentiles([r["server_ms"] for r in records if r["server_ms"]])
 
+    load = common.load_average()
+    minimal_rate, minimal_seconds = minimal_copy_reference(copy_data, measured * args.batch)
     copy_rate, copy_seconds = copy_reference(copy_data, measured * args.batch)
-    ratio = throughput / copy_rate
+    ratio = throughput / minimal_rate
 
     print(f"ingested {inserted:,} events ({duplicates} duplicates) in {wall:.2f} s")
     if failures or warm_failures:
@@ -343,8 +420,17 @@ def run(args, *, name: str = "p1_ingest") -> dict:
             f"warm-up, first: {(failures or warm_failures)[0]}"
         )
     print(f"P1 ingest: {throughput:,.0f} events/s   target >= 20,000 events/s")
-    print(f"   COPY reference: {copy_rate:,.0f} events/s ({copy_seconds:.2f} s)")
-    print(f"   ratio: {ratio:.3f} x COPY   target >= 0.25")
+    print(
+        f"   COPY into a minimal table (2 indexes): {minimal_rate:,.0f} events/s "
+        f"({minimal_seconds:.2f} s)"
+    )
+    print(f"   ratio: {ratio:.3f} x minimal COPY   target >= 0.25")
+    print(
+        f"   COPY into metering_event (all its indexes): {copy_rate:,.0f} events/s "
+        f"({copy_seconds:.2f} s); ratio {throughput / copy_rate:.3f}"
+    )
+    print(f"   load average at the end of the load: {load}")
+    print(f"   compaction during the load: {compactor.report()}")
     print(f"   per batch, client: {common.fmt_ms(client)}")
     print(f"   per batch, server (Server-Timing): {common.fmt_ms(server_side)}")
     print("   database backends during the run (share of non-idle samples):")
@@ -369,9 +455,14 @@ def run(args, *, name: str = "p1_ingest") -> dict:
             "inserted": inserted,
             "duplicates": duplicates,
             "wall_seconds": round(wall, 3),
+            "minimal_copy_events_per_second": round(minimal_rate),
+            "minimal_copy_seconds": round(minimal_seconds, 3),
+            "ratio_to_minimal_copy": round(ratio, 4),
             "copy_events_per_second": round(copy_rate),
             "copy_seconds": round(copy_seconds, 3),
-            "ratio_to_copy": round(ratio, 4),
+            "ratio_to_copy": round(throughput / copy_rate, 4),
+            "load_average": load,
+            "compaction": compactor.report(),
             "batch_client_ms": client,
             "batch_server_ms": server_side,
             "failed_requests_retried": len(failures),

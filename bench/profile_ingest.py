@@ -23,8 +23,8 @@ from bench import common, workload  # noqa: E402
 
 def label(sql: str) -> str:
     text = re.sub(r"\s+", " ", sql).strip()
-    if "metering_meterrollup" in text and "WITH ev AS" in text:
-        return "rollup upsert (per meter)"
+    if "metering_meterrollup_delta" in text and "WITH ev AS" in text:
+        return "rollup deltas (all meters, one statement)"
     for key, name in (
         ("INSERT INTO metering_eventname", "event names upsert"),
         ("INSERT INTO metering_event ", "insert events"),

@@ -1,8 +1,8 @@
 """Billing's adapter to metering: the only module of `billing` that imports metering.
 
 - meter lookups and the meter-credit service (credits are `meter.credited` system events);
-- set-based usage reads for many (customer, meter, time window) triples at once, from the hourly
-  rollups completed by raw events at edges that are not on whole hours;
+- set-based usage reads for many (customer, meter, time window) triples at once, from metering's
+  rollups (`metering.rollups.window_partials`) completed by raw events at edges that are not on whole hours;
 - credits granted inside windows;
 - the hook through which customer meters show the current billing period.
 """
@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from django.db import connection
 
-from metering import aggregation, customer_meters, filters, hooks, series
+from metering import aggregation, customer_meters, filters, hooks, rollups, series
 from metering.models import Meter, MeterState
 
 ADDITIVE = ("count", "sum")
@@ -93,14 +93,6 @@ def _floor_hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-ROLLUP_SQL = """
-SELECT w.k, sum(r.event_count), COALESCE(sum(r.numeric_sum), 0)
-FROM unnest(%s::int[], %s::uuid[], %s::timestamptz[], %s::timestamptz[]) AS w(k, customer_id, hs, he)
-JOIN metering_meterrollup r
-  ON r.meter_id = %s AND r.customer_id = w.customer_id AND r.bucket >= w.hs AND r.bucket < w.he
-GROUP BY w.k
-"""
-
 RAW_SQL = """
 SELECT w.k, count(x.num), count(*), COALESCE(sum(x.num), 0)
 FROM unnest(%s::int[], %s::uuid[], %s::timestamptz[], %s::timestamptz[]) AS w(k, customer_id, ws, we)
@@ -135,8 +127,9 @@ def _additive(meter: Meter, windows: list[Window]) -> dict:
     totals = defaultdict(lambda: Decimal(0))
     with connection.cursor() as cursor:
         if hour_rows:
-            cursor.execute(ROLLUP_SQL, [*_columns(hour_rows), meter.pk])
-            for index, count, total in cursor.fetchall():
+            # metering's public rollup read (every tier, consistent with a compaction)
+            partials = rollups.window_partials(cursor, meter.pk, hour_rows)
+            for index, (count, _numeric, total, _low, _high) in partials.items():
                 totals[index] += Decimal(count if func == "count" else total)
         if raw_rows:
             filter_sql, filter_params = filters.compile_filter(meter.filter)

@@ -235,6 +235,9 @@ OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
 # Save each periodic task's last run as soon as it is sent: a beat that is killed (or restarted
 # by a deploy) then neither repeats nor skips a run.
 CELERY_BEAT_SYNC_EVERY = 1
+# Ingestion appends rollup deltas; this job folds them into the compact tiers. Reads add the
+# pending ones, so the interval only bounds how many they add (and the deltas table's size).
+ROLLUP_COMPACTION_INTERVAL_SECONDS = env.int("ROLLUP_COMPACTION_INTERVAL_SECONDS", default=10)
 CELERY_TIMEZONE = "UTC"
 
 LOGGING = {

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import connection
 
 from core.metadata import MAX_NUMBER_EXPONENT, metadata_value_candidates
-from metering import filters
+from metering import filters, rollups
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -164,6 +164,34 @@ def plan(buckets: list[tuple[datetime, datetime]], *, use_rollups: bool) -> Plan
     return result
 
 
+def _merge(ranges: list[tuple[datetime, datetime]]) -> tuple[list, list]:
+    """Non-empty ranges, adjacent ones merged (they come in time order)."""
+    starts: list = []
+    ends: list = []
+    for start, end in ranges:
+        if start >= end:
+            continue
+        if ends and ends[-1] == start:
+            ends[-1] = end
+        else:
+            starts.append(start)
+            ends.append(end)
+    return starts, ends
+
+
+def rollup_ranges(the_plan: Plan) -> tuple[tuple[list, list], ...]:
+    """(daily, hourly, delta) ranges covering the plan's whole hours: whole UTC days from the
+    daily tier, the remaining hours from the hourly tier, and every whole hour from the pending
+    deltas (which compaction hasn't folded into either yet)."""
+    days, hours, deltas = [], [], []
+    for hs, he in zip(the_plan.hour_starts, the_plan.hour_ends, strict=True):
+        ds, de = rollups.split_hours(hs, he)
+        days.append((ds, de))
+        hours += [(hs, ds), (de, he)]
+        deltas.append((hs, he))
+    return _merge(days), _merge(hours), _merge(deltas)
+
+
 def metadata_sql(metadata: dict[str, list] | None) -> tuple[str, list]:
     """`metadata[key]=value` query filters (values of a key OR-ed, keys AND-ed), like the
     event list: a value matches the string, and also `true`/`false` and integers."""
@@ -203,13 +231,8 @@ def compute(
     filter_sql, filter_params = filters.compile_filter(meter.filter)
     meta_sql, meta_params = metadata_sql(metadata)
     customer_sql = "TRUE" if customer_ids is None else "{alias}.customer_id = ANY(%s::uuid[])"
-    customer_params = [] if customer_ids is None else [[str(c) for c in customer_ids]]
-    lo, hi = the_plan.starts[0], the_plan.ends[-1]
-    bucket_cte = (
-        "b AS (SELECT * FROM unnest(%s::timestamptz[], %s::timestamptz[]) "
-        "WITH ORDINALITY AS b(hs, he, idx))"
-    )
-    bucket_params = [the_plan.hour_starts, the_plan.hour_ends]
+    # distinct: the raw part joins each customer once
+    customer_params = [] if customer_ids is None else [list(dict.fromkeys(map(str, customer_ids)))]
     windows_sql = "unnest(%s::timestamptz[], %s::timestamptz[]) AS w(ws, we)"
     windows_params = [the_plan.raw_starts, the_plan.raw_ends]
     group = (
@@ -219,39 +242,55 @@ def compute(
     )
     select_customer = "customer_id" if per_customer else "NULL::uuid"
 
-    def rollup_part(table: str, columns: str) -> tuple[str, list]:
+    tiers = rollup_ranges(the_plan) if use_rollups else None
+
+    def rollup_part(tables: tuple[str, str, str], columns: str) -> tuple[str, list]:
+        """Whole days from the daily tier, the other whole hours from the hourly tier, and the
+        pending deltas of every whole hour: one range scan per (merged) range, all in this one
+        statement so that a concurrent compaction is seen entirely or not at all."""
         if not use_rollups:
             return "", []
-        sql = (
-            f"SELECT b.idx, r.customer_id, {columns} FROM {table} r "
-            "JOIN b ON b.idx = width_bucket(r.bucket, %s::timestamptz[]) "
-            "WHERE r.meter_id = %s AND r.bucket >= %s AND r.bucket < %s "
-            "AND r.bucket >= b.hs AND r.bucket < b.he AND "
-            + customer_sql.format(alias="r")
-            + " UNION ALL "
-        )
-        return sql, [the_plan.starts, meter.id, lo, hi, *customer_params]
+        sql, params = [], []
+        for table, (starts, ends) in zip(tables, tiers, strict=True):
+            if not starts:
+                continue
+            sql.append(
+                f"SELECT width_bucket(r.bucket, %s::timestamptz[]), r.customer_id, {columns} "
+                "FROM unnest(%s::timestamptz[], %s::timestamptz[]) AS w(ws, we) "
+                f"CROSS JOIN LATERAL (SELECT * FROM {table} r0 "
+                "WHERE r0.meter_id = %s AND r0.bucket >= w.ws AND r0.bucket < w.we AND "
+                + customer_sql.format(alias="r0")
+                + " OFFSET 0) r UNION ALL "
+            )
+            params += [the_plan.starts, starts, ends, meter.id, *customer_params]
+        return "".join(sql), params
 
     def raw_part(expr: str, expr_params: list, columns: str, width: int) -> tuple[str, list]:
         """Events inside the raw windows only: each window drives an index range scan."""
         if not the_plan.raw_starts:
             empty = ", ".join(["NULL"] * width)
             return f"SELECT NULL::bigint, NULL::uuid, {empty} WHERE FALSE", []
+        if customer_ids is None:
+            per_customer_sql, source_params, customer_cond = "", [], "e.customer_id IS NOT NULL"
+        else:
+            # one range scan of `event_customer_ts` per (window, customer): only the customer's
+            # events, whatever the rest of the installation ingests in that window
+            per_customer_sql = "CROSS JOIN unnest(%s::uuid[]) AS c(id) "
+            source_params, customer_cond = customer_params, "e.customer_id = c.id"
         sql = (
             f"SELECT width_bucket(x.ts, %s::timestamptz[]) AS idx, x.customer_id, {columns} "
-            f"FROM {windows_sql} CROSS JOIN LATERAL ("
+            f"FROM {windows_sql} {per_customer_sql}CROSS JOIN LATERAL ("
             f"SELECT e.timestamp AS ts, e.customer_id, {expr} AS val FROM metering_event e "
-            "WHERE e.timestamp >= w.ws AND e.timestamp < w.we AND e.organization_id = %s "
-            "AND e.customer_id IS NOT NULL AND e.source = 'user' AND "
-            + customer_sql.format(alias="e")
-            + f" AND {filter_sql} AND {meta_sql} OFFSET 0) x"
+            f"WHERE {customer_cond} AND e.timestamp >= w.ws AND e.timestamp < w.we "
+            "AND e.organization_id = %s AND e.source = 'user' "
+            f"AND {filter_sql} AND {meta_sql} OFFSET 0) x"
         )
         return sql, [
             the_plan.starts,
             *windows_params,
+            *source_params,
             *expr_params,
             meter.organization_id,
-            *customer_params,
             *filter_params,
             *meta_params,
         ]
@@ -261,7 +300,7 @@ def compute(
     else:
         num_sql, num_params = "NULL::numeric", []
     r_sql, r_params = rollup_part(
-        "metering_meterrollup",
+        (rollups.DAY_TABLE, rollups.HOUR_TABLE, rollups.DELTA_TABLE),
         "r.event_count, r.numeric_count, r.numeric_sum, r.numeric_min, r.numeric_max",
     )
     e_sql, e_params = raw_part(
@@ -271,24 +310,27 @@ def compute(
         5,
     )
     sql = (
-        f"WITH {bucket_cte}, parts(idx, customer_id, ec, nc, ns, mn, mx) AS ({r_sql}{e_sql}) "
+        f"WITH parts(idx, customer_id, ec, nc, ns, mn, mx) AS ({r_sql}{e_sql}) "
         f"SELECT GROUPING(idx) = 1 AS is_total, idx, {select_customer}, sum(ec), sum(nc), "
         f"sum(ns), min(mn), max(mx) FROM parts GROUP BY {group}"
     )
-    rows = _fetch(sql, [*bucket_params, *r_params, *e_params])
+    rows = _fetch(sql, [*r_params, *e_params])
     distinct_rows = []
     if func == "unique":
         key_sql, key_params = filters.value_key_sql(prop)
-        ur_sql, ur_params = rollup_part("metering_meteruniquerollup", "r.value_key")
+        ur_sql, ur_params = rollup_part(
+            (rollups.UNIQUE_DAY_TABLE, rollups.UNIQUE_HOUR_TABLE, rollups.UNIQUE_DELTA_TABLE),
+            "r.value_key",
+        )
         ue_sql, ue_params = raw_part(key_sql, key_params, "x.val", 1)
         if the_plan.raw_starts:
             ue_sql += " WHERE x.val IS NOT NULL"
         sql = (
-            f"WITH {bucket_cte}, parts(idx, customer_id, vk) AS ({ur_sql}{ue_sql}) "
+            f"WITH parts(idx, customer_id, vk) AS ({ur_sql}{ue_sql}) "
             f"SELECT GROUPING(idx) = 1, idx, {select_customer}, count(DISTINCT vk) "
             f"FROM parts GROUP BY {group}"
         )
-        distinct_rows = _fetch(sql, [*bucket_params, *ur_params, *ue_params])
+        distinct_rows = _fetch(sql, [*ur_params, *ue_params])
     return _assemble(len(buckets), rows, distinct_rows, per_customer)
 
 

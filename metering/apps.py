@@ -8,5 +8,13 @@ class MeteringConfig(AppConfig):
     def ready(self):
         # registrations: the receiver that links a new customer's earlier events, and the
         # customer state's `active_meters` section
+        from django.conf import settings
+
+        from core.schedules import SCHEDULES
         from metering import linking  # noqa: F401
         from metering.api import state  # noqa: F401
+
+        SCHEDULES["compact meter rollups"] = (
+            "metering.tasks.compact_rollups",
+            settings.ROLLUP_COMPACTION_INTERVAL_SECONDS,
+        )

@@ -87,6 +87,7 @@ def backfill_step(meter_id, version=None, *, chunk_events: int = BACKFILL_CHUNK_
             ),
             source_params={"org": meter.organization_id, "high": picked, "low": low},
             ignore_cursor=True,
+            compact=True,  # under the exclusive lock: straight into the compact tiers
         )
         meter.backfill_cursor = picked
         meter.backfill_events_done += events

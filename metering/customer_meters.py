@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from customers.models import Customer
-from metering import aggregation, hooks, ingest
+from metering import aggregation, hooks, ingest, rollups
 from metering.errors import InvalidCredit, OrganizationMismatch
 from metering.ingest import EventRow
 from metering.models import CustomerMeter, Meter, MeterState
@@ -113,21 +113,34 @@ def ensure_customer_meter(*, customer: Customer, meter: Meter) -> CustomerMeter:
     return obj
 
 
-ALL_TIME_TOTALS_SQL = """
-SELECT r.customer_id, r.meter_id, sum(event_count), sum(numeric_count),
+# Whole history = the daily tier + pending deltas (the hourly tier holds the same as the daily
+# one), in one statement each: a few dozen rows per customer meter whatever the history length.
+ALL_TIME_TOTALS_SQL = f"""
+WITH k AS (SELECT * FROM unnest(%s::uuid[], %s::uuid[]) AS k(customer_id, meter_id))
+SELECT customer_id, meter_id, sum(event_count), sum(numeric_count),
        COALESCE(sum(numeric_sum), 0), min(numeric_min), max(numeric_max)
-FROM metering_meterrollup r
-JOIN unnest(%s::uuid[], %s::uuid[]) AS k(customer_id, meter_id)
-  ON r.customer_id = k.customer_id AND r.meter_id = k.meter_id
-GROUP BY r.customer_id, r.meter_id
+FROM (
+    SELECT r.customer_id, r.meter_id, {rollups.PARTIAL_COLUMNS} FROM k
+    JOIN {rollups.DAY_TABLE} r ON r.customer_id = k.customer_id AND r.meter_id = k.meter_id
+    UNION ALL
+    SELECT r.customer_id, r.meter_id, {rollups.PARTIAL_COLUMNS} FROM k
+    JOIN {rollups.DELTA_TABLE} r ON r.customer_id = k.customer_id AND r.meter_id = k.meter_id
+) r
+GROUP BY customer_id, meter_id
 """
 
-ALL_TIME_DISTINCT_SQL = """
-SELECT r.customer_id, r.meter_id, count(DISTINCT value_key)
-FROM metering_meteruniquerollup r
-JOIN unnest(%s::uuid[], %s::uuid[]) AS k(customer_id, meter_id)
-  ON r.customer_id = k.customer_id AND r.meter_id = k.meter_id
-GROUP BY r.customer_id, r.meter_id
+ALL_TIME_DISTINCT_SQL = f"""
+WITH k AS (SELECT * FROM unnest(%s::uuid[], %s::uuid[]) AS k(customer_id, meter_id))
+SELECT customer_id, meter_id, count(DISTINCT value_key)
+FROM (
+    SELECT r.customer_id, r.meter_id, r.value_key FROM k
+    JOIN {rollups.UNIQUE_DAY_TABLE} r ON r.customer_id = k.customer_id AND r.meter_id = k.meter_id
+    UNION ALL
+    SELECT r.customer_id, r.meter_id, r.value_key FROM k
+    JOIN {rollups.UNIQUE_DELTA_TABLE} r
+      ON r.customer_id = k.customer_id AND r.meter_id = k.meter_id
+) r
+GROUP BY customer_id, meter_id
 """
 
 

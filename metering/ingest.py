@@ -71,7 +71,7 @@ def _string(event, key, loc, errors, *, required=False, max_length=MAX_EXTERNAL)
     return value
 
 
-def _timestamp(event, loc, errors, now: datetime):
+def _timestamp(event, loc, errors, now: datetime, latest: datetime):
     raw = event.get("timestamp")
     if raw is None:
         return now
@@ -99,7 +99,7 @@ def _timestamp(event, loc, errors, now: datetime):
     if utc is None:
         errors.add([*loc, "timestamp"], timestamps.RANGE_MESSAGE, "datetime_range", raw)
         return None
-    if utc > now + timedelta(seconds=settings.EVENT_FUTURE_TOLERANCE_SECONDS):
+    if utc > latest:
         errors.add(
             [*loc, "timestamp"],
             "Timestamp must not be more than 5 minutes in the future",
@@ -115,6 +115,8 @@ def validate_events(
     """Check every event and report every problem; nothing is written by this function."""
     errors = ErrorList()
     rows: list[EventRow] = []
+    # once per batch: a settings lookup per event was 3 % of a batch's time
+    latest = now + timedelta(seconds=settings.EVENT_FUTURE_TOLERANCE_SECONDS)
     customer_refs: dict[uuid.UUID, list[int]] = {}
     for index, event in enumerate(events):
         loc = ["body", "events", index]
@@ -161,7 +163,7 @@ def validate_events(
                 customer_refs.setdefault(customer_id, []).append(index)
         else:
             external_customer_id = _string(event, "external_customer_id", loc, errors)
-        timestamp = _timestamp(event, loc, errors, now)
+        timestamp = _timestamp(event, loc, errors, now, latest)
         external_id = _string(event, "external_id", loc, errors)
         parent_reference = _string(event, "parent_id", loc, errors)
         metadata = validate_metadata(
@@ -201,6 +203,15 @@ def validate_events(
     return rows, errors
 
 
+# Time-ordered ids (UUID version 7: 48-bit Unix milliseconds, then random bits): new events land
+# at the right edge of the primary key instead of on a random page of a 10M-row index (a page
+# read, and after each checkpoint a full-page image in the WAL, per event).
+EVENT_ID_SQL = (
+    "encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) placing "
+    "substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3) "
+    "FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid"
+)
+
 INSERT_SQL = """
 WITH input AS (
     SELECT * FROM unnest(
@@ -213,7 +224,7 @@ INSERT INTO metering_event (
     id, organization_id, name, source, timestamp, ingested_at, customer_id,
     external_customer_id, external_id, parent_reference, metadata
 )
-SELECT gen_random_uuid(), %(org)s, input.name, 'user', input.ts, now(),
+SELECT __EVENT_ID__, %(org)s, input.name, 'user', input.ts, now(),
        COALESCE(input.customer_id, c.id), input.external_customer_id, input.external_id,
        input.parent_reference, input.metadata
 FROM input
@@ -224,7 +235,7 @@ LEFT JOIN customers_customer c
 ORDER BY input.external_id NULLS LAST, input.ord
 ON CONFLICT (organization_id, external_id) WHERE external_id IS NOT NULL DO NOTHING
 RETURNING id
-"""
+""".replace("__EVENT_ID__", EVENT_ID_SQL)
 
 RESOLVE_PARENTS_SQL = """
 UPDATE metering_event e SET parent_id = p.id

@@ -9,12 +9,15 @@
    External ids are hashed into `EXTERNAL_ID_SLOTS` slots per organization so that a batch of
    1,000 distinct ids takes a bounded number of locks (PostgreSQL's lock table is shared and
    finite); a collision only makes a sign-up wait for an unrelated in-flight ingest.
-2. **Organization rollup lock** (`lock_organization`): ingestion and linking in shared mode;
-   meter creation, redefinition and every backfill chunk in exclusive mode. A writer reads the
-   meter list after taking it, so a meter committed under the exclusive lock is seen by every
-   later ingest, and every ingest that committed before is seen by the meter's creation.
-3. **Row locks**, in one global order and as late as possible: rollup rows (meter, customer,
-   bucket), then customer rows by id, then event-name rows by name.
+2. **Organization rollup lock** (`lock_organization`): ingestion, linking and rollup compaction
+   in shared mode; meter creation, redefinition, deletion and every backfill chunk in exclusive
+   mode. A writer reads the meter list after taking it, so a meter committed under the exclusive
+   lock is seen by every later ingest, and every ingest that committed before is seen by the
+   meter's creation; a compaction never runs alongside a rebuild of the same organization.
+3. **Row locks**, in one global order and as late as possible: customer meters (meter,
+   customer), then customer rows by id, then event-name rows by name. Ingestion locks no rollup
+   row (it appends deltas keyed by its own transaction id); compaction and backfills upsert the
+   compact tiers in key order and never run concurrently for one organization.
 
 Advisory keys live in their own namespaces (the second argument of `hashtextextended`) so they
 never collide with each other or with other users of advisory locks.
@@ -28,6 +31,7 @@ EXTERNAL_ID_SLOTS = 64
 
 LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s::text, 7))"
 LOCK_EXCLUSIVE = "SELECT pg_advisory_xact_lock(hashtextextended(%s::text, 7))"
+TRY_SHARED = "SELECT pg_try_advisory_xact_lock_shared(hashtextextended(%s::text, 7))"
 # one statement for all slots of a batch, acquired in ascending key order
 SLOTS_SHARED = """
 SELECT count(pg_advisory_xact_lock_shared(k)) FROM (
@@ -56,3 +60,11 @@ def lock_external_ids(cursor, organization_id, external_ids, *, exclusive: bool 
 
 def lock_organization(cursor, organization_id, *, exclusive: bool = False) -> None:
     cursor.execute(LOCK_EXCLUSIVE if exclusive else LOCK_SHARED, [str(organization_id)])
+
+
+def try_lock_organization_shared(cursor, organization_id) -> bool:
+    """The shared rollup lock if nobody holds it exclusively right now (compaction: an
+    organization in the middle of a backfill chunk or a meter rebuild is skipped this round
+    instead of holding up the others)."""
+    cursor.execute(TRY_SHARED, [str(organization_id)])
+    return cursor.fetchone()[0]

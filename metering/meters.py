@@ -8,7 +8,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from customers.models import Organization
-from metering import hooks, locks
+from metering import hooks, locks, rollups
 from metering.models import Meter, MeterState
 from metering.tasks import backfill_meter
 
@@ -138,8 +138,9 @@ def _enqueue_backfill(meter: Meter) -> None:
 
 
 def _delete_rollups(cursor, meter: Meter) -> None:
-    cursor.execute("DELETE FROM metering_meterrollup WHERE meter_id = %s", [meter.pk])
-    cursor.execute("DELETE FROM metering_meteruniquerollup WHERE meter_id = %s", [meter.pk])
+    # every tier, pending deltas included (the caller holds the exclusive lock: no ingest or
+    # compaction of this organization is writing them meanwhile)
+    rollups.delete_meter_rollups(cursor, meter.pk)
 
 
 def delete_meter(*, meter: Meter) -> None:

@@ -61,10 +61,6 @@ class Event(models.Model):
             # unfiltered newest-first lists (admin) without a sort of the whole table
             models.Index(fields=["-timestamp"], name="event_ts"),
             models.Index(fields=["customer", "-timestamp"], name="event_customer_ts"),
-            models.Index(
-                fields=["organization", "external_customer_id", "-timestamp"],
-                name="event_org_extcust_ts",
-            ),
             models.Index(fields=["organization", "name", "-timestamp"], name="event_org_name_ts"),
             models.Index(
                 fields=["parent"], name="event_parent", condition=models.Q(parent__isnull=False)
@@ -231,8 +227,9 @@ class RollupKey(models.Model):
 
 
 class MeterRollup(RollupKey):
-    """Hourly partial aggregates per (meter, customer): maintained set-based in the ingest
-    transaction. `numeric_*` only cover events whose aggregation property is a JSON number."""
+    """Hourly partial aggregates per (meter, customer) as readers see them: a view summing the
+    compact hourly rows and the deltas not compacted yet (`metering.rollups` has the storage).
+    `numeric_*` only cover events whose aggregation property is a JSON number."""
 
     pk = models.CompositePrimaryKey("meter", "customer", "bucket")
     event_count = models.BigIntegerField(default=0)
@@ -241,18 +238,113 @@ class MeterRollup(RollupKey):
     numeric_min = NumericField(null=True)
     numeric_max = NumericField(null=True)
 
+    class Meta:
+        managed = False  # a view (migration 0005)
+
     def __str__(self) -> str:
         return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
 
 
 class MeterUniqueRollup(RollupKey):
-    """Distinct values of a `unique` meter's property per (meter, customer, hour). The value key
-    encodes the type: `s:<text>`, `n:<normalized numeric>`, `b:true|false`."""
+    """Distinct values of a `unique` meter's property per (meter, customer, hour): a view over
+    the compact hourly sets and the pending deltas. The value key encodes the type:
+    `s:<text>`, `n:<normalized numeric>`, `b:true|false`."""
 
     pk = models.CompositePrimaryKey("meter", "customer", "bucket", "value_key")
     value_key = models.TextField()
+
+    class Meta:
+        managed = False  # a view (migration 0005)
 
     def __str__(self) -> str:
         return (
             f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}: {self.value_key}"
         )
+
+
+# --- rollup storage (see metering.rollups) ----------------------------------------------------
+
+
+class Partials(models.Model):
+    event_count = models.BigIntegerField(default=0)
+    numeric_count = models.BigIntegerField(default=0)
+    numeric_sum = NumericField(null=True)
+    numeric_min = NumericField(null=True)
+    numeric_max = NumericField(null=True)
+
+    class Meta:
+        abstract = True
+
+
+class RollupHour(RollupKey, Partials):
+    """Compacted hourly partials: written by compaction and backfills, never by ingestion."""
+
+    pk = models.CompositePrimaryKey("meter", "customer", "bucket")
+
+    class Meta:
+        db_table = "metering_meterrollup_hour"
+
+    def __str__(self) -> str:
+        return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
+
+
+class RollupDay(RollupKey, Partials):
+    """The same partials per UTC day (`bucket` is the day's midnight): whole-history and
+    per-day reads touch a few dozen rows whatever the history length."""
+
+    pk = models.CompositePrimaryKey("meter", "customer", "bucket")
+
+    class Meta:
+        db_table = "metering_meterrollup_day"
+
+    def __str__(self) -> str:
+        return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
+
+
+class RollupDelta(RollupKey, Partials):
+    """Append-only partials of one ingest transaction (`txid`) per (meter, customer, hour):
+    concurrent ingests never write the same row, so they never wait for each other. Folded
+    into the compact tiers by compaction; readers add the pending ones."""
+
+    pk = models.CompositePrimaryKey("meter", "customer", "bucket", "txid")
+    txid = models.BigIntegerField()
+
+    class Meta:
+        db_table = "metering_meterrollup_delta"
+
+    def __str__(self) -> str:
+        return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
+
+
+class UniqueRollupHour(RollupKey):
+    pk = models.CompositePrimaryKey("meter", "customer", "bucket", "value_key")
+    value_key = models.TextField()
+
+    class Meta:
+        db_table = "metering_meteruniquerollup_hour"
+
+    def __str__(self) -> str:
+        return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
+
+
+class UniqueRollupDay(RollupKey):
+    pk = models.CompositePrimaryKey("meter", "customer", "bucket", "value_key")
+    value_key = models.TextField()
+
+    class Meta:
+        db_table = "metering_meteruniquerollup_day"
+
+    def __str__(self) -> str:
+        return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
+
+
+class UniqueRollupDelta(RollupKey):
+    pk = models.CompositePrimaryKey("meter", "customer", "bucket", "txid", "value_key")
+    txid = models.BigIntegerField()
+    value_key = models.TextField()
+
+    class Meta:
+        db_table = "metering_meteruniquerollup_delta"
+
+    def __str__(self) -> str:
+        return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"

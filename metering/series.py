@@ -11,21 +11,35 @@ from decimal import Decimal
 
 from django.db import connection
 
+from metering import rollups
 from metering.aggregation import Partial, final_value
 from metering.models import Meter
 
-DAILY_PARTIALS_SQL = """
-SELECT r.meter_id, (r.bucket AT TIME ZONE 'UTC')::date AS day, SUM(r.event_count),
-       SUM(r.numeric_count), SUM(r.numeric_sum), MIN(r.numeric_min), MAX(r.numeric_max)
-FROM metering_meterrollup r
-WHERE r.meter_id = ANY(%s) AND r.bucket >= %s AND r.bucket < %s
+# Daily tier + pending deltas in one statement (each): compaction may run concurrently.
+DAILY_PARTIALS_SQL = f"""
+SELECT meter_id, (bucket AT TIME ZONE 'UTC')::date AS day, SUM(event_count),
+       SUM(numeric_count), SUM(numeric_sum), MIN(numeric_min), MAX(numeric_max)
+FROM (
+    SELECT meter_id, bucket, {rollups.PARTIAL_COLUMNS} FROM {rollups.DAY_TABLE}
+    WHERE meter_id = ANY(%(meters)s) AND bucket >= %(since)s AND bucket < %(until)s
+    UNION ALL
+    SELECT meter_id, date_trunc('day', bucket, 'UTC'), {rollups.PARTIAL_COLUMNS}
+    FROM {rollups.DELTA_TABLE}
+    WHERE meter_id = ANY(%(meters)s) AND bucket >= %(since)s AND bucket < %(until)s
+) r
 GROUP BY 1, 2
 """
 
-DAILY_DISTINCT_SQL = """
-SELECT r.meter_id, (r.bucket AT TIME ZONE 'UTC')::date AS day, COUNT(DISTINCT r.value_key)
-FROM metering_meteruniquerollup r
-WHERE r.meter_id = ANY(%s) AND r.bucket >= %s AND r.bucket < %s
+DAILY_DISTINCT_SQL = f"""
+SELECT meter_id, (bucket AT TIME ZONE 'UTC')::date AS day, COUNT(DISTINCT value_key)
+FROM (
+    SELECT meter_id, bucket, value_key FROM {rollups.UNIQUE_DAY_TABLE}
+    WHERE meter_id = ANY(%(meters)s) AND bucket >= %(since)s AND bucket < %(until)s
+    UNION ALL
+    SELECT meter_id, date_trunc('day', bucket, 'UTC'), value_key
+    FROM {rollups.UNIQUE_DELTA_TABLE}
+    WHERE meter_id = ANY(%(meters)s) AND bucket >= %(since)s AND bucket < %(until)s
+) r
 GROUP BY 1, 2
 """
 
@@ -41,7 +55,9 @@ class MeterSeries:
 
 
 def daily_values(*, organization_id, since: datetime, until: datetime) -> list[MeterSeries]:
-    """The organization's live meters with their value per UTC day in [since, until)."""
+    """The organization's live meters with their value per UTC day, for the days from the one
+    of `since` to the one of `until` (whole days: read from the daily tier)."""
+    since, until = rollups.floor_day(since), rollups.ceil_day(until)
     meters = list(
         Meter.objects.filter(organization_id=organization_id, archived_at__isnull=True).order_by(
             "name"
@@ -53,7 +69,9 @@ def daily_values(*, organization_id, since: datetime, until: datetime) -> list[M
     partials: dict = defaultdict(dict)
     with connection.cursor() as cursor:
         if other_ids:
-            cursor.execute(DAILY_PARTIALS_SQL, [other_ids, since, until])
+            cursor.execute(
+                DAILY_PARTIALS_SQL, {"meters": other_ids, "since": since, "until": until}
+            )
             for meter_id, day, count, numeric_count, total, low, high in cursor.fetchall():
                 partials[meter_id][day] = Partial(
                     event_count=count,
@@ -63,7 +81,9 @@ def daily_values(*, organization_id, since: datetime, until: datetime) -> list[M
                     numeric_max=high,
                 )
         if unique_ids:
-            cursor.execute(DAILY_DISTINCT_SQL, [unique_ids, since, until])
+            cursor.execute(
+                DAILY_DISTINCT_SQL, {"meters": unique_ids, "since": since, "until": until}
+            )
             for meter_id, day, distinct in cursor.fetchall():
                 partials[meter_id][day] = Partial(distinct=distinct)
     for meter_id, days in partials.items():

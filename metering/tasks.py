@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from metering import backfill
+from metering import backfill, compaction
 from metering.models import Meter
 
 
@@ -14,3 +14,9 @@ def backfill_meter(meter_id: str, version: int | None = None) -> None:
     except Exception as exc:  # recorded on the meter for the admin, then re-raised
         Meter.objects.filter(pk=meter_id).update(backfill_error=f"{type(exc).__name__}: {exc}")
         raise
+
+
+@shared_task(ignore_result=True)
+def compact_rollups() -> None:
+    """Fold committed rollup deltas into the compact tiers (the beat runs it every few seconds)."""
+    compaction.compact_rollups()

@@ -259,10 +259,11 @@ class EventAdmin(MeterlineModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        # The unique (organization, external_id) and (organization, external_customer_id,
-        # -timestamp) indexes lead with organization: name the organizations so they apply.
+        # The unique (organization, external_id) and the partial unlinked-customer indexes lead
+        # with organization: name the organizations so they apply. Linked events sent with
+        # this external customer id belong to the customer holding it (found below).
         organizations = list(Organization.objects.values_list("pk", flat=True))
-        match = Q(external_id=term) | Q(external_customer_id=term)
+        match = Q(external_id=term) | Q(customer_id__isnull=True, external_customer_id=term)
         customers = list(
             Customer.objects.filter(external_id=term).values_list("pk", flat=True)[:100]
         )
