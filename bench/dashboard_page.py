@@ -62,8 +62,11 @@ def run(args) -> dict:
     client = Client(HTTP_HOST="localhost")
     client.force_login(user)
     path = f"/admin/billing/invoice/dashboard/?organization={organization.pk}"
+    from django.core.cache import cache
+
     renders = []
     for attempt in range(args.repeat + 1):
+        cache.clear()  # every render reads the usage chart (it is cached for 5 minutes)
         timer = StatementTimer()
         began = time.perf_counter()
         with connection.execute_wrapper(timer):
@@ -72,6 +75,9 @@ def run(args) -> dict:
         assert response.status_code == 200, response.status_code
         if attempt:  # the first render warms caches
             renders.append((elapsed, sum(t for t, _ in timer.statements), timer))
+    began = time.perf_counter()
+    client.get(path)  # the usage chart from the cache
+    cached_ms = (time.perf_counter() - began) * 1000
     page = statistics.median(r[0] for r in renders) * 1000
     sql = statistics.median(r[1] for r in renders) * 1000
     last = renders[-1][2]
@@ -79,6 +85,7 @@ def run(args) -> dict:
     result = {
         "organization": args.org,
         "page_ms": round(page, 1),
+        "page_cached_usage_ms": round(cached_ms, 1),
         "sql_ms": round(sql, 1),
         "statements": len(last.statements),
         "slowest": [(round(t * 1000, 1), " ".join(s.split())[:160]) for t, s in slowest],
@@ -86,7 +93,8 @@ def run(args) -> dict:
     }
     print(
         f"dashboard of {args.org!r}: page {page:.0f} ms (median of {args.repeat}), SQL "
-        f"{sql:.0f} ms in {len(last.statements)} statements"
+        f"{sql:.0f} ms in {len(last.statements)} statements; with the usage chart cached: "
+        f"{cached_ms:.0f} ms"
     )
     for ms, text in result["slowest"]:
         print(f"  {ms:8.1f} ms  {text}")

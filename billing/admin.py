@@ -412,7 +412,8 @@ def dashboard_context(organization, *, now) -> dict:
         )
     days = [(now - timedelta(days=n)).date() for n in range(89, -1, -1)]
     usage_charts = []
-    for one in dashboard.meter_usage(organization, now=now, days=len(days)):
+    usage_read = dashboard.meter_usage(organization, now=now, days=len(days))
+    for one in usage_read.series:
         bars = [
             Bar(
                 label=f"{day:%b %d}" if day.day == 1 else "",
@@ -456,6 +457,7 @@ def dashboard_context(organization, *, now) -> dict:
         "overdue": dashboard.oldest_overdue(organization, now=now),
         "due_days": settings.BILLING_INVOICE_DUE_DAYS,
         "usage_charts": usage_charts,
+        "usage_as_of": usage_read.as_of,
     }
 
 

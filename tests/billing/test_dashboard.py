@@ -47,7 +47,7 @@ def book(org, make_product, customer, api_calls, send):
     return ada
 
 
-def test_figures_are_exact(org, book, settings):
+def test_figures_are_exact(org, book, settings, send):
     assert [
         (r.month.date(), r.currency, r.invoiced, r.paid)
         for r in dashboard.revenue_by_month(org, now=NOW)
@@ -73,11 +73,16 @@ def test_figures_are_exact(org, book, settings):
     )
     assert [i.number for i in dashboard.oldest_overdue(org, now=NOW)] == ["ACME-0002"]
 
-    (calls,) = dashboard.meter_usage(org, now=NOW, days=90)
+    read = dashboard.meter_usage(org, now=NOW, days=90)
+    (calls,) = read.series
     assert calls.values == {date(2024, 1, 10): Decimal(100), date(2024, 2, 5): Decimal(50)}
     # the window starts at the beginning of the day 89 days back: Jan 10 falls out at 60 days
-    (calls,) = dashboard.meter_usage(org, now=NOW, days=60)
+    (calls,) = dashboard.meter_usage(org, now=NOW, days=60).series
     assert calls.values == {date(2024, 2, 5): Decimal(50)}
+    # read again within five minutes: the cached figures, with the time they were read
+    send("api.call", "ada", "2024-02-05T10:00:00", count=7)
+    again = dashboard.meter_usage(org, now=NOW + timedelta(minutes=4), days=90)
+    assert (again.as_of, again.series[0].values[date(2024, 2, 5)]) == (NOW, Decimal(50))
 
 
 def test_revoked_and_trialing_subscriptions_are_not_recurring(org, book, make_product):
