@@ -225,6 +225,9 @@ class RollupKey(models.Model):
     class Meta:
         abstract = True
 
+    def __str__(self) -> str:
+        return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
+
 
 class MeterRollup(RollupKey):
     """Hourly partial aggregates per (meter, customer) as readers see them: a view summing the
@@ -240,9 +243,6 @@ class MeterRollup(RollupKey):
 
     class Meta:
         managed = False  # a view (migration 0005)
-
-    def __str__(self) -> str:
-        return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
 
 
 class MeterUniqueRollup(RollupKey):
@@ -284,9 +284,6 @@ class RollupHour(RollupKey, Partials):
     class Meta:
         db_table = "metering_meterrollup_hour"
 
-    def __str__(self) -> str:
-        return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
-
 
 class RollupDay(RollupKey, Partials):
     """The same partials per UTC day (`bucket` is the day's midnight): whole-history and
@@ -296,9 +293,6 @@ class RollupDay(RollupKey, Partials):
 
     class Meta:
         db_table = "metering_meterrollup_day"
-
-    def __str__(self) -> str:
-        return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
 
 
 class RollupDelta(RollupKey, Partials):
@@ -312,9 +306,6 @@ class RollupDelta(RollupKey, Partials):
     class Meta:
         db_table = "metering_meterrollup_delta"
 
-    def __str__(self) -> str:
-        return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
-
 
 class UniqueRollupHour(RollupKey):
     pk = models.CompositePrimaryKey("meter", "customer", "bucket", "value_key")
@@ -322,9 +313,6 @@ class UniqueRollupHour(RollupKey):
 
     class Meta:
         db_table = "metering_meteruniquerollup_hour"
-
-    def __str__(self) -> str:
-        return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
 
 
 class UniqueRollupDay(RollupKey):
@@ -334,9 +322,6 @@ class UniqueRollupDay(RollupKey):
     class Meta:
         db_table = "metering_meteruniquerollup_day"
 
-    def __str__(self) -> str:
-        return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
-
 
 class UniqueRollupDelta(RollupKey):
     pk = models.CompositePrimaryKey("meter", "customer", "bucket", "txid", "value_key")
@@ -345,6 +330,3 @@ class UniqueRollupDelta(RollupKey):
 
     class Meta:
         db_table = "metering_meteruniquerollup_delta"
-
-    def __str__(self) -> str:
-        return f"{self.meter_id} / {self.customer_id} @ {self.bucket:%Y-%m-%d %H:00}"
