@@ -261,9 +261,15 @@ def renewal_line(subscription) -> LineDraft | None:
     product = subscription.pending_product
     if product is None:
         return fixed_line(subscription, start, end)
+    price = product_fixed_price(product)
+    return _fixed_draft(product, price, start, end) if price is not None else None
+
+
+def product_fixed_price(product):
+    """The product's live fixed price, if it has one."""
     for price in product.prices.all():
         if not price.is_metered and not price.is_archived:
-            return _fixed_draft(product, price, start, end)
+            return price
     return None
 
 

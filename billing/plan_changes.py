@@ -159,7 +159,7 @@ def _change_now(subscription: Subscription, product: Product, at: datetime, *, i
     if subscription.status != SubscriptionStatus.TRIALING:
         old_name = subscription.product.name
         prorate(cycles.fixed_price_at(subscription, at), -1, f"Unused time on {old_name}")
-        prorate(_fixed_price(product), 1, f"Remaining time on {product.name}")
+        prorate(cycles.product_fixed_price(product), 1, f"Remaining time on {product.name}")
     cycles.switch_product(subscription, product, at=at)
     PendingInvoiceItem.objects.bulk_create(items)
     if invoice_now and items and sum(to_minor(item.amount) for item in items) > 0:
@@ -172,10 +172,3 @@ def _change_now(subscription: Subscription, product: Product, at: datetime, *, i
             items=items,
             counts_for_discount=False,
         )
-
-
-def _fixed_price(product: Product):
-    for price in product.prices.all():
-        if not price.is_metered and not price.is_archived:
-            return price
-    return None

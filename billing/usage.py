@@ -30,7 +30,6 @@ __all__ = [
     "daily_meter_values",
     "grant_credits",
     "usage_and_late_in_windows",
-    "usage_in_windows",
 ]
 
 
@@ -151,11 +150,6 @@ def _columns(rows: list[tuple]) -> list[list]:
         [row[2] for row in rows],
         [row[3] for row in rows],
     ]
-
-
-def usage_in_windows(windows: list[Window]) -> dict:
-    """key → the meter's value over the window (see `usage_and_late_in_windows`)."""
-    return usage_and_late_in_windows(windows)[0]
 
 
 def usage_and_late_in_windows(windows: list[Window]) -> tuple[dict, dict]:

@@ -12,11 +12,9 @@ from django.db import connection, transaction
 
 from metering import locks
 from metering.rollups import (
-    ADD_PARTIALS,
-    DAY_TABLE,
     DELTA_TABLE,
-    HOUR_TABLE,
     PARTIAL_COLUMNS,
+    TIER_WRITES,
     UNIQUE_DAY_TABLE,
     UNIQUE_DELTA_TABLE,
     UNIQUE_HOUR_TABLE,
@@ -36,19 +34,7 @@ WITH moved AS (
     SELECT meter_id, customer_id, bucket, sum(event_count) AS c, sum(numeric_count) AS nc,
            sum(numeric_sum) AS s, min(numeric_min) AS mn, max(numeric_max) AS mx
     FROM moved GROUP BY 1, 2, 3
-), h AS (
-    INSERT INTO {HOUR_TABLE} AS r (meter_id, customer_id, bucket, {PARTIAL_COLUMNS})
-    SELECT meter_id, customer_id, bucket, c, nc, s, mn, mx FROM agg ORDER BY 1, 2, 3
-    ON CONFLICT (meter_id, customer_id, bucket) DO UPDATE SET {ADD_PARTIALS}
-    RETURNING 1
-), dy AS (
-    INSERT INTO {DAY_TABLE} AS r (meter_id, customer_id, bucket, {PARTIAL_COLUMNS})
-    SELECT meter_id, customer_id, date_trunc('day', bucket, 'UTC'), sum(c), sum(nc), sum(s),
-           min(mn), max(mx)
-    FROM agg GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (meter_id, customer_id, bucket) DO UPDATE SET {ADD_PARTIALS}
-    RETURNING 1
-)
+), {TIER_WRITES}
 SELECT (SELECT count(*) FROM moved)
 """
 

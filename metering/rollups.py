@@ -164,12 +164,11 @@ DELTA_WRITES = f""", d AS (
     RETURNING 1
 )"""
 
-# Backfill: straight into both compact tiers (it holds the organization's exclusive lock, so no
-# compaction of these meters runs meanwhile).
-COMPACT_WRITES = f""", h AS (
+# Adds the hourly partials of a CTE `agg(meter_id, customer_id, bucket, c, nc, s, mn, mx)` to
+# both compact tiers, in key order: shared by backfills and compaction.
+TIER_WRITES = f"""h AS (
     INSERT INTO {HOUR_TABLE} AS r (meter_id, customer_id, bucket, {PARTIAL_COLUMNS})
-    SELECT meter_id, customer_id, bucket, c, nc, s, mn, mx FROM agg
-    ORDER BY meter_id, customer_id, bucket
+    SELECT meter_id, customer_id, bucket, c, nc, s, mn, mx FROM agg ORDER BY 1, 2, 3
     ON CONFLICT (meter_id, customer_id, bucket) DO UPDATE SET {ADD_PARTIALS}
     RETURNING 1
 ), dy AS (
@@ -179,7 +178,11 @@ COMPACT_WRITES = f""", h AS (
     FROM agg GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (meter_id, customer_id, bucket) DO UPDATE SET {ADD_PARTIALS}
     RETURNING 1
-), uh AS (
+)"""
+
+# Backfill: straight into both compact tiers (it holds the organization's exclusive lock, so no
+# compaction of these meters runs meanwhile).
+COMPACT_WRITES = f""", {TIER_WRITES}, uh AS (
     INSERT INTO {UNIQUE_HOUR_TABLE} (meter_id, customer_id, bucket, value_key)
     SELECT DISTINCT meter_id, customer_id, bucket, vk FROM parts WHERE vk IS NOT NULL
     ORDER BY 1, 2, 3, 4
