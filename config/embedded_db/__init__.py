@@ -1,0 +1,1 @@
+"""Database backend for the embedded PostgreSQL under the data folder (see base.py)."""
