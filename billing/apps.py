@@ -6,22 +6,22 @@ class BillingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from billing import catalog, demo, subscriptions, tasks, usage
+        # Django's wiring: the app registry is ready only now
+        from billing import catalog, demo, subscriptions, tasks
         from billing.api.state import customer_state_section
         from billing.signals import invoice_finalized
         from core.schedules import SCHEDULES
         from core.signals import demo_seeded
         from customers.api.state import register_state_section
+        from metering import hooks
 
         SCHEDULES["close billing cycles"] = ("billing.tasks.close_due_cycles", 60)
 
         # customer meters show the current billing period of a subscription pricing the meter
-        usage.register_period_numbers(subscriptions.customer_period_numbers)
+        hooks.register_period_numbers(subscriptions.customer_period_numbers)
         register_state_section(customer_state_section)
-        usage.register_meter_blockers(
-            definition_change=catalog.meter_definition_blockers,
-            archive=catalog.meter_archive_blockers,
-        )
+        hooks.register_definition_change_guard(catalog.meter_definition_blockers)
+        hooks.register_archive_guard(catalog.meter_archive_blockers)
         # a finalized invoice gets its PDF stored and emailed after the transaction commits
         invoice_finalized.connect(tasks.enqueue_delivery, dispatch_uid="billing-invoice-delivery")
         demo_seeded.connect(demo.on_demo_seeded, dispatch_uid="billing-demo")

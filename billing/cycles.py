@@ -1,25 +1,32 @@
 """Cycle close: every period whose `end + BILLING_GRACE` has passed gets one finalized invoice.
 
-Each subscription-period closes in its own transaction under a row lock on the subscription:
-metered lines of the period (late usage included), the next period's fixed price (unless the
-subscription ends), discount and tax, the invoice with the organization's next gapless number,
-the units billed per price, the period advanced, and the new period's credits. A crash anywhere
-rolls all of it back; a second worker waits for the lock, sees the period already advanced and
-skips it. Usage for a whole batch of due subscriptions is read set-based before the
-transactions (metered.measure); the units already billed are re-read under the lock."""
+A batch of due subscriptions is measured at once, inside one committed read boundary
+(`metering.queries.consistent_read`), before any lock is taken. Then each subscription-period
+closes in its own transaction under a row lock on the subscription: the invoice plan
+(`billing.plan`: pending items, metered lines, the next period's fixed price, discount, tax) is
+finalized with the organization's next gapless number, the units billed per price are saved, a
+scheduled plan change is applied, the period advances (remembering the read boundary: what
+arrives after it is the next period's late usage) and the new period's credits are granted. A
+crash anywhere rolls all of it back; a second worker waits for the lock, sees the period
+already advanced and skips it.
+
+**Isolation**: a subscription whose invoice can't be computed or stored (an amount out of range,
+a broken price) is flagged with the reason (`Subscription.billing_error`, shown in the admin and
+logged) and skipped; every other subscription of the run is closed. Infrastructure failures
+(the database going away) are not a subscription's fault: they end the run, which the next one
+resumes."""
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_FLOOR, Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Prefetch, Q
 from django.utils import timezone
 
-from billing import discounts, invoices, metered, periods, signals, taxes, usage
-from billing.invoices import LineDraft
+from billing import invoices, metered, plan, signals, taxes
+from billing.invoices import InvoiceDraft
 from billing.models import (
     LIVE_STATUSES,
     BillingReason,
@@ -29,10 +36,13 @@ from billing.models import (
     SubscriptionPrice,
     SubscriptionStatus,
 )
-from billing.money import to_minor, to_money
+from billing.money import to_money
+from metering import customer_meters, queries
 
 logger = logging.getLogger(__name__)
 BATCH_SIZE = 200
+# failures that are the infrastructure's, not a subscription's: the run stops and is retried
+INFRASTRUCTURE = (OperationalError, InterfaceError)
 
 
 def grace():
@@ -45,7 +55,9 @@ def live_subscriptions():
     ).prefetch_related(
         Prefetch(
             "subscription_prices",
-            queryset=SubscriptionPrice.objects.select_related("price__meter", "price__product"),
+            queryset=SubscriptionPrice.objects.select_related(
+                "price__meter", "price__product"
+            ).order_by("starts_at", "id"),
         ),
         Prefetch(
             "pending_items",
@@ -55,6 +67,8 @@ def live_subscriptions():
             to_attr="open_pending_items",
         ),
         "product__benefits__meter",
+        "pending_product__prices",
+        "product__prices",
     )
 
 
@@ -76,6 +90,7 @@ class CloseReport:
 
     invoice_ids: list = field(default_factory=list)
     skipped: int = 0
+    flagged: list = field(default_factory=list)  # subscriptions that could not be closed
 
     @property
     def closed(self) -> int:
@@ -91,7 +106,11 @@ def close_due(*, as_of: datetime | None = None, batch_size: int = BATCH_SIZE) ->
     as_of = as_of or timezone.now()
     report = CloseReport()
     while True:
-        ids = due_subscription_ids(as_of=as_of, limit=batch_size)
+        ids = [
+            pk
+            for pk in due_subscription_ids(as_of=as_of, limit=batch_size + len(report.flagged))
+            if pk not in report.flagged
+        ][:batch_size]
         if not ids:
             return report
         closed_before = report.closed
@@ -100,31 +119,67 @@ def close_due(*, as_of: datetime | None = None, batch_size: int = BATCH_SIZE) ->
             return report  # nothing advanced (e.g. all taken by another worker): stop
 
 
+def measure(periods: list[tuple]) -> tuple[queries.ReadBoundary, dict, dict]:
+    """(the read boundary, subscription id → PeriodUsage, subscription id → why it could not be
+    measured) for (subscription, start, end) triples: set-based, or one by one when the batch's
+    read fails, so that one broken subscription doesn't stop the others."""
+    try:
+        with queries.consistent_read() as read:
+            return read, metered.measure(periods), {}
+    except INFRASTRUCTURE:
+        raise
+    except Exception:  # noqa: BLE001 - find the culprit below, one subscription at a time
+        logger.warning("billing: the batch usage read failed; reading one by one", exc_info=True)
+    usages, failures = {}, {}
+    with queries.consistent_read() as read:
+        for one in periods:
+            try:
+                with transaction.atomic():
+                    usages.update(metered.measure([one]))
+            except INFRASTRUCTURE:
+                raise
+            except Exception as exc:  # noqa: BLE001 - isolation: flag it, go on
+                failures[one[0].pk] = exc
+    return read, usages, failures
+
+
 def close_batch(ids: list, *, as_of: datetime, report: CloseReport | None = None) -> CloseReport:
     """Close the due periods of these subscriptions, round by round (one period each per round),
     with the round's usage read set-based for all of them."""
     report = report or CloseReport()
     while True:
-        due = list(
-            live_subscriptions().filter(
+        due = [
+            subscription
+            for subscription in live_subscriptions().filter(
                 pk__in=ids, status__in=LIVE_STATUSES, current_period_end__lte=as_of - grace()
             )
-        )
+            if subscription.pk not in report.flagged
+        ]
         if not due:
             return report
-        read_at = timezone.now()  # later arrivals are the next period's (avg/min/max/unique)
-        measures = metered.measure([(s, s.current_period_start, s.current_period_end) for s in due])
+        read, usages, failures = measure(
+            [(s, s.current_period_start, s.current_period_end) for s in due]
+        )
         rates = taxes.rates_by_organization({s.organization_id for s in due})
         progressed = False
         for subscription in due:
-            invoice = close_period(
-                subscription.pk,
-                expected_start=subscription.current_period_start,
-                measures=measures,
-                loaded=subscription,
-                tax_rates=rates[subscription.organization_id],
-                read_at=read_at,
-            )
+            try:
+                if subscription.pk in failures:
+                    raise failures[subscription.pk]
+                invoice = close_period(
+                    subscription.pk,
+                    expected_start=subscription.current_period_start,
+                    usage=usages[subscription.pk],
+                    read=read,
+                    loaded=subscription,
+                    tax_rates=rates[subscription.organization_id],
+                )
+            except INFRASTRUCTURE:
+                raise
+            except Exception as exc:  # noqa: BLE001 - isolation: flag it, go on
+                flag(subscription, exc)
+                report.flagged.append(subscription.pk)
+                continue
             if invoice is None:
                 report.skipped += 1
             else:
@@ -134,23 +189,37 @@ def close_batch(ids: list, *, as_of: datetime, report: CloseReport | None = None
             return report
 
 
+def flag(subscription, exc: Exception) -> None:
+    """Record why the subscription's close failed (its transaction rolled back)."""
+    reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+    logger.error(
+        "billing: subscription %s not closed (%s); flagged and skipped",
+        subscription.pk,
+        reason,
+        exc_info=not hasattr(exc, "message"),
+    )
+    Subscription.objects.filter(pk=subscription.pk).update(
+        billing_error=reason[:2000], billing_error_at=timezone.now()
+    )
+
+
 def close_period(
     subscription_id,
     *,
     expected_start: datetime,
-    measures: dict,
-    end: datetime | None = None,
+    usage: metered.PeriodUsage,
+    read: queries.ReadBoundary,
     final: bool = False,
     loaded: Subscription | None = None,
     tax_rates: list | None = None,
-    read_at: datetime | None = None,
 ) -> Invoice | None:
-    """Close one period in one transaction. `end` earlier than the period's end (with `final`)
-    closes it early: a revocation. Returns None when someone else closed it first.
+    """Close one period in one transaction: the measured `usage` ends at the period's end, or
+    earlier with `final` (a revocation). Returns None when someone else closed it first.
 
     `loaded` is the subscription as the batch read it (with its prices): it is used as is when
-    the locked row still matches it — `billed_units` only change together with the period, so an
-    unchanged period means unchanged units — and re-read otherwise."""
+    the locked row still matches it, and re-read otherwise. The usage stays valid either way:
+    prices change only with a plan change, which first closes a due period itself, so an
+    unchanged period means the prices and units billed that `usage` was measured with."""
     with transaction.atomic():
         locked = (
             Subscription.objects.select_for_update()
@@ -169,43 +238,31 @@ def close_period(
             getattr(subscription, key) != value for key, value in locked.items()
         ):
             subscription = live_subscriptions().get(pk=subscription_id)
-        start = subscription.current_period_start
-        end = end or subscription.current_period_end
-        ending = final or subscription.cancel_at_period_end
-        items = open_items(subscription)
-        lines = [item_line(item) for item in items]
-        metered_lines = metered.lines(subscription, measures)
-        lines += [priced.draft(period_start=start, period_end=end) for priced in metered_lines]
-        next_start, next_end = next_period(subscription)
-        if not ending:
-            if subscription.pending_product_id is not None:
-                switch_product(subscription, subscription.pending_product, at=next_start)
-            renewal = fixed_line(subscription, next_start, next_end)
-            if renewal is not None:
-                lines.append(renewal)
+        period = plan.plan_period(subscription, usage, tax_rates=tax_rates, final=final)
+        next_start, next_end = plan.next_period(subscription)
         invoice = issue(
             subscription,
-            lines=lines,
+            period.draft,
             reason=BillingReason.SUBSCRIPTION_CYCLE,
-            period_start=start,
-            period_end=end,
-            tax_rates=tax_rates,
-            items=items,
+            period_start=period.start,
+            period_end=period.end,
+            items=period.items,
+            carried=period.carried,
+            usage_read=read,
+            late_since=metered.boundary_of(subscription),
         )
-        changed = []
-        for priced in metered_lines:
-            sp = priced.subscription_price
-            if sp.billed_units != priced.new_billed_units:
-                sp.billed_units = priced.new_billed_units
-                changed.append(sp)
-        _save_billed_units(changed)
-        if ending:
-            _end(subscription, at=end)
+        _save_billed_units(period.metered)
+        if not period.renews:
+            _end(subscription, at=period.end, read=read)
         else:
-            _advance(subscription, next_start, next_end, read_at=read_at)
-            grant_period_credits(subscription, rollover_from=metered_lines)
+            if subscription.pending_product_id is not None:
+                switch_product(subscription, subscription.pending_product, at=next_start)
+            _advance(subscription, next_start, next_end, read=read)
+            grant_period_credits(subscription, unused=period.unused_credits)
         signals.subscription_changed.send(
-            sender=Subscription, subscription=subscription, change="revoked" if ending else "cycled"
+            sender=Subscription,
+            subscription=subscription,
+            change="cycled" if period.renews else "revoked",
         )
         return invoice
 
@@ -225,106 +282,31 @@ LOCK_CHECKED = (
 )
 
 
-def next_period(subscription) -> tuple[datetime, datetime]:
-    product = subscription.product
-    return periods.period_bounds(
-        subscription.anchor_at,
-        product.recurring_interval,
-        product.recurring_interval_count,
-        subscription.period_index + 1,
-    )
-
-
-def fixed_line(subscription, start: datetime, end: datetime) -> LineDraft | None:
-    """The fixed price billed in advance for [start, end); none when absent or zero."""
-    for sp in subscription.subscription_prices.all():
-        price = sp.price
-        if price.is_metered or (sp.ends_at and sp.ends_at <= start) or sp.starts_at >= end:
-            continue
-        return _fixed_draft(subscription.product, price, start, end)
-    return None
-
-
-def fixed_price_at(subscription, at: datetime):
-    """The fixed price in force at `at` (after plan changes, each has its own time span)."""
-    for sp in subscription.subscription_prices.all():
-        if sp.price.is_metered or sp.starts_at > at or (sp.ends_at and sp.ends_at <= at):
-            continue
-        return sp.price
-    return None
-
-
-def renewal_line(subscription) -> LineDraft | None:
-    """The next period's fixed price as the next close will bill it: the pending product's when
-    a plan change waits for the period end."""
-    start, end = next_period(subscription)
-    product = subscription.pending_product
-    if product is None:
-        return fixed_line(subscription, start, end)
-    price = product_fixed_price(product)
-    return _fixed_draft(product, price, start, end) if price is not None else None
-
-
-def product_fixed_price(product):
-    """The product's live fixed price, if it has one."""
-    for price in product.prices.all():
-        if not price.is_metered and not price.is_archived:
-            return price
-    return None
-
-
-def _fixed_draft(product, price, start: datetime, end: datetime) -> LineDraft | None:
-    amount = to_minor(price.price_amount)
-    if amount <= 0:
-        return None
-    return LineDraft(
-        label=f"{product.name} ({start:%b %d, %Y} – {end:%b %d, %Y})",
-        period_start=start,
-        period_end=end,
-        amount=amount,
-        price=price,
-        unit_amount=None,
-    )
-
-
-def draft_for(
-    subscription, lines: list[LineDraft], tax_rates: list | None = None
-) -> invoices.InvoiceDraft:
-    discount = subscription.discount
-    if not discounts.applies_to_next_invoice(discount, subscription.discounted_invoices):
-        discount = None
-    return invoices.compute(
-        currency=subscription.currency,
-        lines=lines,
-        discount=discount,
-        tax_rate=taxes.rate_for(subscription.customer, tax_rates),
-    )
-
-
 def issue(
     subscription,
+    draft: InvoiceDraft,
     *,
-    lines,
-    reason,
-    period_start,
-    period_end,
-    tax_rates=None,
+    reason: str,
+    period_start: datetime,
+    period_end: datetime,
     items=(),
-    counts_for_discount=True,
+    carried: int = 0,
+    counts_for_discount: bool = True,
+    usage_read=None,
+    late_since=None,
 ) -> Invoice:
-    """Finalize an invoice of these lines, taking the pending `items` already among them. A
-    credit larger than the invoice (a downgrade's unused time) is applied up to the invoice and
-    the rest carried to the next one: an invoice never totals below zero. An invoice that is not
-    a period's (`counts_for_discount` false: a plan change's) does not use up a repeating
-    discount's periods."""
-    lines, carried = carry_excess_credit(lines)
-    draft = draft_for(subscription, lines, tax_rates)
+    """Finalize an invoice of this draft, taking the pending `items` among its lines, and carry a
+    credit beyond the invoice (`carried`, ≤ 0) to the next one: an invoice never totals below
+    zero. An invoice that is not a period's (`counts_for_discount` false: a plan change's) does
+    not use up a repeating discount's periods."""
     invoice = invoices.finalize(
         draft=draft,
         subscription=subscription,
         billing_reason=reason,
         period_start=period_start,
         period_end=period_end,
+        usage_read=usage_read,
+        late_since=late_since,
     )
     if items:
         PendingInvoiceItem.objects.filter(
@@ -343,50 +325,6 @@ def issue(
         subscription.discounted_invoices += 1
         subscription.save(update_fields=["discounted_invoices", "modified_at"])
     return invoice
-
-
-def carry_excess_credit(lines: list[LineDraft]) -> tuple[list[LineDraft], int]:
-    """(lines with their credits reduced so that they add up to at least zero, the credit left
-    over (≤ 0, minor units)). The latest credits are the ones reduced."""
-    excess = -sum(line.amount for line in lines)
-    if excess <= 0:
-        return lines, 0
-    carried, reduced = -excess, list(lines)
-    for index in range(len(reduced) - 1, -1, -1):
-        line = reduced[index]
-        if excess == 0:
-            break
-        if line.amount < 0:
-            taken = min(excess, -line.amount)
-            reduced[index] = replace(
-                line, amount=line.amount + taken, label=f"{line.label} (partly carried forward)"
-            )
-            excess -= taken
-    return reduced, carried
-
-
-def open_items(subscription) -> list[PendingInvoiceItem]:
-    """The subscription's pending items (prefetched by `live_subscriptions`)."""
-    prefetched = getattr(subscription, "open_pending_items", None)
-    if prefetched is not None:
-        return list(prefetched)
-    return list(
-        subscription.pending_items.filter(invoice__isnull=True)
-        .select_related("price")
-        .order_by("created_at", "id")
-    )
-
-
-def item_line(item: PendingInvoiceItem) -> LineDraft:
-    return LineDraft(
-        label=item.label,
-        period_start=item.period_start,
-        period_end=item.period_end,
-        amount=to_minor(item.amount),
-        price=item.price,
-        unit_amount=None,
-        proration=item.proration,
-    )
 
 
 def switch_product(subscription, product, *, at: datetime) -> None:
@@ -420,18 +358,25 @@ WHERE sp.id = v.id
 """
 
 
-def _save_billed_units(prices: list[SubscriptionPrice]) -> None:
-    if prices:
+def _save_billed_units(lines: list) -> None:
+    changed = {
+        span.pk: line.usage.billed_through[span.pk]
+        for line in lines
+        for span in line.usage.spans
+        if span.pk in line.usage.billed_through
+        and span.billed_units != line.usage.billed_through[span.pk]
+    }
+    if changed:
         with connection.cursor() as cursor:
-            cursor.execute(
-                BILLED_UNITS_SQL, [[sp.pk for sp in prices], [sp.billed_units for sp in prices]]
-            )
+            cursor.execute(BILLED_UNITS_SQL, [list(changed), list(changed.values())])
 
 
-def _advance(subscription, start: datetime, end: datetime, *, read_at: datetime | None) -> None:
+def _advance(subscription, start: datetime, end: datetime, *, read) -> None:
     subscription.period_index += 1
     subscription.current_period_start, subscription.current_period_end = start, end
-    subscription.closed_usage_read_at = read_at or timezone.now()
+    subscription.closed_usage_read_at = read.taken_at
+    subscription.closed_usage_snapshot = read.token
+    subscription.billing_error = subscription.billing_error_at = None
     if subscription.status == SubscriptionStatus.TRIALING:
         subscription.status = SubscriptionStatus.ACTIVE
     subscription.save(
@@ -440,18 +385,24 @@ def _advance(subscription, start: datetime, end: datetime, *, read_at: datetime 
             "current_period_start",
             "current_period_end",
             "closed_usage_read_at",
+            "closed_usage_snapshot",
+            "billing_error",
+            "billing_error_at",
             "status",
             "modified_at",
         ]
     )
 
 
-def _end(subscription, *, at: datetime) -> None:
+def _end(subscription, *, at: datetime, read) -> None:
     subscription.status = SubscriptionStatus.CANCELED
     subscription.ended_at = at
     subscription.ends_at = at
     subscription.canceled_at = subscription.canceled_at or timezone.now()
     subscription.current_period_end = at
+    subscription.closed_usage_read_at = read.taken_at
+    subscription.closed_usage_snapshot = read.token
+    subscription.billing_error = subscription.billing_error_at = None
     subscription.save(
         update_fields=[
             "status",
@@ -459,28 +410,25 @@ def _end(subscription, *, at: datetime) -> None:
             "ends_at",
             "canceled_at",
             "current_period_end",
+            "closed_usage_read_at",
+            "closed_usage_snapshot",
+            "billing_error",
+            "billing_error_at",
             "modified_at",
         ]
     )
     subscription.subscription_prices.filter(ends_at__isnull=True).update(ends_at=at)
 
 
-def grant_period_credits(subscription, *, rollover_from: list | None = None) -> None:
+def grant_period_credits(subscription, *, unused: dict | None = None) -> None:
     """Credits of the (new) current period as `meter.credited` system events at its start; with
-    rollover, the closing period's unused credits carry over as one more event."""
+    rollover, the closing period's unused credits (`unused`: meter id → units) carry over as one
+    more event."""
     start = subscription.current_period_start
-    carried = {}
-    # lines come in time order: a meter's last line holds the credits its period left unused
-    for priced in rollover_from or ():
-        meter_id = priced.subscription_price.price.meter_id
-        unused = (Decimal(priced.credited) - max(priced.consumed, Decimal(0))).to_integral_value(
-            rounding=ROUND_FLOOR
-        )
-        carried[meter_id] = max(0, int(unused))
     for benefit in subscription.product.benefits.all():
         if benefit.is_deleted:
             continue
-        usage.grant_credits(
+        customer_meters.grant_credits(
             customer=subscription.customer,
             meter=benefit.meter,
             units=benefit.units,
@@ -488,12 +436,12 @@ def grant_period_credits(subscription, *, rollover_from: list | None = None) -> 
             reason=f"subscription {subscription.pk}: {benefit.description}",
             timestamp=start,
         )
-        unused = carried.get(benefit.meter_id, 0)
-        if benefit.rollover and unused:
-            usage.grant_credits(
+        left = (unused or {}).get(benefit.meter_id, 0)
+        if benefit.rollover and left > 0:
+            customer_meters.grant_credits(
                 customer=subscription.customer,
                 meter=benefit.meter,
-                units=unused,
+                units=left,
                 rollover=True,
                 reason=f"subscription {subscription.pk}: unused credits rolled over",
                 timestamp=start,

@@ -12,7 +12,7 @@ from django.core.cache import cache
 from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncMonth
 
-from billing import periods, usage
+from billing import periods
 from billing.models import (
     Invoice,
     InvoiceStatus,
@@ -20,6 +20,7 @@ from billing.models import (
     SubscriptionPrice,
     SubscriptionStatus,
 )
+from metering import queries
 
 # what counts as revenue: finalized and not voided (uncollectible was still invoiced)
 REVENUE_STATUSES = (InvoiceStatus.OPEN, InvoiceStatus.PAID, InvoiceStatus.UNCOLLECTIBLE)
@@ -186,7 +187,7 @@ def meter_usage(organization, *, now: datetime, days: int = 90) -> MeterUsage:
     cached = cache.get(key)
     if cached is None:
         since = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        series = usage.daily_meter_values(organization_id=organization.pk, since=since, until=now)
+        series = queries.daily_values(organization_id=organization.pk, since=since, until=now)
         cached = MeterUsage(series=series, as_of=now)
         cache.set(key, cached, USAGE_CACHE_SECONDS)
     return cached

@@ -6,15 +6,16 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from billing import catalog, cycles, discounts, subscriptions, taxes, usage
+from billing import catalog, cycles, discounts, subscriptions, taxes
 from billing.catalog import PriceSpec
 from billing.models import Benefit, Discount, Product, Subscription, TaxRate
+from metering.models import Meter
 
 PRODUCTS = ("Starter", "Growth", "Scale")
 
 
 def _meter(organization, name):
-    meter = usage.Meter.objects.filter(organization=organization, name=name).first()
+    meter = Meter.objects.filter(organization=organization, name=name).first()
     if meter is None:
         raise LookupError(f"demo meter {name!r} is missing")
     return meter

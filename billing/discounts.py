@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from billing.errors import DiscountNotApplicable, InvalidDiscount
 from billing.models import Discount, DiscountDuration, DiscountType, Product
-from billing.money import round_minor, to_minor, to_money
+from billing.money import is_known_currency, round_minor, to_minor, to_money
 
 MAX_BASIS_POINTS = 10_000
 
@@ -30,25 +30,27 @@ def check_definition(
     if type == DiscountType.PERCENTAGE:
         if basis_points is None or not 1 <= basis_points <= MAX_BASIS_POINTS:
             raise InvalidDiscount(
-                "basis_points should be between 1 and 10000", field=("body", "basis_points")
+                "basis_points should be between 1 and 10000", field=("basis_points",)
             )
     elif type == DiscountType.FIXED:
         if amount is None or amount < 1:
-            raise InvalidDiscount("amount should be at least 1 (cents)", field=("body", "amount"))
+            raise InvalidDiscount("amount should be at least 1 (cents)", field=("amount",))
         if not currency:
-            raise InvalidDiscount("currency is required", field=("body", "currency"))
+            raise InvalidDiscount("currency is required", field=("currency",))
+        if not is_known_currency(currency):
+            raise InvalidDiscount("Input should be an ISO 4217 currency code", field=("currency",))
     else:
-        raise InvalidDiscount("type should be 'percentage' or 'fixed'", field=("body", "type"))
+        raise InvalidDiscount("type should be 'percentage' or 'fixed'", field=("type",))
     if duration == DiscountDuration.REPEATING:
         if not duration_in_months or duration_in_months < 1:
             raise InvalidDiscount(
                 "duration_in_months is required for a repeating discount",
-                field=("body", "duration_in_months"),
+                field=("duration_in_months",),
             )
     elif duration not in (DiscountDuration.ONCE, DiscountDuration.FOREVER):
-        raise InvalidDiscount("Unknown duration", field=("body", "duration"))
+        raise InvalidDiscount("Unknown duration", field=("duration",))
     if starts_at and ends_at and ends_at <= starts_at:
-        raise InvalidDiscount("ends_at should be after starts_at", field=("body", "ends_at"))
+        raise InvalidDiscount("ends_at should be after starts_at", field=("ends_at",))
 
 
 @transaction.atomic
@@ -80,13 +82,7 @@ def create_discount(
         starts_at=starts_at,
         ends_at=ends_at,
     )
-    if (
-        code
-        and Discount.objects.filter(
-            organization=organization, code__iexact=code, deleted_at__isnull=True
-        ).exists()
-    ):
-        raise InvalidDiscount("A discount with this code already exists", field=("body", "code"))
+    check_code(organization, code)
     discount = Discount.objects.create(
         organization=organization,
         name=name,
@@ -106,12 +102,112 @@ def create_discount(
     return discount
 
 
+def check_code(organization, code: str | None, *, exclude: Discount | None = None) -> None:
+    """Codes are unique per organization among discounts not deleted (any case)."""
+    if not code:
+        return
+    clash = Discount.objects.filter(
+        organization=organization, code__iexact=code, deleted_at__isnull=True
+    )
+    if exclude is not None:
+        clash = clash.exclude(pk=exclude.pk)
+    if clash.exists():
+        raise InvalidDiscount("A discount with this code already exists", field=("code",))
+
+
+TERMS = ("type", "basis_points", "amount", "currency", "duration", "duration_in_months")
+EDITABLE = ("name", "code", "starts_at", "ends_at", "max_redemptions", "metadata", "product_ids")
+
+
+def is_redeemed(discount: Discount) -> bool:
+    return discount.redemptions_count > 0 or discount.invoices.exists()
+
+
+def _terms(discount: Discount) -> dict:
+    amount = discount.amount
+    return {
+        "type": discount.type,
+        "basis_points": discount.basis_points,
+        "amount": to_minor(amount) if amount is not None else None,
+        "currency": str(amount.currency) if amount is not None else None,
+        "duration": discount.duration,
+        "duration_in_months": discount.duration_in_months,
+    }
+
+
+def check_update(discount: Discount, changes: dict) -> tuple[dict, list]:
+    """(the discount's terms after `changes`, the terms they change), or InvalidDiscount."""
+    unknown = [key for key in changes if key not in TERMS + EDITABLE]
+    if unknown:
+        raise InvalidDiscount("Unknown discount field", field=(unknown[0],))
+    terms = _terms(discount)
+    if changes.get("currency"):
+        changes["currency"] = changes["currency"].upper()
+    new_terms = {**terms, **{key: changes[key] for key in TERMS if key in changes}}
+    changed = [key for key in TERMS if new_terms[key] != terms[key]]
+    if changed and is_redeemed(discount):
+        raise InvalidDiscount(
+            "A redeemed discount's terms cannot change (invoices promised them); create a new "
+            "discount",
+            field=(changed[0],),
+        )
+    check_definition(
+        type=new_terms["type"],
+        duration=new_terms["duration"],
+        basis_points=new_terms["basis_points"],
+        amount=new_terms["amount"],
+        currency=new_terms["currency"],
+        duration_in_months=new_terms["duration_in_months"],
+        starts_at=changes.get("starts_at", discount.starts_at),
+        ends_at=changes.get("ends_at", discount.ends_at),
+    )
+    check_code(discount.organization_id, changes.get("code", discount.code), exclude=discount)
+    return new_terms, changed
+
+
+@transaction.atomic
+def update_discount(discount: Discount, **changes) -> Discount:
+    """Name, code, validity window, limits, products and metadata can change; the terms (type,
+    amount or basis points, duration) only until the discount is redeemed — invoices promised
+    them."""
+    discount = Discount.objects.select_for_update().get(pk=discount.pk)
+    new_terms, changed = check_update(discount, changes)
+    if changed:
+        kind, duration = new_terms["type"], new_terms["duration"]
+        discount.type, discount.duration = kind, duration
+        discount.basis_points = (
+            new_terms["basis_points"] if kind == DiscountType.PERCENTAGE else None
+        )
+        discount.amount = (
+            to_money(new_terms["amount"], new_terms["currency"])
+            if kind == DiscountType.FIXED
+            else None
+        )
+        discount.duration_in_months = (
+            new_terms["duration_in_months"] if duration == DiscountDuration.REPEATING else None
+        )
+    for key in ("name", "code", "starts_at", "ends_at", "max_redemptions", "metadata"):
+        if key in changes:
+            setattr(discount, key, changes[key])
+    discount.save()
+    if "product_ids" in changes:
+        set_products(discount=discount, product_ids=changes["product_ids"] or [])
+    return discount
+
+
+def delete_discount(discount: Discount) -> None:
+    """Soft delete: subscriptions that have it stop getting it; invoices keep showing it."""
+    Discount.objects.filter(pk=discount.pk).update(
+        deleted_at=timezone.now(), modified_at=timezone.now()
+    )
+
+
 def set_products(*, discount: Discount, product_ids: list) -> None:
     products = list(
         Product.objects.filter(organization=discount.organization_id, pk__in=product_ids)
     )
     if len(products) != len(set(product_ids)):
-        raise InvalidDiscount("Product not found", field=("body", "products"))
+        raise InvalidDiscount("Product not found", field=("products",))
     discount.products.set(products)
 
 
@@ -119,20 +215,20 @@ def redeem(*, discount: Discount, product: Product, currency: str, at=None) -> N
     """Count one redemption for a subscription, atomically against the limit."""
     at = at or timezone.now()
     if discount.deleted_at is not None:
-        raise DiscountNotApplicable("Discount not found", field=("body", "discount_id"))
+        raise DiscountNotApplicable("Discount not found", field=("discount_id",))
     if (discount.starts_at and at < discount.starts_at) or (
         discount.ends_at and at >= discount.ends_at
     ):
         raise DiscountNotApplicable(
-            "The discount is not valid at this time", field=("body", "discount_id")
+            "The discount is not valid at this time", field=("discount_id",)
         )
     if not applies_to_product(discount, product):
         raise DiscountNotApplicable(
-            "The discount does not apply to this product", field=("body", "discount_id")
+            "The discount does not apply to this product", field=("discount_id",)
         )
     if discount.type == DiscountType.FIXED and str(discount.amount.currency) != currency:
         raise DiscountNotApplicable(
-            f"The discount's currency is not {currency}", field=("body", "discount_id")
+            f"The discount's currency is not {currency}", field=("discount_id",)
         )
     updated = Discount.objects.filter(
         Q(max_redemptions__isnull=True) | Q(redemptions_count__lt=F("max_redemptions")),
@@ -140,7 +236,7 @@ def redeem(*, discount: Discount, product: Product, currency: str, at=None) -> N
     ).update(redemptions_count=F("redemptions_count") + 1)
     if not updated:
         raise DiscountNotApplicable(
-            "The discount has reached its redemption limit", field=("body", "discount_id")
+            "The discount has reached its redemption limit", field=("discount_id",)
         )
 
 

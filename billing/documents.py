@@ -44,25 +44,27 @@ class DocumentLine:
 
 
 def _load(invoice_id) -> Invoice:
-    return (
-        Invoice.objects.select_related("organization", "customer")
-        .prefetch_related("lines__tax_rate")
-        .get(pk=invoice_id)
-    )
+    return Invoice.objects.select_related("customer").prefetch_related("lines").get(pk=invoice_id)
+
+
+def tax_label(invoice: Invoice) -> str:
+    """The tax rate as the invoice copied it when it was issued."""
+    if invoice.tax_basis_points is None:
+        return "Tax"
+    label = f"{invoice.tax_name} {Decimal(invoice.tax_basis_points) / 100:g}%"
+    return f"{label} (included)" if invoice.tax_inclusive else label
 
 
 def document_context(invoice: Invoice) -> dict:
+    """Everything from the invoice's own columns: what it copied when it was finalized."""
     currency = invoice.currency
     lines = list(invoice.lines.all())
-    tax_rate = next((line.tax_rate for line in lines if line.tax_rate_id), None)
     address = invoice.billing_address or {}
     return {
         "invoice": invoice,
-        "organization": invoice.organization.name,
+        "organization": invoice.seller_name,
         "organization_address": [
-            line.strip()
-            for line in invoice.organization.invoice_address.splitlines()
-            if line.strip()
+            line.strip() for line in invoice.seller_address.splitlines() if line.strip()
         ],
         "bill_to": invoice.billing_name or invoice.customer.name or invoice.customer.email,
         "email": invoice.customer.email,
@@ -88,12 +90,7 @@ def document_context(invoice: Invoice) -> dict:
         else None,
         "net": money(invoice.net.amount, currency),
         "tax": money(invoice.tax.amount, currency),
-        "tax_label": (
-            f"{tax_rate.name} {Decimal(tax_rate.basis_points) / 100:g}%"
-            + (" (included)" if tax_rate.inclusive else "")
-            if tax_rate
-            else "Tax"
-        ),
+        "tax_label": tax_label(invoice),
         "total": money(invoice.total.amount, currency),
     }
 
@@ -112,7 +109,7 @@ def invoice_pdf(invoice_id) -> bytes:
         return bytes(pdf)
     invoice = _load(invoice_id)
     if not invoice.is_finalized:
-        raise InvoiceStateError("A draft invoice has no document", field=("path", "id"))
+        raise InvoiceStateError("A draft invoice has no document", field=("id",))
     InvoiceDocument.objects.bulk_create(
         [InvoiceDocument(invoice=invoice, pdf=render_pdf(invoice))], ignore_conflicts=True
     )
@@ -148,7 +145,7 @@ def email_invoice(invoice_id) -> bool:
     with transaction.atomic():
         invoice = (
             Invoice.objects.select_for_update(of=("self",))
-            .select_related("organization", "customer")
+            .select_related("customer")
             .get(pk=invoice_id)
         )
         if invoice.emailed_at is not None or invoice.status == InvoiceStatus.VOID:
@@ -157,12 +154,12 @@ def email_invoice(invoice_id) -> bool:
             return False
         context = {
             "invoice": invoice,
-            "organization": invoice.organization.name,
+            "organization": invoice.seller_name,
             "total": money(invoice.total.amount, invoice.currency),
             "period": period(invoice.period_start, invoice.period_end),
         }
         message = EmailMessage(
-            subject=f"{invoice.organization.name} invoice {invoice.number}",
+            subject=f"{invoice.seller_name} invoice {invoice.number}",
             body=render_to_string("billing/invoice_email.txt", context),
             from_email=settings.DEFAULT_FROM_EMAIL,
             to=[invoice.customer.email],

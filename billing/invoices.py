@@ -1,6 +1,8 @@
 """Invoices: drafts computed from lines (discount spread, per-line tax, totals), finalization
 with the organization's next gapless number, and the status transitions after it
-(open → paid | void | uncollectible). A finalized invoice's lines and amounts never change."""
+(open → paid | void). A finalized invoice's lines and amounts never change, and it copies what
+it shows — the seller, the tax rate's name and terms, each line's price terms — so editing the
+organization, a tax rate or a price later never changes an issued invoice or its document."""
 
 import re
 from dataclasses import dataclass, field, replace
@@ -31,6 +33,7 @@ class LineDraft:
     amount: int  # minor units, before discount and tax
     quantity: Decimal = Decimal(1)
     price: Price | None = None
+    price_terms: dict | None = None  # what the line copies of its price (catalog.price_terms)
     meter_id: object = None
     unit_amount: Decimal | None = None
     consumed_units: Decimal = Decimal(0)
@@ -114,12 +117,17 @@ def finalize(
     billing_reason: str,
     period_start: datetime,
     period_end: datetime,
+    usage_read=None,
+    late_since=None,
 ) -> Invoice:
-    """Write the invoice and its lines as `open` with the next number (caller's transaction)."""
+    """Write the invoice and its lines as `open` with the next number (caller's transaction).
+    `usage_read` / `late_since`: the read boundaries of a cycle invoice's usage."""
     assert connection.in_atomic_block
     customer = subscription.customer
-    sequence, number = next_number(subscription.organization)
+    organization = subscription.organization
+    sequence, number = next_number(organization)
     currency = draft.currency
+    rate = draft.tax_rate if draft.tax else None
     invoice = Invoice.objects.create(
         organization=subscription.organization,
         customer=customer,
@@ -140,6 +148,17 @@ def finalize(
         total=to_money(draft.total, currency),
         billing_name=customer.billing_name or customer.name,
         billing_address=customer.billing_address,
+        seller_name=organization.name,
+        seller_address=organization.invoice_address,
+        tax_name=rate.name if rate else "",
+        tax_basis_points=rate.basis_points if rate else None,
+        tax_inclusive=rate.inclusive if rate else False,
+        tax_country=rate.country if rate else "",
+        tax_state=(rate.state or "") if rate else "",
+        usage_snapshot=usage_read.token if usage_read else None,
+        usage_read_at=usage_read.taken_at if usage_read else None,
+        late_since_snapshot=late_since.token if late_since else None,
+        late_since_at=late_since.taken_at if late_since else None,
         finalized_at=timezone.now(),
     )
     InvoiceLine.objects.bulk_create(
@@ -157,6 +176,7 @@ def finalize(
                 credited_units=line.credited_units,
                 late_units=line.late_units,
                 unit_amount=line.unit_amount,
+                price_terms=line.price_terms,
                 amount=to_money(line.amount, currency),
                 discount_amount=to_money(line.discount_amount, currency),
                 tax_amount=to_money(line.tax_amount, currency),
@@ -173,7 +193,6 @@ def finalize(
 TRANSITIONS = {
     InvoiceStatus.PAID: (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE),
     InvoiceStatus.VOID: (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE),
-    InvoiceStatus.UNCOLLECTIBLE: (InvoiceStatus.OPEN,),
 }
 
 
@@ -183,7 +202,7 @@ def _transition(invoice: Invoice, status: str, stamp: str | None) -> Invoice:
         if invoice.status not in TRANSITIONS[status]:
             raise InvoiceStateError(
                 f"An invoice in status '{invoice.status}' cannot become '{status}'",
-                field=("body", "status"),
+                field=("status",),
             )
         previous, invoice.status = invoice.status, status
         fields = ["status", "modified_at"]
@@ -203,6 +222,3 @@ def void(invoice: Invoice) -> Invoice:
     """A correction is a void plus a new invoice; the voided one keeps its number and lines."""
     return _transition(invoice, InvoiceStatus.VOID, "voided_at")
 
-
-def mark_uncollectible(invoice: Invoice) -> Invoice:
-    return _transition(invoice, InvoiceStatus.UNCOLLECTIBLE, None)

@@ -1,216 +1,358 @@
-"""What a period's metered prices bill, for many subscriptions at once.
+"""Measuring a period's usage for its metered prices, for many subscriptions at once: the reads
+behind an invoice plan (`billing.plan` prices what this module measures, without reading).
 
-Usage is attributed by event timestamp. For `count` and `sum` meters a period bills
+Usage is attributed by event timestamp, and read through metering's query API inside one
+committed read boundary (`metering.queries.consistent_read`). Per price of a subscription — a
+price may apply in several spans, e.g. A → B → A within a period, and is still **one** line —
+a period bills:
 
-    consumed = value over [price start, period end) − units already billed by this price
+- `count`/`sum`: `value over [span start, period end) − units already billed by the span`,
+  summed over the price's spans. That is the period's own usage plus the late units of earlier,
+  closed periods; over all closes it telescopes to the value over every event since the price
+  started (exactly once, whatever the arrival order). Units billed are kept exactly.
+- `avg`/`min`/`max`/`unique`: the value over the period's **set** — its own events plus the
+  events of earlier spans of the price (back to BILLING_LATE_LOOKBACK) that arrived after the
+  last close's read boundary. Each event is in exactly one period's set, whatever ingests run
+  during a close: a boundary is a committed snapshot, not a clock.
 
-which is the period's own usage plus the late usage of earlier, already closed periods (events
-that arrived after their close). Summed over all closes this telescopes to the value over every
-event since the price started: each unit is billed exactly once, whatever the arrival order.
-`avg`/`min`/`max`/`unique` don't add up across periods: a period bills the value over its own
-events plus the events of earlier periods that arrived after the last close read its usage (the
-late arrivals join the period's set; `late_units` counts them).
+A price that no longer applies (replaced by a plan change) still bills the late usage of its
+spans, at the **marginal** cost it adds to the price's last period: the last period's value is
+re-measured with the late usage, priced whole, and what that period's lines already charged is
+subtracted (no flat amount or tier charged twice). What they charged is derived from the
+invoice lines themselves (`Tally`)."""
 
-After a plan change a period has several prices per meter, each over its own part of the period
-(old prices until the change, new ones from it). The period's credits of a meter are used up by
-those prices in time order. A price that ended before the period (replaced by a plan change)
-still bills the late units of its own window, so a change never drops usage that arrives late.
-
-The same numbers serve the cycle close, the upcoming invoice, the subscription's `meters` and
-the customer meters, so they always agree."""
-
-from dataclasses import dataclass, replace
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
 
-from billing import pricing, usage
-from billing.invoices import LineDraft
-from billing.models import PriceType, SubscriptionPrice
-from billing.money import to_minor
+from billing.models import BillingReason, InvoiceLine, InvoiceStatus, Price, SubscriptionPrice
+from billing.money import EXACT, to_minor
+from metering import queries
+from metering.queries import Arrivals, ReadBoundary, Window
+
+Range = tuple[datetime, datetime]
 
 
 @dataclass(frozen=True)
-class Measure:
-    cumulative: Decimal  # count/sum: value over [price start, period end); others: the period's
-    period_units: Decimal  # events with timestamps in the period
-    credited: int  # credits granted in the period
-    additive: bool
-    ended: bool = False  # the price ended before the period: late units only
-    late_events: int = 0  # avg/min/max/unique: late arrivals that joined the period's set
+class Tally:
+    """What the lines of one price attributed to one of its past periods billed so far."""
+
+    period: Range
+    consumed: Decimal = Decimal(0)
+    quantity: Decimal = Decimal(0)
+    amount: int = 0
+    credited: int = 0
+    late_since: ReadBoundary | None = None  # the boundary that period's late set began at
 
 
 @dataclass(frozen=True)
-class MeteredLine:
-    subscription_price: SubscriptionPrice
-    consumed: Decimal
-    late: Decimal
-    credited: int
-    billable: Decimal
-    amount: int
-    new_billed_units: Decimal
+class PriceUsage:
+    """One price's usage in a period. `ranges` is where it applied in the period; for a price
+    that no longer applies (`tally` set), its part of its last period."""
 
-    def draft(self, *, period_start: datetime, period_end: datetime) -> LineDraft:
-        """The line over the part of the period the price applied (the whole period when the
-        price ended before it: a line of late units only)."""
-        price = self.subscription_price.price
-        meter = price.meter
-        lo, hi = _applies(self.subscription_price, period_start, period_end)
-        if hi <= lo:
-            lo, hi = period_start, period_end
-        return LineDraft(
-            label=f"{price.product.name} — {meter.name}",
-            period_start=lo,
-            period_end=hi,
-            amount=self.amount,
-            quantity=self.billable,
-            price=price,
-            meter_id=meter.pk,
-            unit_amount=price.unit_amount,
-            consumed_units=self.consumed,
-            credited_units=self.credited,
-            late_units=self.late,
-        )
+    price: Price
+    spans: tuple
+    ranges: tuple
+    value: Decimal  # the period's value (count/sum: own + late units)
+    late: Decimal  # count/sum: late units; others: late events that joined the set
+    billed_through: dict = field(default_factory=dict)  # span id → units billed after this
+    tally: Tally | None = None
+
+    @property
+    def replaced(self) -> bool:
+        return self.tally is not None
 
 
-def _applies(sp: SubscriptionPrice, start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """The part of [start, end) during which the price applies to the subscription."""
-    lo = max(start, sp.starts_at)
-    hi = min(end, sp.ends_at) if sp.ends_at else end
-    return lo, max(lo, hi)
+@dataclass(frozen=True)
+class PeriodUsage:
+    start: datetime
+    end: datetime
+    prices: list  # PriceUsage, in the order the prices first applied
+    credits: dict  # meter id → credits granted in the period
 
 
-def metered_prices(subscription) -> list[SubscriptionPrice]:
+def is_additive(meter) -> bool:
+    return meter.aggregation.get("func") in queries.ADDITIVE
+
+
+def metered_spans(subscription) -> list[SubscriptionPrice]:
     """Works with `subscription_prices` prefetched (with price, product and meter)."""
     return [sp for sp in subscription.subscription_prices.all() if sp.price.is_metered]
 
 
+def _clip(sp: SubscriptionPrice, start: datetime, end: datetime) -> Range | None:
+    lo = max(start, sp.starts_at)
+    hi = min(end, sp.ends_at) if sp.ends_at else end
+    return (lo, hi) if lo < hi else None
+
+
+def _merged(ranges) -> tuple:
+    out: list = []
+    for lo, hi in sorted(r for r in ranges if r is not None):
+        if out and out[-1][1] >= lo:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return tuple(out)
+
+
+@dataclass
+class _Group:
+    subscription: object
+    price: Price
+    spans: list
+    ranges: tuple  # in the period
+    start: datetime
+    end: datetime
+
+    @property
+    def key(self):
+        return (self.subscription.pk, self.price.pk, self.start)
+
+    def earlier(self, before: datetime) -> tuple:
+        """The price's spans before `before`, within the late look-back."""
+        since = before - settings.BILLING_LATE_LOOKBACK
+        return _merged(_clip(sp, since, before) for sp in self.spans)
+
+
+def _groups(subscription, start: datetime, end: datetime) -> list[_Group]:
+    by_price: dict = {}
+    for sp in sorted(metered_spans(subscription), key=lambda sp: (sp.starts_at, sp.pk)):
+        if sp.starts_at >= end:
+            continue  # the price does not apply yet (e.g. during a trial)
+        by_price.setdefault(sp.price_id, []).append(sp)
+    groups = [
+        _Group(
+            subscription,
+            spans[0].price,
+            spans,
+            _merged(_clip(sp, start, end) for sp in spans),
+            start,
+            end,
+        )
+        for spans in by_price.values()
+    ]
+    # replaced prices first (their usage is older), then in the order the prices first applied
+    return sorted(
+        groups,
+        key=lambda g: (bool(g.ranges), g.ranges[0][0] if g.ranges else start, str(g.price.pk)),
+    )
+
+
+def boundary_of(subscription) -> ReadBoundary | None:
+    if subscription.closed_usage_snapshot is None and subscription.closed_usage_read_at is None:
+        return None
+    return ReadBoundary(subscription.closed_usage_snapshot, subscription.closed_usage_read_at)
+
+
 def measure(periods: list[tuple[object, datetime, datetime]]) -> dict:
-    """(subscription, period start, period end) triples → {subscription price id: Measure}, with
-    one set-based read per meter for usage and one for credits."""
-    windows, credit_windows, kinds = [], [], {}
-    for subscription, start, end in periods:
-        for sp in metered_prices(subscription):
-            if sp.starts_at >= end:
-                continue  # the price does not apply yet (e.g. during a trial)
-            meter = sp.price.meter
-            additive = meter.aggregation.get("func") in usage.ADDITIVE
-            ended = sp.ends_at is not None and sp.ends_at <= start
-            lo, hi = _applies(sp, start, end)
-            customer = subscription.customer_id
-            late = None if additive else _late_arrivals(subscription, sp, start, lo)
-            if ended and not additive and late is None:
+    """(subscription, period start, period end) triples → {subscription id: PeriodUsage}, read
+    set-based (one or two statements per meter for count/sum, one window at a time for the
+    others). Call it inside `metering.queries.consistent_read()`."""
+    all_groups = [(s, start, end, _groups(s, start, end)) for s, start, end in periods]
+    windows, credit_windows = [], []
+    for subscription, start, end, groups in all_groups:
+        customer = subscription.customer_id
+        since = boundary_of(subscription)
+        meters = {}
+        for group in groups:
+            meter = group.price.meter
+            if group.ranges:
+                meters.setdefault(meter.pk, meter)
+            if is_additive(meter):
+                if group.ranges:
+                    windows.append(Window((group.key, "period"), meter, customer, group.ranges))
+                for sp in group.spans:
+                    until = min(sp.ends_at, end) if sp.ends_at else end
+                    windows.append(
+                        Window((group.key, sp.pk), meter, customer, ((sp.starts_at, until),))
+                    )
+            elif group.ranges:
+                earlier = group.earlier(start)
+                late = Arrivals(earlier, since) if since and earlier else None
+                windows.append(Window((group.key, "period"), meter, customer, group.ranges, late))
+            elif since is not None:
+                # a replaced price: did anything of its spans arrive since the last close?
+                arrived = _merged(_clip(sp, sp.starts_at, sp.ends_at or end) for sp in group.spans)
+                late = Arrivals(arrived, since)
+                windows.append(Window((group.key, "arrived"), meter, customer, (), late))
+        for meter in meters.values():
+            whole = ((start, end),)
+            credit_windows.append(Window((subscription.pk, meter.pk), meter, customer, whole))
+    values = queries.window_values(windows)
+    credits = queries.credited_in_windows(credit_windows)
+    pending = _replaced(all_groups, values)
+    tallies = _tallies([group for group, _ in pending])
+    values.update(_remeasured(pending, tallies))
+    return {
+        subscription.pk: PeriodUsage(
+            start,
+            end,
+            [
+                usage
+                for group in groups
+                if (usage := _usage(group, values, tallies)) is not None
+            ],
+            {
+                meter_id: units
+                for (subscription_id, meter_id), units in credits.items()
+                if subscription_id == subscription.pk
+            },
+        )
+        for subscription, start, end, groups in all_groups
+    }
+
+
+def _cumulative(group: _Group, values: dict) -> tuple[Decimal, dict]:
+    """count/sum: (units not yet billed by the price's spans, span id → value billed after)."""
+    unbilled, through = Decimal(0), {}
+    for sp in group.spans:
+        value = values.get((group.key, sp.pk), queries.WindowValue(Decimal(0))).value
+        through[sp.pk] = value
+        unbilled = EXACT.add(unbilled, EXACT.subtract(value, sp.billed_units))
+    return unbilled, through
+
+
+def _replaced(all_groups, values: dict) -> list[tuple[_Group, Decimal]]:
+    """Replaced prices with usage that arrived since the last close: (group, late)."""
+    found = []
+    for _subscription, _start, _end, groups in all_groups:
+        for group in groups:
+            if group.ranges:
                 continue
-            kinds[sp.pk] = (additive, ended)
-            if not ended:
-                windows.append(usage.Window((sp.pk, "period"), meter, customer, lo, hi, late))
-                credit_windows.append(usage.Window(sp.pk, meter, customer, start, end))
-            elif late is not None:
-                windows.append(usage.Window((sp.pk, "period"), meter, customer, lo, lo, late))
-            if additive:
-                before_end = min(lo, sp.ends_at) if sp.ends_at else lo
-                windows.append(
-                    usage.Window((sp.pk, "before"), meter, customer, sp.starts_at, before_end)
-                )
-    values, late_events = usage.usage_and_late_in_windows(windows)
-    credits = usage.credited_in_windows(credit_windows)
-    result = {}
-    for sp_id, (additive, ended) in kinds.items():
-        period_units = values.get((sp_id, "period"), Decimal(0))
-        before = values.get((sp_id, "before"), Decimal(0))
-        result[sp_id] = Measure(
-            cumulative=before + period_units if additive else period_units,
-            period_units=period_units,
-            credited=credits.get(sp_id, 0),
-            additive=additive,
-            ended=ended,
-            late_events=late_events.get((sp_id, "period"), 0),
+            if is_additive(group.price.meter):
+                late, _ = _cumulative(group, values)
+            else:
+                arrived = values.get((group.key, "arrived"))
+                late = Decimal(arrived.late_events) if arrived else Decimal(0)
+            if late:
+                found.append((group, late))
+    return found
+
+
+def _tallies(groups: list[_Group]) -> dict:
+    """group key → Tally of the price's last billed period (one query for all groups)."""
+    if not groups:
+        return {}
+    lines = (
+        InvoiceLine.objects.filter(
+            invoice__subscription_id__in={g.subscription.pk for g in groups},
+            price_id__in={g.price.pk for g in groups},
         )
-    return result
-
-
-def _late_arrivals(subscription, sp, start: datetime, lo: datetime):
-    """For avg/min/max/unique: the events of earlier periods (back to BILLING_LATE_LOOKBACK,
-    never before the price started) that arrived after the last close read its usage."""
-    since = subscription.closed_usage_read_at
-    if since is None:
-        return None
-    late_end = min(lo, sp.ends_at) if sp.ends_at else lo
-    late_start = max(sp.starts_at, start - settings.BILLING_LATE_LOOKBACK)
-    if late_start >= late_end:
-        return None
-    return usage.LateArrivals(late_start, late_end, since)
-
-
-def line(sp: SubscriptionPrice, found: Measure) -> MeteredLine:
-    """Price one metered price's line from its measure and the units it billed so far."""
-    if found.additive:
-        consumed = found.cumulative - sp.billed_units
-        late = consumed - found.period_units
-        new_billed = found.cumulative
-    else:
-        consumed, late, new_billed = found.period_units, Decimal(found.late_events), sp.billed_units
-    billable = pricing.billable_units(consumed=consumed, credited=found.credited)
-    price = sp.price
-    cap = price.cap_amount
-    amount = pricing.metered_amount(
-        unit_amount=price.unit_amount if price.amount_type == PriceType.METERED_UNIT else None,
-        tiers=price.tiers if price.amount_type == PriceType.METERED_TIERS else None,
-        units=billable,
-        cap_amount=to_minor(cap) if cap is not None else None,
+        .exclude(invoice__status=InvoiceStatus.VOID)
+        .select_related("invoice")
+        .order_by("invoice__period_start", "position")
     )
-    return MeteredLine(sp, consumed, late, found.credited, billable, amount, new_billed)
-
-
-def lines(subscription, measures: dict) -> list[MeteredLine]:
-    """The subscription's metered lines for a measured period, in time order: each meter's
-    credits of the period go to its prices in the order they applied. A price that ended before
-    the period only appears when late units arrived for it."""
-    prices = [sp for sp in metered_prices(subscription) if sp.pk in measures]
-    prices.sort(key=lambda sp: (sp.starts_at, str(sp.pk)))
-    period_credits: dict = {}
-    for sp in prices:
-        meter_id = sp.price.meter_id
-        period_credits[meter_id] = max(period_credits.get(meter_id, 0), measures[sp.pk].credited)
-    result = []
-    for sp in prices:
-        meter_id = sp.price.meter_id
-        found = replace(measures[sp.pk], credited=period_credits[meter_id])
-        priced = line(sp, found)
-        period_credits[meter_id] = max(found.credited - max(priced.consumed, Decimal(0)), 0)
-        if found.ended and priced.consumed == 0 and priced.late == 0:
+    by_pair: dict = defaultdict(list)
+    for line in lines:
+        by_pair[line.invoice.subscription_id, line.price_id].append(line)
+    tallies = {}
+    for group in groups:
+        found = by_pair.get((group.subscription.pk, group.price.pk), [])
+        own = [
+            line
+            for line in found
+            if line.invoice.billing_reason == BillingReason.SUBSCRIPTION_CYCLE
+            and line.invoice.period_start <= line.period_start < line.invoice.period_end
+        ]
+        if not own:
             continue
-        result.append(priced)
-    return result
-
-
-def current_lines(subscription) -> list[MeteredLine]:
-    """The current period's metered lines so far (what its invoice will bill if closed now)."""
-    found = measure(
-        [(subscription, subscription.current_period_start, subscription.current_period_end)]
-    )
-    return lines(subscription, found)
-
-
-def merged_by_meter(priced_lines: list[MeteredLine]) -> list[MeteredLine]:
-    """One line per meter (the figures a customer sees: a customer meter, the subscription's
-    `meters`): a plan change's old and new prices of one meter added up; the credits are the
-    period's, counted once."""
-    merged: dict = {}
-    for priced in priced_lines:
-        meter_id = priced.subscription_price.price.meter_id
-        seen = merged.get(meter_id)
-        if seen is None:
-            merged[meter_id] = priced
-            continue
-        merged[meter_id] = MeteredLine(
-            subscription_price=priced.subscription_price,
-            consumed=seen.consumed + priced.consumed,
-            late=seen.late + priced.late,
-            credited=seen.credited,
-            billable=seen.billable + priced.billable,
-            amount=seen.amount + priced.amount,
-            new_billed_units=priced.new_billed_units,
+        invoice = own[-1].invoice
+        lo, hi = invoice.period_start, invoice.period_end
+        mine = [line for line in found if lo <= line.period_start < hi]
+        late_since = None
+        if invoice.late_since_snapshot is not None or invoice.late_since_at is not None:
+            late_since = ReadBoundary(invoice.late_since_snapshot, invoice.late_since_at)
+        tallies[group.key] = Tally(
+            period=(lo, hi),
+            consumed=sum((line.consumed_units for line in mine), Decimal(0)),
+            quantity=sum((line.quantity for line in mine), Decimal(0)),
+            amount=sum(to_minor(line.amount) for line in mine),
+            credited=max(line.credited_units for line in mine),
+            late_since=late_since,
         )
-    return list(merged.values())
+    return tallies
+
+
+def _remeasured(pending: list, tallies: dict) -> dict:
+    """A replaced avg/min/max/unique price's last period, measured again: its own events (now
+    all visible) and the late set it began with; what arrived since joins it."""
+    windows = []
+    for group, _late in pending:
+        tally = tallies.get(group.key)
+        if tally is None or is_additive(group.price.meter):
+            continue
+        lo, hi = tally.period
+        ranges = _merged(_clip(sp, lo, hi) for sp in group.spans)
+        earlier = group.earlier(lo)
+        late = Arrivals(earlier, tally.late_since) if tally.late_since and earlier else None
+        windows.append(
+            Window(
+                (group.key, "again"),
+                group.price.meter,
+                group.subscription.customer_id,
+                ranges,
+                late,
+            )
+        )
+    return queries.window_values(windows) if windows else {}
+
+
+def _usage(group: _Group, values: dict, tallies: dict) -> PriceUsage | None:
+    additive = is_additive(group.price.meter)
+    if group.ranges:
+        period = values[(group.key, "period")]
+        if additive:
+            unbilled, through = _cumulative(group, values)
+            return PriceUsage(
+                group.price,
+                tuple(group.spans),
+                group.ranges,
+                value=unbilled,
+                late=EXACT.subtract(unbilled, period.value),
+                billed_through=through,
+            )
+        return PriceUsage(
+            group.price,
+            tuple(group.spans),
+            group.ranges,
+            value=period.value,
+            late=Decimal(period.late_events),
+        )
+    # a price that no longer applies: only what arrived since its last period closed
+    if additive:
+        unbilled, through = _cumulative(group, values)
+        if not unbilled:
+            return None
+        last = group.spans[-1]
+        # never billed (its invoices were voided): its late units are priced on their own
+        tally = tallies.get(group.key) or Tally((last.starts_at, last.ends_at or group.start))
+        lo, hi = tally.period
+        ranges = _merged(_clip(sp, lo, hi) for sp in group.spans) or ((lo, hi),)
+        return PriceUsage(
+            group.price,
+            tuple(group.spans),
+            ranges,
+            value=EXACT.add(tally.consumed, unbilled),
+            late=unbilled,
+            billed_through=through,
+            tally=tally,
+        )
+    arrived = values.get((group.key, "arrived"))
+    tally = tallies.get(group.key)
+    if tally is None or arrived is None or not arrived.late_events:
+        return None
+    lo, hi = tally.period
+    ranges = _merged(_clip(sp, lo, hi) for sp in group.spans) or ((lo, hi),)
+    again = values.get((group.key, "again"))
+    return PriceUsage(
+        group.price,
+        tuple(group.spans),
+        ranges,
+        value=again.value if again else tally.consumed,
+        late=Decimal(arrived.late_events),
+        tally=tally,
+    )

@@ -9,6 +9,7 @@ from django.db.models import Q
 from djmoney.models.fields import MoneyField
 
 from billing import periods
+from core.db import ExactDecimalField
 
 MONEY = {"max_digits": 19, "decimal_places": 2, "default_currency": None}
 
@@ -74,6 +75,21 @@ class Price(models.Model):
 
     class Meta:
         constraints = [
+            # each kind carries exactly its own terms (catalog.py validates the values)
+            models.CheckConstraint(
+                condition=(
+                    Q(amount_type="fixed", price_amount__isnull=False, meter__isnull=True)
+                    | Q(amount_type="metered_unit", meter__isnull=False, unit_amount__isnull=False)
+                    | Q(amount_type="metered_tiers", meter__isnull=False, tiers__isnull=False)
+                ),
+                name="price_terms_match_kind",
+            ),
+            models.CheckConstraint(
+                condition=(Q(price_amount__isnull=True) | Q(price_amount__gte=0))
+                & (Q(unit_amount__isnull=True) | Q(unit_amount__gte=0))
+                & (Q(cap_amount__isnull=True) | Q(cap_amount__gte=0)),
+                name="price_amounts_not_negative",
+            ),
             models.UniqueConstraint(
                 fields=["product"],
                 condition=Q(amount_type="fixed", is_archived=False),
@@ -156,7 +172,12 @@ class Discount(models.Model):
                 fields=["organization", "code"],
                 condition=Q(code__isnull=False, deleted_at__isnull=True),
                 name="discount_code_unique_per_org",
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(type="percentage", basis_points__gte=1, basis_points__lte=10_000)
+                | Q(type="fixed", amount__gt=0),
+                name="discount_terms_match_type",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -184,7 +205,10 @@ class TaxRate(models.Model):
                 fields=["organization", "country", "state"],
                 name="tax_rate_unique_region",
                 nulls_distinct=False,
-            )
+            ),
+            models.CheckConstraint(
+                condition=Q(basis_points__lte=10_000), name="tax_rate_at_most_100_percent"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -235,10 +259,16 @@ class Subscription(models.Model):
     )
     # invoices that carried the discount so far (once / repeating stop after 1 / N)
     discounted_invoices = models.PositiveIntegerField(default=0)
-    # When the last close read its period's usage: events of earlier periods that arrived later
-    # join the current period's set for avg/min/max/unique meters (count/sum carry late units
-    # through `SubscriptionPrice.billed_units`).
+    # The read boundary of the last close (metering.queries.ReadBoundary: the snapshot and when
+    # it was taken): events of earlier periods that arrived after it join the current period's
+    # set for avg/min/max/unique meters (count/sum carry late units through
+    # `SubscriptionPrice.billed_units`).
     closed_usage_read_at = models.DateTimeField(null=True, blank=True)
+    closed_usage_snapshot = models.TextField(null=True, blank=True)
+    # Why the last close of this subscription failed (an amount out of range, a broken price):
+    # it is skipped and retried by every run, the others proceed; cleared by the next success.
+    billing_error = models.TextField(null=True, blank=True)
+    billing_error_at = models.DateTimeField(null=True, blank=True)
     # a plan change requested with `next_period`: applied by the close of the current period
     pending_product = models.ForeignKey(
         Product, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -263,6 +293,11 @@ class Subscription(models.Model):
                 name="subscription_due",
                 condition=Q(status__in=["trialing", "active", "past_due"]),
             ),
+            models.Index(
+                fields=["-billing_error_at"],
+                name="subscription_flagged",
+                condition=Q(billing_error__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -285,7 +320,7 @@ class SubscriptionPrice(models.Model):
     price = models.ForeignKey(Price, on_delete=models.PROTECT, related_name="+")
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField(null=True, blank=True)
-    billed_units = models.DecimalField(max_digits=40, decimal_places=12, default=0)
+    billed_units = ExactDecimalField(default=0)
 
     class Meta:
         constraints = [
@@ -393,6 +428,21 @@ class Invoice(models.Model):
     total = MoneyField(**MONEY)
     billing_name = models.CharField(max_length=256, null=True, blank=True)
     billing_address = models.JSONField(null=True, blank=True)
+    # Copied at finalization, so the document never changes when the organization or a tax rate
+    # is edited later: the seller, and the tax rate applied (none: no tax).
+    seller_name = models.CharField(max_length=256, default="", blank=True)
+    seller_address = models.TextField(default="", blank=True)
+    tax_name = models.CharField(max_length=128, default="", blank=True)
+    tax_basis_points = models.PositiveIntegerField(null=True, blank=True)
+    tax_inclusive = models.BooleanField(default=False)
+    tax_country = models.CharField(max_length=2, default="", blank=True)
+    tax_state = models.CharField(max_length=8, default="", blank=True)
+    # The usage read of a cycle invoice: the boundary its close read at, and the boundary late
+    # arrivals were counted from (the previous close's); metering.queries.ReadBoundary.
+    usage_snapshot = models.TextField(null=True, blank=True)
+    usage_read_at = models.DateTimeField(null=True, blank=True)
+    late_since_snapshot = models.TextField(null=True, blank=True)
+    late_since_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     modified_at = models.DateTimeField(auto_now=True)
     finalized_at = models.DateTimeField(null=True, blank=True)
@@ -450,18 +500,22 @@ class InvoiceLine(models.Model):
     )
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
-    # metered: billable units (after credits); fixed: 1
-    quantity = models.DecimalField(max_digits=40, decimal_places=12)
-    consumed_units = models.DecimalField(max_digits=40, decimal_places=12, default=0)
+    # metered: billable units (after credits); fixed: 1. Exact, like everything billed.
+    quantity = ExactDecimalField()
+    consumed_units = ExactDecimalField(default=0)
     credited_units = models.BigIntegerField(default=0)
     # units of earlier (already closed) periods that arrived after their close
-    late_units = models.DecimalField(max_digits=40, decimal_places=12, default=0)
+    late_units = ExactDecimalField(default=0)
     unit_amount = models.DecimalField(max_digits=30, decimal_places=12, null=True, blank=True)
+    # the price's terms as billed (amount type, unit amount, tiers, cap, fixed amount): the line
+    # explains itself after the catalog changes
+    price_terms = models.JSONField(null=True, blank=True)
     amount = MoneyField(**MONEY)
     discount_amount = MoneyField(**MONEY)
     tax_amount = MoneyField(**MONEY)
+    # reporting only: the invoice copies the rate's terms, so the rate may be edited or deleted
     tax_rate = models.ForeignKey(
-        TaxRate, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        TaxRate, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     proration = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -3,9 +3,20 @@
 Every rounding in billing goes through `round_minor`: half away from zero (ROUND_HALF_UP on
 Decimal), never float."""
 
+import decimal
 from decimal import ROUND_HALF_UP, Decimal
 
 from moneyed import CURRENCIES, Money, get_currency
+
+from billing.errors import AmountOutOfRange
+
+# Exact arithmetic for amounts: usage up to 10^55 units (10^15 events below 10^40) times rates
+# with 12 decimals never needs more digits than this; Python's default context rounds at 28.
+EXACT = decimal.Context(
+    prec=200, rounding=ROUND_HALF_UP, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN
+)
+# Stored amounts are numeric(19, 2): their absolute value stays below 10^17 major units.
+MAX_STORED_MAJOR = Decimal(10) ** 17
 
 
 def minor_factor(currency: str) -> int:
@@ -15,7 +26,17 @@ def minor_factor(currency: str) -> int:
 
 def round_minor(amount: Decimal) -> int:
     """An exact amount in minor units, rounded half away from zero to a whole minor unit."""
-    return int(Decimal(amount).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return int(EXACT.quantize(Decimal(amount), Decimal(1)))
+
+
+def check_storable(minor: int, currency: str, *, what: str, field=()) -> None:
+    """AmountOutOfRange unless `minor` fits the amount columns."""
+    if abs(Decimal(minor)) / minor_factor(currency) >= MAX_STORED_MAJOR:
+        raise AmountOutOfRange(
+            f"{what}: {minor} minor units of {currency} is out of range (an amount must stay "
+            f"below {MAX_STORED_MAJOR:,.0f} {currency})",
+            field=field,
+        )
 
 
 def to_money(minor: int, currency: str) -> Money:

@@ -19,7 +19,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from billing import cycles, discounts, signals
+from billing import cycles, discounts, plan, signals
 from billing.errors import PlanChangeError, SubscriptionStateError
 from billing.models import (
     LIVE_STATUSES,
@@ -57,13 +57,9 @@ def change_product(
     if proration_behavior not in BEHAVIORS:
         raise PlanChangeError(
             f"proration_behavior must be one of {', '.join(BEHAVIORS)}",
-            field=("body", "proration_behavior"),
+            field=("proration_behavior",),
         )
-    # A period that ended but waits for its grace is closed first: the change belongs to the
-    # period that contains `at`, and that period's late usage still bills exactly once.
-    current = Subscription.objects.filter(pk=subscription.pk).values("current_period_end").get()
-    if current["current_period_end"] <= at:
-        cycles.close_batch([subscription.pk], as_of=at + cycles.grace())
+    close_ended_period(subscription, at=at)
     with transaction.atomic():
         Subscription.objects.select_for_update().filter(pk=subscription.pk).values("pk").get()
         subscription = cycles.live_subscriptions().get(pk=subscription.pk)
@@ -83,6 +79,15 @@ def change_product(
     return subscription
 
 
+def close_ended_period(subscription: Subscription, *, at: datetime) -> None:
+    """A period that ended but waits for its grace is closed before a change at `at`: the change
+    belongs to the period that contains `at`, and that period's late usage still bills exactly
+    once. Callers that wrap a change in their own transaction call this before it."""
+    current = Subscription.objects.filter(pk=subscription.pk).values("current_period_end").get()
+    if current["current_period_end"] <= at:
+        cycles.close_batch([subscription.pk], as_of=at + cycles.grace())
+
+
 @transaction.atomic
 def cancel_pending_change(subscription: Subscription) -> Subscription:
     subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
@@ -97,7 +102,7 @@ def cancel_pending_change(subscription: Subscription) -> Subscription:
 
 
 def _check(subscription: Subscription, product: Product, at: datetime) -> None:
-    field = ("body", "product_id")
+    field = ("product_id",)
     if subscription.status not in LIVE_STATUSES:
         raise SubscriptionStateError("The subscription has ended", field=field)
     if product.organization_id != subscription.organization_id:
@@ -158,14 +163,14 @@ def _change_now(subscription: Subscription, product: Product, at: datetime, *, i
     # During a trial nothing was charged and the new prices start when it ends: no proration.
     if subscription.status != SubscriptionStatus.TRIALING:
         old_name = subscription.product.name
-        prorate(cycles.fixed_price_at(subscription, at), -1, f"Unused time on {old_name}")
-        prorate(cycles.product_fixed_price(product), 1, f"Remaining time on {product.name}")
+        prorate(plan.fixed_price_at(subscription, at), -1, f"Unused time on {old_name}")
+        prorate(plan.product_fixed_price(product), 1, f"Remaining time on {product.name}")
     cycles.switch_product(subscription, product, at=at)
     PendingInvoiceItem.objects.bulk_create(items)
     if invoice_now and items and sum(to_minor(item.amount) for item in items) > 0:
         cycles.issue(
             subscription,
-            lines=[cycles.item_line(item) for item in items],
+            plan.draft_for(subscription, [plan.item_line(item) for item in items]),
             reason=BillingReason.SUBSCRIPTION_UPDATE,
             period_start=at,
             period_end=end,

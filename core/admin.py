@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 
 from core import outbox
+from core.errors import DomainError
 from core.models import PendingTask
 
 
@@ -42,3 +43,13 @@ class PendingTaskAdmin(MeterlineModelAdmin):
     def send_now(self, request, queryset):
         sent = sum(outbox.publish(p.pk, p.name, p.args, p.kwargs) for p in queryset)
         self.message_user(request, f"{sent} of {queryset.count()} sent.")
+
+
+def add_domain_errors(form, exc: DomainError, aliases: dict | None = None) -> None:
+    """A service's refusal shown on the form: each problem on the field it names (through
+    `aliases` where the service and the form name it differently), else on the whole form."""
+    aliases = aliases or {}
+    for item in exc.items:
+        name = next((str(part) for part in item["loc"] if isinstance(part, str)), None)
+        name = aliases.get(name, name)
+        form.add_error(name if name in form.fields else None, item["msg"])

@@ -9,8 +9,17 @@ from core.strict_json import NonFiniteNumber
 MAX_KEYS = 50
 MAX_KEY_LENGTH = 40
 MAX_STRING_LENGTH = 500
-# PostgreSQL numeric (used for exact aggregation) overflows far beyond any real usage value.
-MAX_NUMBER_EXPONENT = 1000
+# Event numbers: |value| < 10^40 with at most 20 decimal places, the same rule in every event
+# store, so that no sum of up to 10^15 of them can overflow a Decimal(76, 20) column.
+NUMBER_LIMIT_DIGITS = 40
+NUMBER_MAX_PLACES = 20
+NUMBER_RANGE_MESSAGE = (
+    f"Number out of range: the absolute value must be below 10^{NUMBER_LIMIT_DIGITS}, with at "
+    f"most {NUMBER_MAX_PLACES} decimal places"
+)
+# Other metadata (customers, meters) is only stored and shown: any JSON number a client sends,
+# within a sane exponent.
+MAX_OTHER_EXPONENT = 1000
 
 LLM_REQUIRED_INT = ("input_tokens", "output_tokens", "total_tokens")
 LLM_OPTIONAL_INT = ("cached_input_tokens",)
@@ -30,9 +39,46 @@ def describe(value) -> str:
     return type(value).__name__
 
 
-def check_scalar(value, loc, errors: ErrorList, max_length: int = MAX_STRING_LENGTH) -> bool:
-    """string (bounded), integer, finite number or boolean: the one scalar rule of the API."""
-    if isinstance(value, bool) or _is_int(value):
+def number_in_range(number: decimal.Decimal) -> bool:
+    """The event number rule: finite, |number| < 10^40, at most 20 decimal places as written."""
+    if not number.is_finite():
+        return False
+    if number and number.adjusted() >= NUMBER_LIMIT_DIGITS:
+        return False
+    return -min(number.as_tuple().exponent, 0) <= NUMBER_MAX_PLACES
+
+
+def as_decimal(value: int | float | decimal.Decimal) -> decimal.Decimal:
+    """A number as the decimal it was written as (a float by its shortest repr, not its binary
+    expansion: 0.1 is 0.1)."""
+    return decimal.Decimal(repr(value)) if isinstance(value, float) else decimal.Decimal(value)
+
+
+def _in_range(number: decimal.Decimal, event: bool) -> bool:
+    if event:
+        return number_in_range(number)
+    return not number or abs(number.adjusted()) <= MAX_OTHER_EXPONENT
+
+
+def _range_message(event: bool) -> str:
+    return (
+        NUMBER_RANGE_MESSAGE
+        if event
+        else f"Number out of range (|exponent| ≤ {MAX_OTHER_EXPONENT})"
+    )
+
+
+def check_scalar(
+    value, loc, errors: ErrorList, max_length: int = MAX_STRING_LENGTH, *, event: bool = False
+) -> bool:
+    """string (bounded), integer, finite number or boolean: the one scalar rule of the API. An
+    event's numbers are also within the range every event store holds exactly (`event`)."""
+    if isinstance(value, bool):
+        return True
+    if _is_int(value):
+        if not _in_range(decimal.Decimal(value), event):
+            errors.add(loc, _range_message(event), "number_range")
+            return False
         return True
     if isinstance(value, str):
         if len(value) > max_length:
@@ -45,14 +91,12 @@ def check_scalar(value, loc, errors: ErrorList, max_length: int = MAX_STRING_LEN
             return False
         return True
     if isinstance(value, decimal.Decimal | float):
-        number = decimal.Decimal(value)
+        number = as_decimal(value)
         if not number.is_finite():
             errors.add(loc, "Number must be finite", "finite_number")
             return False
-        if number and abs(number.adjusted()) > MAX_NUMBER_EXPONENT:
-            errors.add(
-                loc, f"Number out of range (|exponent| ≤ {MAX_NUMBER_EXPONENT})", "number_range"
-            )
+        if not _in_range(number, event):
+            errors.add(loc, _range_message(event), "number_range")
             return False
         return True
     if isinstance(value, NonFiniteNumber):
@@ -116,6 +160,8 @@ def _validate_cost(value, loc, errors: ErrorList) -> dict | None:
         else:
             if not parsed.is_finite():
                 errors.add([*loc, "amount"], "Amount must be finite", "finite_number")
+            elif not number_in_range(parsed):
+                errors.add([*loc, "amount"], NUMBER_RANGE_MESSAGE, "number_range")
     currency = value.get("currency")
     if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
         errors.add([*loc, "currency"], "Currency must be a 3-letter ISO code", "currency")
@@ -126,7 +172,8 @@ def _validate_cost(value, loc, errors: ErrorList) -> dict | None:
 
 
 def validate_metadata(value, loc, errors: ErrorList, *, structured: bool = False) -> dict:
-    """Validate and return a clean copy; problems go to `errors` with their exact location."""
+    """Validate and return a clean copy; problems go to `errors` with their exact location.
+    `structured` (events): the `_llm` and `_cost` keys, and numbers in the event range."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -157,7 +204,7 @@ def validate_metadata(value, loc, errors: ErrorList, *, structured: bool = False
             )
             continue
         else:
-            checked = item if check_scalar(item, key_loc, errors) else None
+            checked = item if check_scalar(item, key_loc, errors, event=structured) else None
         if checked is not None:
             clean[key] = checked
     return clean

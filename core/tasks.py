@@ -1,6 +1,8 @@
 from celery import shared_task
 from django.core.management import call_command
 
+from core.outbox import resend_pending
+
 
 @shared_task
 def clear_expired_sessions():
@@ -9,6 +11,4 @@ def clear_expired_sessions():
 
 @shared_task
 def resend_pending_tasks():
-    from core.outbox import resend_pending
-
     resend_pending()

@@ -13,17 +13,17 @@ from customers.hooks import (
 from customers.models import Customer, Organization
 
 
-def _conflict_error(exc: IntegrityError, loc_prefix=("body",)) -> CustomerConflict:
+def _conflict_error(exc: IntegrityError) -> CustomerConflict:
     text = str(exc)
     if "customer_email_unique_per_org" in text:
         return CustomerConflict.single(
-            [*loc_prefix, "email"],
+            ["email"],
             "A customer with this email address already exists.",
             "value_error",
         )
     if "customer_external_id_unique_per_org" in text:
         return CustomerConflict.single(
-            [*loc_prefix, "external_id"],
+            ["external_id"],
             "A customer with this external ID already exists.",
             "value_error",
         )
@@ -51,7 +51,7 @@ def update_customer(*, customer: Customer, changes: dict) -> Customer:
         new = changes["external_id"]
         if customer.external_id and new != customer.external_id:
             raise InvalidCustomerChange.single(
-                ["body", "external_id"],
+                ["external_id"],
                 "The external ID can't be changed once set.",
                 "value_error",
             )

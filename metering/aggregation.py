@@ -13,17 +13,17 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 
-from core.metadata import MAX_NUMBER_EXPONENT, metadata_value_candidates
+from core.metadata import NUMBER_LIMIT_DIGITS, NUMBER_MAX_PLACES, metadata_value_candidates
 from metering import filters, rollups
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 # avg is the one inexact step: 40 significant digits, on every read path.
 DECIMAL_CONTEXT = decimal.Context(prec=40)
-# Sums and differences are exact: accepted numbers lie within 10^±MAX_NUMBER_EXPONENT, so no sum
-# of them needs more digits than this (Python's default context would round at 28 digits).
+# Sums and differences are exact: accepted numbers are below 10^40 with at most 20 decimal places,
+# so a sum of up to 10^40 of them fits in these digits (Python's default context rounds at 28).
 EXACT = decimal.Context(
-    prec=2 * MAX_NUMBER_EXPONENT + 100, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN
+    prec=2 * (NUMBER_LIMIT_DIGITS + NUMBER_MAX_PLACES), Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN
 )
 
 

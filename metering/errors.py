@@ -1,24 +1,16 @@
-"""Metering's domain errors. Services raise these; the API layer renders them (`core.api`), the
-admin shows them as messages."""
+"""Metering's domain errors (`core.errors.DomainError`, problems naming fields inside the input).
+Services raise these; the API layer renders them (`core.api`), the admin shows them as messages."""
 
-from core.errors import ValidationFailed
-
-
-class MeteringError(Exception):
-    """A request the metering domain refuses (not an input-shape problem)."""
+from core.errors import DomainError
 
 
-class InvalidEvents(ValidationFailed):
+class InvalidEvents(DomainError):
     """An ingest batch with at least one invalid event: nothing of it was written."""
 
 
-class InvalidMeter(ValidationFailed):
-    """A meter definition (filter, aggregation, unit …) that can't be stored."""
-
-
-class InvalidCredit(MeteringError):
+class InvalidCredit(DomainError):
     """Credits must be a whole number of units."""
 
 
-class OrganizationMismatch(MeteringError):
+class OrganizationMismatch(DomainError):
     """A meter and a customer of different organizations were combined."""

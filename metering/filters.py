@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 
 from core.errors import ErrorList
-from core.metadata import MAX_NUMBER_EXPONENT
+from core.metadata import NUMBER_LIMIT_DIGITS, NUMBER_RANGE_MESSAGE
 from core.strict_json import NonFiniteNumber
 
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "like", "not_like")
@@ -77,13 +77,13 @@ def _clean_value(value, loc, errors: ErrorList):
                 "filter_value_fractional",
             )
             return None
-        if abs(number.adjusted()) > MAX_NUMBER_EXPONENT:
-            errors.add(loc, "Number out of range", "number_range")
+        if number and number.adjusted() >= NUMBER_LIMIT_DIGITS:
+            errors.add(loc, NUMBER_RANGE_MESSAGE, "number_range")
             return None
         value = int(number)
     if isinstance(value, int):
-        if abs(value) >= 10**MAX_NUMBER_EXPONENT:
-            errors.add(loc, "Number out of range", "number_range")
+        if abs(value) >= 10**NUMBER_LIMIT_DIGITS:
+            errors.add(loc, NUMBER_RANGE_MESSAGE, "number_range")
             return None
         return value
     errors.add(

@@ -119,7 +119,7 @@ def validate_events(
     latest = now + timedelta(seconds=settings.EVENT_FUTURE_TOLERANCE_SECONDS)
     customer_refs: dict[uuid.UUID, list[int]] = {}
     for index, event in enumerate(events):
-        loc = ["body", "events", index]
+        loc = ["events", index]
         if not isinstance(event, dict):
             errors.add(loc, "Event must be an object", "dict_type")
             continue
@@ -191,13 +191,13 @@ def validate_events(
             if customer_id not in known:
                 for index in indexes:
                     errors.add(
-                        ["body", "events", index, "customer_id"],
+                        ["events", index, "customer_id"],
                         "Customer does not exist.",
                         "customer_not_found",
                     )
     errors.items.sort(
         key=lambda item: (
-            item["loc"][2] if len(item["loc"]) > 2 and isinstance(item["loc"][2], int) else -1
+            item["loc"][1] if len(item["loc"]) > 1 and isinstance(item["loc"][1], int) else -1
         )
     )
     return rows, errors
@@ -212,6 +212,9 @@ EVENT_ID_SQL = (
     "FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid"
 )
 
+# this transaction's id as a bigint (xid8 has no direct cast): metering.queries' arrival rule
+CURRENT_TXID_SQL = "pg_current_xact_id()::text::bigint"
+
 INSERT_SQL = """
 WITH input AS (
     SELECT * FROM unnest(
@@ -221,10 +224,10 @@ WITH input AS (
     ) WITH ORDINALITY AS t(name, ts, customer_id, external_customer_id, external_id, parent_reference, metadata, ord)
 )
 INSERT INTO metering_event (
-    id, organization_id, name, source, timestamp, ingested_at, customer_id,
+    id, organization_id, name, source, timestamp, ingested_at, arrival_txid, customer_id,
     external_customer_id, external_id, parent_reference, metadata
 )
-SELECT __EVENT_ID__, %(org)s, input.name, 'user', input.ts, now(),
+SELECT __EVENT_ID__, %(org)s, input.name, 'user', input.ts, now(), (SELECT __TXID__),
        COALESCE(input.customer_id, c.id), input.external_customer_id, input.external_id,
        input.parent_reference, input.metadata
 FROM input
@@ -235,7 +238,7 @@ LEFT JOIN customers_customer c
 ORDER BY input.external_id NULLS LAST, input.ord
 ON CONFLICT (organization_id, external_id) WHERE external_id IS NOT NULL DO NOTHING
 RETURNING id
-""".replace("__EVENT_ID__", EVENT_ID_SQL)
+""".replace("__EVENT_ID__", EVENT_ID_SQL).replace("__TXID__", CURRENT_TXID_SQL)
 
 RESOLVE_PARENTS_SQL = """
 UPDATE metering_event e SET parent_id = p.id

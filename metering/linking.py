@@ -1,5 +1,7 @@
 """Linking: events sent with an `external_customer_id` before that customer existed are attached
-to it when it appears (history included), in the transaction that creates it.
+to it when it appears (history included), in the transaction that creates it. A linked event
+arrives as the customer's usage in that transaction (`arrival_txid`): for billing it is late
+usage when its period already closed, like an event that arrived late.
 
 The customer-reference slot lock (`metering.locks`) makes this race-free with concurrent ingests:
 the link UPDATE runs after every in-flight ingest of that id has committed, and every later
@@ -11,13 +13,13 @@ from core.db import bound_cursor
 from customers.hooks import external_id_assigned
 from customers.models import Customer
 from metering import locks, rollups
-from metering.ingest import FIRST_EVENT_SQL
+from metering.ingest import CURRENT_TXID_SQL, FIRST_EVENT_SQL
 
 LINK_SQL = """
-UPDATE metering_event SET customer_id = %(customer)s
+UPDATE metering_event SET customer_id = %(customer)s, arrival_txid = __TXID__
 WHERE organization_id = %(org)s AND external_customer_id = %(external_id)s AND customer_id IS NULL
 RETURNING id
-"""
+""".replace("__TXID__", CURRENT_TXID_SQL)
 
 
 def link_customer_events(*, customer: Customer) -> int:

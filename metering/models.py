@@ -25,6 +25,11 @@ class Event(models.Model):
     source = models.CharField(max_length=8, choices=EventSource.choices, default=EventSource.USER)
     timestamp = models.DateTimeField()
     ingested_at = models.DateTimeField()
+    # The transaction that made this event its customer's usage: its ingest, or the linking of
+    # a customer that appeared later. Billing's read boundaries are committed snapshots, and an
+    # event counts as arrived after a boundary exactly when this transaction is not visible in
+    # it (metering.queries). Null on events stored before it was recorded.
+    arrival_txid = models.BigIntegerField(null=True, blank=True, editable=False)
     customer = models.ForeignKey(
         "customers.Customer",
         null=True,

@@ -51,7 +51,7 @@ def estimate_charges(*, customer: Customer, meters) -> ChargeEstimate | None:
     by_meter: dict[uuid.UUID, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for subscription_id, lines in subscriptions.current_meters(live).items():
         for line in lines:
-            meter_id = line.subscription_price.price.meter_id
+            meter_id = line.meter_id
             by_meter[meter_id][currency_of[subscription_id]] += line.amount
     if not by_meter:
         return None

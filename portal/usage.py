@@ -14,8 +14,8 @@ from django.utils import timezone
 from djmoney.money import Money
 
 from customers.models import Customer
-from metering import aggregation, customer_meters, quantities
-from metering.models import CustomerMeter, MeterState, MeterUnit
+from metering import customer_meters, quantities, queries
+from metering.models import CustomerMeter, MeterUnit
 from portal.extensions import ChargeEstimate, Period, registry
 
 
@@ -136,17 +136,9 @@ def daily_usage(
     end = min(period.end, now)
     if end <= period.start:
         return DailyUsage(customer_meter, period, [], period_days)
-    meter = customer_meter.meter
     ranges = quantities.buckets(period.start, end, "day", UTC)
-    parts, _total = aggregation.compute(
-        meter,
-        buckets=ranges,
-        customer_ids=[customer_meter.customer_id],
-        use_rollups=meter.state == MeterState.READY,
+    values = queries.bucket_values(
+        customer_meter.meter, customer_id=customer_meter.customer_id, buckets=ranges
     )
-    func = meter.aggregation["func"]
-    days = [
-        (start.date(), aggregation.final_value(func, part))
-        for (start, _end), part in zip(ranges, parts, strict=True)
-    ]
+    days = [(start.date(), value) for (start, _end), value in zip(ranges, values, strict=True)]
     return DailyUsage(customer_meter, period, days, period_days)

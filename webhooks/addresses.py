@@ -31,7 +31,7 @@ def is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def resolve(url: str, *, loc=("body", "url")) -> Target:
+def resolve(url: str, *, loc=("url",)) -> Target:
     """The checked target of `url`, or UnsafeWebhookURL naming the field."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:

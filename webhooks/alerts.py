@@ -19,7 +19,6 @@ from django.utils import timezone
 from billing import cycles, subscriptions
 from billing.api.payloads import iso
 from billing.models import LIVE_STATUSES
-from metering.models import Event
 from webhooks import delivery
 from webhooks.models import AlertFiring, AlertMetric, AlertRule, WebhookEvent
 
@@ -28,16 +27,6 @@ EVENT_TYPE = "customer.meter_threshold"
 
 def has_rules(organization_id) -> bool:
     return AlertRule.objects.filter(organization_id=organization_id, is_active=True).exists()
-
-
-def customers_of_events(event_ids: list) -> list:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT DISTINCT customer_id FROM {Event._meta.db_table}"
-            " WHERE id = ANY(%s) AND customer_id IS NOT NULL",
-            [event_ids],
-        )
-        return [row[0] for row in cursor.fetchall()]
 
 
 def _crossings(rules: list[AlertRule], customer_ids: list) -> list[tuple]:
@@ -55,7 +44,7 @@ def _crossings(rules: list[AlertRule], customer_ids: list) -> list[tuple]:
     for subscription_id, lines in subscriptions.current_meters(live).items():
         subscription = next(s for s in live if s.pk == subscription_id)
         for priced in lines:
-            meter_id = priced.subscription_price.price.meter_id
+            meter_id = priced.meter_id
             for rule in rules:
                 if rule.meter_id != meter_id or rule.customer_id not in (
                     None,

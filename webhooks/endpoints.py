@@ -16,7 +16,7 @@ def check(*, url: str | None, events: list | None) -> None:
             errors.items += exc.items
     for index, event in enumerate(events or ()):
         if event not in ALL_EVENT_TYPES:
-            errors.add(("body", "events", index), f"Meterline does not send {event!r} events.")
+            errors.add(("events", index), f"Meterline does not send {event!r} events.")
     errors.raise_if_any(UnsafeWebhookURL)
 
 

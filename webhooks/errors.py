@@ -1,5 +1,5 @@
-from core.errors import ValidationFailed
+from core.errors import DomainError
 
 
-class UnsafeWebhookURL(ValidationFailed):
+class UnsafeWebhookURL(DomainError):
     """The URL resolves to an address Meterline must not call (private, loopback, …)."""

@@ -7,6 +7,7 @@ endpoints an organization has is cached (`delivery.ENDPOINTS_CACHE_SECONDS`), so
 organization without webhooks pays no query per change."""
 
 from billing.models import InvoiceStatus
+from metering import queries
 from webhooks import alerts, delivery, payloads, state_changes, tasks
 
 
@@ -73,7 +74,7 @@ def on_customer_deleted(sender, customer, **kwargs):
 def on_events_ingested(sender, organization, event_ids, **kwargs):
     # one indexed query per ingest for organizations without alert rules
     if alerts.has_rules(organization.pk):
-        customer_ids = alerts.customers_of_events(event_ids)
+        customer_ids = queries.customers_of_events(event_ids)
         if customer_ids:
             tasks.evaluate_alerts.delay_on_commit(
                 str(organization.pk), [str(pk) for pk in customer_ids]

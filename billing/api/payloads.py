@@ -209,19 +209,19 @@ def subscription_base(subscription) -> dict:
 
 
 def meter_line_payload(subscription, priced, *, full_meter: bool) -> dict:
-    sp = priced.subscription_price
+    price = priced.price
     data = {
-        "id": str(uuid.uuid5(SUBSCRIPTION_METER_NAMESPACE, f"{subscription.pk}:{sp.price_id}")),
+        "id": str(uuid.uuid5(SUBSCRIPTION_METER_NAMESPACE, f"{subscription.pk}:{price.pk}")),
         "created_at": iso(subscription.created_at),
         "modified_at": iso(subscription.modified_at),
         "consumed_units": float(priced.consumed),
         "credited_units": priced.credited,
         "amount": priced.amount,
-        "meter_id": str(sp.price.meter_id),
+        "meter_id": str(price.meter_id),
         "late_units": number(priced.late),  # extension
     }
     if full_meter:
-        data["meter"] = meter_payload(sp.price.meter)
+        data["meter"] = meter_payload(price.meter)
     return data
 
 

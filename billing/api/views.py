@@ -1,10 +1,13 @@
 """Billing endpoints in Polar's wire format: products, benefits, discounts, subscriptions, orders
-(invoices), plus Meterline's tax rates, upcoming invoice and invoice status actions."""
+(invoices), plus Meterline's tax rates, upcoming invoice and invoice status actions.
+
+Views parse the request, call one billing service and render the result: the rules live in the
+services (the admin calls the same ones), and their refusals (`core.errors.DomainError`) become
+Polar's 422 in `core.api.errors`."""
 
 from urllib.parse import urlencode
 
-from django.db import transaction
-from django.db.models import Prefetch, ProtectedError, Q
+from django.db.models import Prefetch, Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -14,10 +17,10 @@ from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from billing import catalog, discounts, documents, invoices, plan_changes, subscriptions, taxes
+from billing import catalog, discounts, documents, invoices, subscriptions, taxes
 from billing.api import payloads
 from billing.api import serializers as inputs
-from billing.api.errors import wire_errors
+from billing.errors import InvalidPrice, SubscriptionEnded
 from billing.models import (
     LIVE_STATUSES,
     Benefit,
@@ -31,8 +34,11 @@ from billing.models import (
     TaxRate,
 )
 from core.api import params
-from core.api.errors import ErrorList, PolarValidationError
-from customers.models import Customer
+from core.api.errors import PolarValidationError, register_domain_error
+from core.errors import ErrorList
+
+# Polar answers a revocation of an ended subscription with 403, not a 422
+register_domain_error(SubscriptionEnded, status_code=403, error="AlreadyCanceledSubscription")
 
 PAGE_PARAMS = [OpenApiParameter("page", int), OpenApiParameter("limit", int)]
 
@@ -57,13 +63,13 @@ def _products(request):
 def _subscriptions(request):
     return (
         Subscription.objects.filter(organization=_org(request))
-        .select_related("customer", "product", "discount")
+        .select_related("organization", "customer", "product", "discount", "pending_product")
         .prefetch_related(
             Prefetch(
                 "subscription_prices",
                 queryset=SubscriptionPrice.objects.select_related(
                     "price__meter", "price__product"
-                ).order_by("id"),
+                ).order_by("starts_at", "id"),
             ),
             Prefetch(
                 "product__prices",
@@ -83,13 +89,37 @@ def _invoices(request):
     )
 
 
+def _discounts(request):
+    return Discount.objects.filter(
+        organization=_org(request), deleted_at__isnull=True
+    ).prefetch_related("products")
+
+
 def _subscription_payloads(rows: list[Subscription]) -> list[dict]:
     meters = subscriptions.current_meters(rows)
     return [payloads.subscription_payload(s, meters[s.pk]) for s in rows]
 
 
-def _uuid_params(request, name, errors):
-    return params.uuid_list(request, name, errors)
+def _by_ids(request, queryset, filters: dict, errors: ErrorList):
+    """`?customer_id=…&product_id=…`: each named list of UUIDs filters by its lookup."""
+    for name, lookup in filters.items():
+        ids = params.uuid_list(request, name, errors)
+        if ids:
+            queryset = queryset.filter(**{lookup: ids})
+    external = params.string_list(request, "external_customer_id", errors)
+    if external:
+        queryset = queryset.filter(customer__external_id__in=external)
+    return queryset
+
+
+def _body(serializer_class, request, **kwargs) -> dict:
+    body = serializer_class(data=request.data, **kwargs)
+    body.is_valid(raise_exception=True)
+    return dict(body.validated_data)
+
+
+def _created(payload: dict) -> Response:
+    return Response(payload, status=status.HTTP_201_CREATED)
 
 
 # --- products ------------------------------------------------------------------------------------
@@ -110,14 +140,11 @@ class ProductListView(GenericAPIView):
     )
     def get(self, request):
         errors = ErrorList()
-        queryset = _products(request)
+        queryset = _by_ids(request, _products(request), {"id": "pk__in"}, errors)
         archived = params.parse_bool(request, "is_archived", errors)
-        ids = _uuid_params(request, "id", errors)
-        errors.raise_if_any()
+        errors.raise_if_any(PolarValidationError)
         if archived is not None:
             queryset = queryset.filter(is_archived=archived)
-        if ids:
-            queryset = queryset.filter(pk__in=ids)
         query = request.query_params.get("query")
         if query:
             queryset = queryset.filter(name__icontains=query[:256])
@@ -130,29 +157,30 @@ class ProductListView(GenericAPIView):
         responses={201: OpenApiTypes.OBJECT},
     )
     def post(self, request):
-        body = inputs.ProductCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
-        with wire_errors():
-            specs, keep, currency = catalog.parse_prices_input(data["prices"])
-            if keep:
-                raise PolarValidationError.single(
-                    ["body", "prices"], "A new product cannot reference existing prices"
-                )
-            product = catalog.create_product(
-                organization=_org(request),
-                name=data["name"],
-                description=data.get("description"),
-                recurring_interval=data["recurring_interval"],
-                recurring_interval_count=data["recurring_interval_count"],
-                trial_interval=data.get("trial_interval"),
-                trial_interval_count=data.get("trial_interval_count"),
-                currency=currency,
-                prices=specs,
-                metadata=data.get("metadata"),
-            )
-        product = _products(request).get(pk=product.pk)
-        return Response(payloads.product_payload(product), status=status.HTTP_201_CREATED)
+        data = _body(inputs.ProductCreateSerializer, request)
+        specs, keep, currency = catalog.parse_prices_input(data["prices"])
+        if keep:
+            raise InvalidPrice("A new product cannot reference existing prices", field=("prices",))
+        product = catalog.create_product(
+            organization=_org(request),
+            currency=currency,
+            prices=specs,
+            **{key: data.get(key) for key in PRODUCT_CREATE_FIELDS},
+        )
+        return _created(payloads.product_payload(_products(request).get(pk=product.pk)))
+
+
+PRODUCT_CREATE_FIELDS = (
+    "name",
+    "description",
+    "recurring_interval",
+    "recurring_interval_count",
+    "trial_interval",
+    "trial_interval_count",
+    "metadata",
+)
+# Polar's update: null leaves these as they are (description and the trial can be cleared)
+KEPT_WHEN_NULL = ("name", "is_archived", "metadata", "recurring_interval", "recurring_interval_count")
 
 
 class ProductDetailView(GenericAPIView):
@@ -169,23 +197,15 @@ class ProductDetailView(GenericAPIView):
     )
     def patch(self, request, id):
         product = get_object_or_404(_products(request), pk=id)
-        body = inputs.ProductUpdateSerializer(data=request.data, partial=True)
-        body.is_valid(raise_exception=True)
-        data = dict(body.validated_data)
-        with wire_errors():
-            if data.get("prices") is not None:
-                specs, keep, _ = catalog.parse_prices_input(
-                    data.pop("prices"), currency=product.currency
-                )
-                catalog.replace_prices(product=product, prices=specs, keep_ids=keep)
-            data.pop("prices", None)
-            for key, value in data.items():
-                if value is None and key in ("name", "is_archived", "metadata"):
-                    continue
-                if key in ("recurring_interval", "recurring_interval_count") and value is None:
-                    continue
-                setattr(product, key, value)
-            product.save()
+        data = _body(inputs.ProductUpdateSerializer, request, partial=True)
+        prices = data.pop("prices", None)
+        catalog.update_product(
+            product,
+            **{k: v for k, v in data.items() if not (v is None and k in KEPT_WHEN_NULL)},
+        )
+        if prices is not None:
+            specs, keep, _ = catalog.parse_prices_input(prices, currency=product.currency)
+            catalog.replace_prices(product=product, prices=specs, keep_ids=keep)
         return Response(payloads.product_payload(_products(request).get(pk=product.pk)))
 
 
@@ -199,10 +219,8 @@ class ProductBenefitsView(GenericAPIView):
     )
     def post(self, request, id):
         product = get_object_or_404(_products(request), pk=id)
-        body = inputs.ProductBenefitsSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        with wire_errors():
-            catalog.set_benefits(product=product, benefit_ids=body.validated_data["benefits"])
+        data = _body(inputs.ProductBenefitsSerializer, request)
+        catalog.set_benefits(product=product, benefit_ids=data["benefits"])
         return Response(payloads.product_payload(_products(request).get(pk=product.pk)))
 
 
@@ -219,9 +237,9 @@ class BenefitListView(GenericAPIView):
     )
     def get(self, request):
         errors = ErrorList()
-        types = params.enum_list(request, "type", ("meter_credit",), errors)
-        errors.raise_if_any()
-        del types  # only meter_credit benefits exist in Meterline
+        # only meter_credit benefits exist in Meterline: the filter is checked, never narrows
+        params.enum_list(request, "type", ("meter_credit",), errors)
+        errors.raise_if_any(PolarValidationError)
         queryset = Benefit.objects.filter(organization=_org(request), is_deleted=False)
         page = self.paginate_queryset(queryset.order_by("-created_at", "id"))
         return self.get_paginated_response([payloads.benefit_payload(b) for b in page])
@@ -232,19 +250,14 @@ class BenefitListView(GenericAPIView):
         responses={201: OpenApiTypes.OBJECT},
     )
     def post(self, request):
-        body = inputs.BenefitCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
-        with wire_errors():
-            benefit = catalog.create_benefit(
-                organization=_org(request),
-                description=data["description"],
-                meter_id=data["properties"]["meter_id"],
-                units=data["properties"]["units"],
-                rollover=data["properties"]["rollover"],
-                metadata=data.get("metadata"),
-            )
-        return Response(payloads.benefit_payload(benefit), status=status.HTTP_201_CREATED)
+        data = _body(inputs.BenefitCreateSerializer, request)
+        benefit = catalog.create_benefit(
+            organization=_org(request),
+            description=data["description"],
+            metadata=data.get("metadata"),
+            **data["properties"],
+        )
+        return _created(payloads.benefit_payload(benefit))
 
 
 class BenefitDetailView(GenericAPIView):
@@ -257,12 +270,6 @@ class BenefitDetailView(GenericAPIView):
 
 
 # --- discounts -----------------------------------------------------------------------------------
-
-
-def _discounts(request):
-    return Discount.objects.filter(
-        organization=_org(request), deleted_at__isnull=True
-    ).prefetch_related("products")
 
 
 class DiscountListView(GenericAPIView):
@@ -287,28 +294,11 @@ class DiscountListView(GenericAPIView):
         responses={201: OpenApiTypes.OBJECT},
     )
     def post(self, request):
-        body = inputs.DiscountCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = dict(body.validated_data)
-        with wire_errors():
-            discount = discounts.create_discount(
-                organization=_org(request),
-                name=data["name"],
-                type=data["type"],
-                duration=data["duration"],
-                basis_points=data.get("basis_points"),
-                amount=data.get("amount"),
-                currency=data.get("currency"),
-                duration_in_months=data.get("duration_in_months"),
-                code=data.get("code"),
-                starts_at=data.get("starts_at"),
-                ends_at=data.get("ends_at"),
-                max_redemptions=data.get("max_redemptions"),
-                product_ids=data.get("products"),
-                metadata=data.get("metadata"),
-            )
-        discount = _discounts(request).get(pk=discount.pk)
-        return Response(payloads.discount_payload(discount), status=status.HTTP_201_CREATED)
+        data = _body(inputs.DiscountCreateSerializer, request)
+        discount = discounts.create_discount(
+            organization=_org(request), product_ids=data.pop("products", None), **data
+        )
+        return _created(payloads.discount_payload(_discounts(request).get(pk=discount.pk)))
 
 
 class DiscountDetailView(GenericAPIView):
@@ -325,49 +315,19 @@ class DiscountDetailView(GenericAPIView):
     )
     def patch(self, request, id):
         discount = get_object_or_404(_discounts(request), pk=id)
-        body = inputs.DiscountUpdateSerializer(data=request.data, partial=True)
-        body.is_valid(raise_exception=True)
-        data = dict(body.validated_data)
-        terms = ("duration", "duration_in_months", "type", "amount", "currency", "basis_points")
-        changed = [key for key in terms if data.get(key) is not None]
-        if changed:
-            # invoices already promised these terms; a new discount is the honest change
-            raise PolarValidationError.single(
-                ["body", changed[0]], "A discount's terms cannot change; create a new discount"
-            )
-        with wire_errors():
-            if "products" in data:
-                discounts.set_products(discount=discount, product_ids=data.pop("products") or [])
-            for key in ("name", "code", "starts_at", "ends_at", "max_redemptions", "metadata"):
-                if key in data and not (key in ("name", "metadata") and data[key] is None):
-                    setattr(discount, key, data[key])
-            discounts.check_definition(
-                type=discount.type,
-                duration=discount.duration,
-                basis_points=discount.basis_points,
-                amount=1 if discount.amount is not None else None,
-                currency=str(discount.amount.currency) if discount.amount is not None else None,
-                duration_in_months=discount.duration_in_months,
-                starts_at=discount.starts_at,
-                ends_at=discount.ends_at,
-            )
-            if discount.code and (
-                _discounts(request)
-                .filter(code__iexact=discount.code)
-                .exclude(pk=discount.pk)
-                .exists()
-            ):
-                raise PolarValidationError.single(
-                    ["body", "code"], "A discount with this code already exists"
-                )
-            discount.save()
+        data = _body(inputs.DiscountUpdateSerializer, request, partial=True)
+        if "products" in data:
+            data["product_ids"] = data.pop("products")
+        # null leaves the terms, the name and the metadata as they are
+        kept = (*discounts.TERMS, "name", "metadata")
+        discounts.update_discount(
+            discount, **{k: v for k, v in data.items() if not (v is None and k in kept)}
+        )
         return Response(payloads.discount_payload(_discounts(request).get(pk=discount.pk)))
 
     @extend_schema(operation_id="discounts_delete", responses={204: None})
     def delete(self, request, id):
-        discount = get_object_or_404(_discounts(request), pk=id)
-        discount.deleted_at = timezone.now()
-        discount.save(update_fields=["deleted_at", "modified_at"])
+        discounts.delete_discount(get_object_or_404(_discounts(request), pk=id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -380,6 +340,16 @@ SUBSCRIPTION_SORTING = {
     "ended_at": "ended_at",
     "ends_at": "ends_at",
 }
+POLAR_SUBSCRIPTION_STATUSES = (
+    "incomplete",
+    "incomplete_expired",
+    "trialing",
+    "active",
+    "past_due",
+    "canceled",
+    "unpaid",
+    "paused",
+)
 
 
 class SubscriptionListView(GenericAPIView):
@@ -402,44 +372,28 @@ class SubscriptionListView(GenericAPIView):
     )
     def get(self, request):
         errors = ErrorList()
-        queryset = _subscriptions(request)
-        for name, lookup in (
-            ("customer_id", "customer_id__in"),
-            ("product_id", "product_id__in"),
-            ("discount_id", "discount_id__in"),
-        ):
-            ids = _uuid_params(request, name, errors)
-            if ids:
-                queryset = queryset.filter(**{lookup: ids})
-        external = params.string_list(request, "external_customer_id", errors)
-        if external:
-            queryset = queryset.filter(customer__external_id__in=external)
+        queryset = _by_ids(
+            request,
+            _subscriptions(request),
+            {
+                "customer_id": "customer_id__in",
+                "product_id": "product_id__in",
+                "discount_id": "discount_id__in",
+            },
+            errors,
+        )
         active = params.parse_bool(request, "active", errors)
         if active is not None:
             live = Q(status__in=LIVE_STATUSES)
             queryset = queryset.filter(live if active else ~live)
-        statuses = params.enum_list(
-            request,
-            "status",
-            (
-                "incomplete",
-                "incomplete_expired",
-                "trialing",
-                "active",
-                "past_due",
-                "canceled",
-                "unpaid",
-                "paused",
-            ),
-            errors,
-        )
+        statuses = params.enum_list(request, "status", POLAR_SUBSCRIPTION_STATUSES, errors)
         if statuses:
             queryset = queryset.filter(status__in=statuses)
         cancel = params.parse_bool(request, "cancel_at_period_end", errors)
         if cancel is not None:
             queryset = queryset.filter(cancel_at_period_end=cancel)
         order = params.sorting(request, SUBSCRIPTION_SORTING, ["-started_at"], errors)
-        errors.raise_if_any()
+        errors.raise_if_any(PolarValidationError)
         page = self.paginate_queryset(queryset.order_by(*order, "id"))
         return self.get_paginated_response(_subscription_payloads(page))
 
@@ -449,49 +403,29 @@ class SubscriptionListView(GenericAPIView):
         responses={201: OpenApiTypes.OBJECT},
     )
     def post(self, request):
-        body = inputs.SubscriptionCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
+        data = _body(inputs.SubscriptionCreateSerializer, request)
         organization = _org(request)
-        customers = Customer.objects.active().filter(organization=organization)
-        if "customer_id" in data:
-            customer = customers.filter(pk=data["customer_id"]).first()
-            loc = ["body", "customer_id"]
-        else:
-            customer = customers.filter(external_id=data["external_customer_id"]).first()
-            loc = ["body", "external_customer_id"]
-        if customer is None:
-            raise PolarValidationError.single(loc, "Customer does not exist.", "customer_not_found")
-        product = Product.objects.filter(organization=organization, pk=data["product_id"]).first()
-        if product is None:
-            raise PolarValidationError.single(["body", "product_id"], "Product does not exist.")
-        discount = None
-        if data.get("discount_id"):
-            discount = _discounts(request).filter(pk=data["discount_id"]).first()
-            if discount is None:
-                raise PolarValidationError.single(
-                    ["body", "discount_id"], "Discount does not exist."
-                )
-        with wire_errors():
-            subscription = subscriptions.create_subscription(
-                customer=customer,
-                product=product,
-                started_at=data.get("started_at"),
-                discount=discount,
-                metadata=data.get("metadata"),
-            )
+        customer = subscriptions.customer_of(
+            organization,
+            customer_id=data.get("customer_id"),
+            external_customer_id=data.get("external_customer_id"),
+        )
+        subscription = subscriptions.create_subscription(
+            customer=customer,
+            product=subscriptions.product_of(organization, data["product_id"]),
+            started_at=data.get("started_at"),
+            discount=subscriptions.discount_of(organization, data.get("discount_id")),
+            metadata=data.get("metadata"),
+        )
         (payload,) = _subscription_payloads([_subscriptions(request).get(pk=subscription.pk)])
-        return Response(payload, status=status.HTTP_201_CREATED)
+        return _created(payload)
 
 
 class SubscriptionDetailView(GenericAPIView):
     serializer_class = Payload
 
-    def _get(self, request, id):
-        return get_object_or_404(_subscriptions(request), pk=id)
-
     def _respond(self, request, id):
-        (payload,) = _subscription_payloads([self._get(request, id)])
+        (payload,) = _subscription_payloads([get_object_or_404(_subscriptions(request), pk=id)])
         return Response(payload)
 
     @extend_schema(operation_id="subscriptions_get", responses={200: OpenApiTypes.OBJECT})
@@ -504,50 +438,25 @@ class SubscriptionDetailView(GenericAPIView):
         responses={200: OpenApiTypes.OBJECT},
     )
     def patch(self, request, id):
-        subscription = self._get(request, id)
-        body = inputs.SubscriptionUpdateSerializer(data=request.data, partial=True)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
-        # one body, one outcome: a refused product change leaves the discount untouched too
-        with wire_errors(), transaction.atomic():
-            if data.get("revoke"):
-                subscriptions.revoke(subscription)
-                return self._respond(request, id)
-            if "discount_id" in data:
-                discount = None
-                if data["discount_id"] is not None:
-                    discount = _discounts(request).filter(pk=data["discount_id"]).first()
-                    if discount is None:
-                        raise PolarValidationError.single(
-                            ["body", "discount_id"], "Discount does not exist."
-                        )
-                subscriptions.set_discount(subscription, discount)
-            if data.get("product_id") is not None:
-                product = Product.objects.filter(
-                    organization_id=subscription.organization_id, pk=data["product_id"]
-                ).first()
-                if product is None:
-                    raise PolarValidationError.single(
-                        ["body", "product_id"], "Product does not exist."
-                    )
-                plan_changes.change_product(
-                    subscription,
-                    product,
-                    proration_behavior=data.get("proration_behavior")
-                    or plan_changes.DEFAULT_BEHAVIOR,
-                )
-            if "pending_update" in data:
-                plan_changes.cancel_pending_change(subscription)
-            if "cancel_at_period_end" in data:
-                subscriptions.set_cancel_at_period_end(subscription, data["cancel_at_period_end"])
-            if data.get("metadata") is not None:
-                Subscription.objects.filter(pk=subscription.pk).update(metadata=data["metadata"])
+        subscription = get_object_or_404(_subscriptions(request), pk=id)
+        data = _body(inputs.SubscriptionUpdateSerializer, request, partial=True)
+        if data.get("revoke"):
+            subscriptions.revoke(subscription)
+        else:
+            subscriptions.update_subscription(
+                subscription,
+                discount_id=data.get("discount_id", subscriptions.UNSET),
+                product_id=data.get("product_id"),
+                proration_behavior=data.get("proration_behavior"),
+                clear_pending_change="pending_update" in data,
+                cancel_at_period_end=data.get("cancel_at_period_end"),
+                metadata=data.get("metadata"),
+            )
         return self._respond(request, id)
 
     @extend_schema(operation_id="subscriptions_revoke", responses={200: OpenApiTypes.OBJECT})
     def delete(self, request, id):
-        with wire_errors():
-            subscriptions.revoke(self._get(request, id))
+        subscriptions.revoke(get_object_or_404(_subscriptions(request), pk=id))
         return self._respond(request, id)
 
 
@@ -594,25 +503,23 @@ class OrderListView(GenericAPIView):
     )
     def get(self, request):
         errors = ErrorList()
-        queryset = _invoices(request)
-        for name, lookup in (
-            ("customer_id", "customer_id__in"),
-            ("subscription_id", "subscription_id__in"),
-            ("product_id", "product_id__in"),
-        ):
-            ids = _uuid_params(request, name, errors)
-            if ids:
-                queryset = queryset.filter(**{lookup: ids})
-        external = params.string_list(request, "external_customer_id", errors)
-        if external:
-            queryset = queryset.filter(customer__external_id__in=external)
+        queryset = _by_ids(
+            request,
+            _invoices(request),
+            {
+                "customer_id": "customer_id__in",
+                "subscription_id": "subscription_id__in",
+                "product_id": "product_id__in",
+            },
+            errors,
+        )
         statuses = params.enum_list(request, "status", tuple(ORDER_STATUSES), errors)
         if statuses:
             queryset = queryset.filter(
                 status__in=[s for name in statuses for s in ORDER_STATUSES[name]]
             )
         order = params.sorting(request, ORDER_SORTING, ["-created_at"], errors)
-        errors.raise_if_any()
+        errors.raise_if_any(PolarValidationError)
         page = self.paginate_queryset(queryset.order_by(*order, "-sequence", "id"))
         return self.get_paginated_response([payloads.order_payload(i) for i in page])
 
@@ -633,8 +540,7 @@ class OrderInvoiceView(GenericAPIView):
         """Polar's `OrderInvoice`: a URL that downloads the PDF without a token (signed, expires
         after INVOICE_LINK_MAX_AGE). The PDF is rendered here if the delivery task has not yet."""
         invoice = get_object_or_404(_invoices(request), pk=id)
-        with wire_errors():
-            documents.invoice_pdf(invoice.pk)
+        documents.invoice_pdf(invoice.pk)
         path = reverse("order-invoice-pdf", kwargs={"id": invoice.pk})
         query = urlencode({"token": documents.download_token(invoice)})
         return Response({"url": request.build_absolute_uri(f"{path}?{query}")})
@@ -645,9 +551,7 @@ class OrderInvoiceView(GenericAPIView):
     def post(self, request, id):
         """Polar's "generate the invoice": Meterline renders it at finalization anyway, so this
         only makes sure it is stored (idempotent)."""
-        invoice = get_object_or_404(_invoices(request), pk=id)
-        with wire_errors():
-            documents.invoice_pdf(invoice.pk)
+        documents.invoice_pdf(get_object_or_404(_invoices(request), pk=id).pk)
         return Response({}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -680,9 +584,7 @@ class OrderActionView(GenericAPIView):
     transition = None
 
     def post(self, request, id):
-        invoice = get_object_or_404(_invoices(request), pk=id)
-        with wire_errors():
-            self.transition(invoice)
+        self.transition(get_object_or_404(_invoices(request), pk=id))
         return Response(payloads.order_payload(_invoices(request).get(pk=id)))
 
 
@@ -724,19 +626,10 @@ class TaxRateListView(GenericAPIView):
         responses={201: OpenApiTypes.OBJECT},
     )
     def post(self, request):
-        body = inputs.TaxRateCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
-        with wire_errors():
-            rate = taxes.create_tax_rate(
-                organization=_org(request),
-                name=data["name"],
-                country=data["country"],
-                state=data.get("state"),
-                basis_points=data["basis_points"],
-                inclusive=data["inclusive"],
-            )
-        return Response(payloads.tax_rate_payload(rate), status=status.HTTP_201_CREATED)
+        data = _body(inputs.TaxRateCreateSerializer, request)
+        data.setdefault("state", None)
+        rate = taxes.create_tax_rate(organization=_org(request), **data)
+        return _created(payloads.tax_rate_payload(rate))
 
 
 class TaxRateDetailView(GenericAPIView):
@@ -755,21 +648,11 @@ class TaxRateDetailView(GenericAPIView):
         responses={200: OpenApiTypes.OBJECT},
     )
     def patch(self, request, id):
-        rate = self._get(request, id)
-        body = inputs.TaxRateUpdateSerializer(data=request.data, partial=True)
-        body.is_valid(raise_exception=True)
-        for key, value in body.validated_data.items():
-            setattr(rate, key, value)
-        rate.save()
+        data = _body(inputs.TaxRateUpdateSerializer, request, partial=True)
+        rate = taxes.update_tax_rate(self._get(request, id), **data)
         return Response(payloads.tax_rate_payload(rate))
 
     @extend_schema(operation_id="tax_rates_delete", responses={204: None})
     def delete(self, request, id):
-        rate = self._get(request, id)
-        try:
-            rate.delete()
-        except ProtectedError:
-            raise PolarValidationError.single(
-                ["path", "id"], "The tax rate is on invoices; it cannot be deleted."
-            )
+        taxes.delete_tax_rate(self._get(request, id))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,4 +1,9 @@
-"""Polar's error shapes: 422 {"detail": [{loc, msg, type}]}, 404 {"error": "ResourceNotFound"}."""
+"""Polar's error shapes: 422 {"detail": [{loc, msg, type}]}, 404 {"error": "ResourceNotFound"}.
+
+The one place where domain errors (`core.errors.DomainError`, whose problems name fields inside
+the input) become wire errors: a problem's field gets its location — `path` when it names one of
+the URL's parameters, else `body` — and Polar's 422 shape. An app's API layer may register a
+domain error that Polar answers with another status (`register_domain_error`)."""
 
 import logging
 
@@ -6,10 +11,11 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import OperationalError
 from django.http import Http404, JsonResponse
+from django.views.defaults import bad_request, page_not_found, server_error
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from core.errors import ErrorList, ValidationFailed
+from core.errors import DomainError, ErrorList
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +38,34 @@ class PolarValidationError(exceptions.APIException):
 
 class ResourceNotFound(exceptions.NotFound):
     pass
+
+
+# DomainError subclass → (HTTP status, Polar's error name), for the few refusals Polar does not
+# answer with a 422 (e.g. revoking an already canceled subscription: 403)
+_SPECIAL_DOMAIN_ERRORS: dict[type, tuple[int, str]] = {}
+
+
+def register_domain_error(error_class: type[DomainError], *, status_code: int, error: str) -> None:
+    _SPECIAL_DOMAIN_ERRORS[error_class] = (status_code, error)
+
+
+def wire_problems(exc: DomainError, path_params=()) -> list[dict]:
+    """The domain's problems with their location added: Polar's `loc`."""
+    items = []
+    for item in exc.items:
+        loc = list(item["loc"])
+        location = "path" if loc and loc[0] in path_params else "body"
+        items.append({**item, "loc": [location, *loc]})
+    return items
+
+
+def _domain_error_response(exc: DomainError, context) -> Response:
+    for klass in type(exc).__mro__:
+        if klass in _SPECIAL_DOMAIN_ERRORS:
+            status_code, error = _SPECIAL_DOMAIN_ERRORS[klass]
+            return _error(status_code, error, exc.message)
+    path_params = set((context or {}).get("kwargs") or {})
+    return Response({"detail": wire_problems(exc, path_params)}, status=422)
 
 
 # DRF's error codes → the error types Polar's (pydantic's) 422 bodies use
@@ -108,8 +142,10 @@ def _error(status_code: int, error: str, detail: str, headers=None) -> Response:
 
 
 def polar_exception_handler(exc, context):
-    if isinstance(exc, PolarValidationError | ValidationFailed):
+    if isinstance(exc, PolarValidationError):
         return Response({"detail": exc.items}, status=422)
+    if isinstance(exc, DomainError):
+        return _domain_error_response(exc, context)
     if isinstance(exc, exceptions.ValidationError):
         location = getattr(exc, "location", "body")
         return Response({"detail": _flatten_drf_errors(exc.detail, [location])}, status=422)
@@ -155,8 +191,6 @@ def not_found_response() -> JsonResponse:
 def json_not_found(request, exception=None):
     if request.path.startswith("/v1/"):
         return not_found_response()
-    from django.views.defaults import page_not_found
-
     return page_not_found(request, exception)
 
 
@@ -166,8 +200,6 @@ def json_server_error(request):
             {"error": "InternalServerError", "detail": "Internal server error."},
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
-    from django.views.defaults import server_error
-
     return server_error(request)
 
 
@@ -176,6 +208,4 @@ def json_bad_request(request, exception=None):
         if isinstance(exception, RequestDataTooBig):
             return request_too_large_response()
         return JsonResponse({"error": "BadRequest", "detail": "Bad request."}, status=400)
-    from django.views.defaults import bad_request
-
     return bad_request(request, exception)

@@ -6,6 +6,7 @@ from django.conf import settings
 from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 
+from core.api.errors import PolarValidationError
 from core.errors import ErrorList
 
 MAX_LIMIT = 100
@@ -31,7 +32,7 @@ def read_page_params(request) -> tuple[int, int]:
         elif value > upper:
             errors.add(["query", name], f"Input should be at most {upper}", "less_than_equal")
         values[name] = value
-    errors.raise_if_any()
+    errors.raise_if_any(PolarValidationError)
     return values["page"], values["limit"]
 
 

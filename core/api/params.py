@@ -4,6 +4,8 @@ import re
 import uuid
 from datetime import UTC, datetime
 
+from django.db.models import Q
+
 from core import timestamps
 from core.errors import ErrorList
 from core.metadata import metadata_value_candidates
@@ -124,8 +126,6 @@ def metadata_filters(request, errors: ErrorList) -> dict[str, list]:
 
 def metadata_q(field: str, filters: dict[str, list]):
     """A Q matching JSON metadata where each key equals one of its values (string, int or bool)."""
-    from django.db.models import Q
-
     q = Q()
     for key, raw_values in filters.items():
         alternatives = Q()

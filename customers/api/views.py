@@ -6,6 +6,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from core.api import params
+from core.api.errors import PolarValidationError
 from core.errors import ErrorList
 from customers import services
 from customers.api.serializers import (
@@ -58,7 +59,7 @@ class CustomerListView(GenericAPIView):
             params.metadata_q("metadata", params.metadata_filters(request, errors))
         )
         order = params.sorting(request, CUSTOMER_SORTING, ["-created_at"], errors)
-        errors.raise_if_any()
+        errors.raise_if_any(PolarValidationError)
         queryset = queryset.order_by(*order, "id")
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(CustomerSerializer(page, many=True).data)

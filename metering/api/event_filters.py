@@ -1,11 +1,17 @@
 """Event list filters shared by the API (and the admin)."""
 
-from django.db.models import Q
+import decimal
+import json
+
+from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
 
 from core.api import params
 from core.errors import ErrorList
+from core.strict_json import NonFiniteNumber
 from customers.models import Customer
+from metering import filters
+from metering.models import Meter
 
 MAX_DEPTH = 5
 
@@ -86,11 +92,6 @@ def _filter_tree(request, queryset, errors: ErrorList):
 def filter_events_by_meter(request, queryset, errors: ErrorList):
     """`meter_id` and `filter` (a meter filter as JSON) narrow the list to matching events, with
     the same typed comparison rule as the meters (metering.filters)."""
-    import json
-
-    from metering import filters
-    from metering.models import Meter
-
     raw_meter = request.query_params.get("meter_id")
     raw_filter = request.query_params.get("filter")
     conditions = []
@@ -122,18 +123,12 @@ def filter_events_by_meter(request, queryset, errors: ErrorList):
 
 
 def _decimal(text):
-    import decimal
-
     return decimal.Decimal(text)
 
 
 def _non_finite(text):
-    from core.strict_json import NonFiniteNumber
-
     return NonFiniteNumber(text)
 
 
 def _bool():
-    from django.db.models import BooleanField
-
     return BooleanField()

@@ -69,7 +69,7 @@ class MeterListView(GenericAPIView):
         query = request.query_params.get("query")
         metadata = params.metadata_filters(request, errors)
         order = params.sorting(request, METER_SORTING, ["name"], errors)
-        errors.raise_if_any()
+        errors.raise_if_any(PolarValidationError)
         queryset = Meter.objects.filter(organization=organization)
         if organization_ids and organization.pk not in organization_ids:
             queryset = queryset.none()
@@ -210,7 +210,7 @@ class MeterQuantitiesView(GenericAPIView):
             errors.add(
                 ["query", "end_timestamp"], "end_timestamp must be after start_timestamp", "range"
             )
-        errors.raise_if_any()
+        errors.raise_if_any(PolarValidationError)
         selected = None
         if customer_ids or external_ids:
             selected = list(
@@ -292,7 +292,7 @@ class CustomerMeterListView(GenericAPIView):
         for key in requested:
             if key.removeprefix("-") not in CUSTOMER_METER_SORTING:
                 errors.add(["query", "sorting"], f"Unknown sorting criterion {key!r}", "enum", key)
-        errors.raise_if_any()
+        errors.raise_if_any(PolarValidationError)
         page, limit = read_page_params(request)
         queryset = organization_customer_meters(request)
         if organization_ids and organization.pk not in organization_ids:

@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db.models import Count, OuterRef, Subquery, Value
+from django.db.models import Count, Max, Min, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -75,7 +75,7 @@ class EventIngestView(GenericAPIView):
                 f"At most {settings.INGEST_MAX_EVENTS} events per request (got {len(events)})",
                 "too_long",
             )
-        errors.raise_if_any()
+        errors.raise_if_any(PolarValidationError)
         result = ingest.ingest_events(organization=request.auth.organization, events=events)
         return Response({"inserted": result.inserted, "duplicates": result.duplicates})
 
@@ -123,7 +123,7 @@ class EventListView(GenericAPIView):
         errors = ErrorList()
         queryset = filter_events(request, organization_events(request), errors)
         order = params.sorting(request, {"timestamp": "timestamp"}, ["-timestamp"], errors)
-        errors.raise_if_any()
+        errors.raise_if_any(PolarValidationError)
         queryset = queryset.order_by(*order, "-id" if order[0].startswith("-") else "id")
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(EventSerializer(page, many=True).data)
@@ -163,8 +163,6 @@ class EventNameListView(GenericAPIView):
         ],
     )
     def get(self, request):
-        from django.db.models import Max, Min
-
         errors = ErrorList()
         organization = request.auth.organization
         customer_ids = params.uuid_list(request, "customer_id", errors)
@@ -172,7 +170,7 @@ class EventNameListView(GenericAPIView):
         sources = params.enum_list(request, "source", EVENT_SOURCES, errors)
         query = request.query_params.get("query")
         order = params.sorting(request, NAME_SORTING, ["-last_seen"], errors)
-        errors.raise_if_any()
+        errors.raise_if_any(PolarValidationError)
         if customer_ids or external_ids:
             # per-customer names come from the customer's own events (indexed by customer)
             events = Event.objects.filter(organization=organization).filter(

@@ -42,6 +42,14 @@ metadata_value = st.one_of(
     st.booleans(),
 )
 metadata = st.dictionaries(metadata_key, metadata_value, max_size=5)
+# an event's numbers lie within the range every event store holds exactly: below 10^40, at most
+# 20 decimal places (a larger or finer one is refused, see tests/billing/test_isolation.py)
+event_metadata_value = st.one_of(
+    text(max_size=60),
+    st.integers(min_value=-(10**40) + 1, max_value=10**40 - 1),
+    st.floats(min_value=-1e39, max_value=1e39).map(lambda number: round(number, 6)),
+    st.booleans(),
+)
 
 # --- customers -------------------------------------------------------------------------------
 
@@ -124,7 +132,9 @@ llm = st.fixed_dictionaries(
         "output_tokens": st.integers(0, 10**6),
     }
 ).map(lambda d: {**d, "total_tokens": d["input_tokens"] + d["output_tokens"]})
-event_metadata = st.tuples(metadata, st.none() | llm).map(
+event_metadata = st.tuples(
+    st.dictionaries(metadata_key, event_metadata_value, max_size=5), st.none() | llm
+).map(
     lambda pair: {**pair[0], **({"_llm": pair[1]} if pair[1] else {})}
 )
 moment = st.datetimes(

@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from billing import subscriptions
-from billing.admin import TiersField
+from billing.admin.catalog import TiersField
 from billing.models import Invoice, Subscription
 from customers.models import Customer
 from tests.billing.conftest import at, fixed_price, unit_price

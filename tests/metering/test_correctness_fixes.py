@@ -174,9 +174,11 @@ def test_fractional_filter_values_are_refused_and_integral_ones_kept_exact(api):
 
 
 def test_python_side_arithmetic_is_exact_for_huge_values(organization):
-    huge = decimal.Decimal("1e999")
-    values = [huge, decimal.Decimal(1), decimal.Decimal("0.1"), decimal.Decimal("0.2")]
-    expected = decimal.Decimal("1" + "0" * 998 + "1.3")
+    # the largest number an event may carry (below 10^40, 20 decimal places) and the smallest
+    huge = decimal.Decimal("9" * 39 + "." + "9" * 20)
+    tiny = decimal.Decimal("0." + "0" * 19 + "1")
+    values = [huge, tiny, decimal.Decimal("1.1"), decimal.Decimal("0.2")]
+    expected = decimal.Decimal("1" + "0" * 38 + "1.3")
     assert aggregation.combine("sum", values) == expected
     events = [
         {"name": "x", "source": "user", "timestamp": datetime.now(UTC), "metadata": {"v": v}}
@@ -184,7 +186,7 @@ def test_python_side_arithmetic_is_exact_for_huge_values(organization):
     ]
     partial = aggregation.python_partial(ALL, {"func": "sum", "property": "v"}, events)
     assert partial.numeric_sum == expected
-    assert customer_meters.balance_of(5, expected) == decimal.Decimal("-" + "9" * 998 + "6.3")
+    assert customer_meters.balance_of(5, expected) == decimal.Decimal("-" + "9" * 38 + "6.3")
 
 
 def test_credits_must_be_whole_units(organization):

@@ -8,7 +8,8 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from core.api import params
-from core.api.errors import ErrorList
+from core.api.errors import PolarValidationError
+from core.errors import ErrorList
 from webhooks import delivery, endpoints
 from webhooks.api import payloads
 from webhooks.api.serializers import EndpointUpdateSerializer, EndpointWriteSerializer
@@ -125,7 +126,7 @@ class DeliveryListView(GenericAPIView):
         end = params.parse_datetime(
             request.query_params.get("end_timestamp"), "end_timestamp", errors
         )
-        errors.raise_if_any()
+        errors.raise_if_any(PolarValidationError)
         queryset = WebhookDelivery.objects.filter(
             event__organization=request.auth.organization
         ).select_related("event")

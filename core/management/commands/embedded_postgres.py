@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from config.embedded import embedded_running, stop_embedded_postgres
 
@@ -17,8 +18,6 @@ class Command(BaseCommand):
             return
         if not settings.EMBEDDED_POSTGRES:
             raise CommandError("DATABASE_URL is set: there is no embedded PostgreSQL to stop.")
-        from django.db import connections
-
         connections.close_all()
         stopped = stop_embedded_postgres(settings.DATA_DIR)
         self.stdout.write("stopped" if stopped else "was not running")

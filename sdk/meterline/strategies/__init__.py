@@ -3,12 +3,13 @@ per measured occurrence (see ``docs/sdk.md``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from meterline.strategies._base import Emitter, Sink
 from meterline.strategies.delta_time import DeltaTimer
-from meterline.strategies.llm import LLMUsage, extract_usage, wrap_llm_client
+from meterline.strategies.llm import LLMUsage, extract_usage, usage_metadata, wrap_llm_client
 from meterline.strategies.s3 import instrument_s3
 from meterline.strategies.stream import wrap_stream
 
@@ -74,13 +75,9 @@ class Strategies:
         """Record one LLM call from any response or dict carrying a usage block (OpenAI Chat
         Completions or Responses shape, Anthropic shape) or a PydanticAI run result.
         Returns the event's ``external_id``; None when no usage could be read."""
-        from meterline.strategies.llm import usage_metadata
-
         emitter = self._emitter("llm", name, customer, customer_id, metadata, parent_id)
         usage = extract_usage(result, model=model, vendor=vendor)
         if usage is None:
-            import logging
-
             logging.getLogger("meterline").warning(
                 "meterline: no usage block found in %s", type(result).__name__
             )

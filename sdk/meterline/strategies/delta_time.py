@@ -17,7 +17,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 class DeltaTimer:
     """One timer configuration; each ``with`` block, each decorated call and each
     ``start()``/``stop()`` pair is a separate measurement and a separate event with
-    ``duration_seconds`` (float). When the measured code raises, the event carries
+    ``duration_seconds`` (float, rounded to microseconds). When the measured code raises, the
+    event carries
     ``error`` (the exception's class name) and the exception propagates unchanged."""
 
     def __init__(self, emitter: Emitter) -> None:
@@ -28,7 +29,8 @@ class DeltaTimer:
 
     # --- measurements ----------------------------------------------------------------------
     def _emit(self, started: float, error: BaseException | None) -> float:
-        duration = time.monotonic() - started
+        # microseconds: the server accepts numbers with at most 20 decimal places
+        duration = round(time.monotonic() - started, 6)
         self.last_duration = duration
         measured: dict[str, Any] = {"duration_seconds": duration}
         if error is not None:

@@ -50,7 +50,8 @@ class _Meter:
             if self._done:
                 return
             self._done = True
-        duration = 0.0 if self._started is None else time.monotonic() - self._started
+        # microseconds: the server accepts numbers with at most 20 decimal places
+        duration = 0.0 if self._started is None else round(time.monotonic() - self._started, 6)
         measured: dict[str, Any] = {
             **self._extra,
             "bytes": self.bytes,

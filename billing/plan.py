@@ -1,0 +1,297 @@
+"""The invoice plan: one pure function from (subscription, period, measured usage) to the
+invoice's lines and totals. The cycle close finalizes it; the upcoming invoice, the
+subscription's `meters`, the customer meters, the portal and usage alerts show it — so what
+they show is what the close will bill (Kill Bill's "dry run" is the same generator).
+
+Nothing here reads the database: the subscription comes loaded by `cycles.live_subscriptions()`
+(prices, pending items, discount), the usage from `billing.metered.measure`.
+
+Order of the lines: pending items (prorations, carried credits), the metered lines in the order
+their prices first applied, the next period's fixed price (unless the subscription ends)."""
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
+
+from billing import catalog, discounts, invoices, periods, pricing, taxes
+from billing.invoices import InvoiceDraft, LineDraft
+from billing.metered import PeriodUsage, PriceUsage
+from billing.models import PriceType
+from billing.money import EXACT, check_storable, to_minor
+
+
+@dataclass(frozen=True)
+class MeteredLine:
+    """One price's line of a period. For a price that no longer applies, the difference its
+    late usage makes to its last period (`marginal`)."""
+
+    usage: PriceUsage
+    consumed: Decimal
+    late: Decimal
+    credited: int
+    billable: Decimal
+    amount: int
+
+    @property
+    def price(self):
+        return self.usage.price
+
+    @property
+    def meter_id(self):
+        return self.usage.price.meter_id
+
+    @property
+    def marginal(self) -> bool:
+        return self.usage.replaced
+
+    def draft(self) -> LineDraft:
+        price = self.price
+        ranges = self.usage.ranges
+        return LineDraft(
+            label=f"{price.product.name} — {price.meter.name}",
+            period_start=ranges[0][0],
+            period_end=ranges[-1][1],
+            amount=self.amount,
+            quantity=self.billable,
+            price=price,
+            price_terms=catalog.price_terms(price),
+            meter_id=price.meter_id,
+            unit_amount=price.unit_amount,
+            consumed_units=self.consumed,
+            credited_units=self.credited,
+            late_units=self.late,
+        )
+
+
+def line_amount(price, units: Decimal) -> int:
+    """The price of `units` billable units: exact, rounded once, capped."""
+    cap = price.cap_amount
+    return pricing.metered_amount(
+        unit_amount=price.unit_amount if price.amount_type == PriceType.METERED_UNIT else None,
+        tiers=price.tiers if price.amount_type == PriceType.METERED_TIERS else None,
+        units=units,
+        cap_amount=to_minor(cap) if cap is not None else None,
+    )
+
+
+def metered_lines(usage: PeriodUsage) -> tuple[list[MeteredLine], dict]:
+    """(the period's metered lines, meter id → credits left unused). A meter's credits of the
+    period go to its prices in the order they applied."""
+    pool = dict(usage.credits)
+    lines = []
+    for priced in usage.prices:
+        if priced.replaced:
+            line = _marginal(priced)
+            if line is not None:
+                lines.append(line)
+            continue
+        meter_id = priced.price.meter_id
+        credited = pool.get(meter_id, 0)
+        billable = pricing.billable_units(consumed=priced.value, credited=credited)
+        lines.append(
+            MeteredLine(
+                priced,
+                consumed=priced.value,
+                late=priced.late,
+                credited=credited,
+                billable=billable,
+                amount=line_amount(priced.price, billable),
+            )
+        )
+        pool[meter_id] = max(EXACT.subtract(credited, max(priced.value, Decimal(0))), 0)
+    unused = {
+        meter_id: int(Decimal(left).to_integral_value(ROUND_FLOOR)) for meter_id, left in pool.items()
+    }
+    return lines, unused
+
+
+def _marginal(priced: PriceUsage) -> MeteredLine | None:
+    """Late usage of a price that no longer applies: its last period priced again with it, less
+    what that period's lines charged (no flat amount or lower tier charged twice)."""
+    tally = priced.tally
+    billable = pricing.billable_units(consumed=priced.value, credited=tally.credited)
+    consumed = EXACT.subtract(priced.value, tally.consumed)
+    quantity = EXACT.subtract(billable, tally.quantity)
+    amount = line_amount(priced.price, billable) - tally.amount
+    if not (consumed or quantity or amount):
+        return None
+    return MeteredLine(priced, consumed, priced.late, tally.credited, quantity, amount)
+
+
+# --- fixed prices -----------------------------------------------------------------------------
+
+
+def next_period(subscription) -> tuple[datetime, datetime]:
+    product = subscription.product
+    return periods.period_bounds(
+        subscription.anchor_at,
+        product.recurring_interval,
+        product.recurring_interval_count,
+        subscription.period_index + 1,
+    )
+
+
+def fixed_price_at(subscription, at: datetime):
+    """The fixed price in force at `at` (after plan changes, each has its own time span)."""
+    for sp in subscription.subscription_prices.all():
+        if sp.price.is_metered or sp.starts_at > at or (sp.ends_at and sp.ends_at <= at):
+            continue
+        return sp.price
+    return None
+
+
+def product_fixed_price(product):
+    """The product's live fixed price, if it has one."""
+    for price in product.prices.all():
+        if not price.is_metered and not price.is_archived:
+            return price
+    return None
+
+
+def fixed_line(product, price, start: datetime, end: datetime) -> LineDraft | None:
+    """A fixed price billed in advance for [start, end); none when absent or zero."""
+    amount = to_minor(price.price_amount) if price is not None else 0
+    if amount <= 0:
+        return None
+    return LineDraft(
+        label=f"{product.name} ({start:%b %d, %Y} – {end:%b %d, %Y})",
+        period_start=start,
+        period_end=end,
+        amount=amount,
+        price=price,
+        price_terms=catalog.price_terms(price),
+        unit_amount=None,
+    )
+
+
+def first_period_line(subscription) -> LineDraft | None:
+    """The first period's fixed price, invoiced when the subscription is created."""
+    start, end = subscription.current_period_start, subscription.current_period_end
+    return fixed_line(subscription.product, fixed_price_at(subscription, start), start, end)
+
+
+def renewal_line(subscription) -> LineDraft | None:
+    """The next period's fixed price: the pending product's when a plan change waits for the
+    period end, else the price the subscription has in force then."""
+    start, end = next_period(subscription)
+    product = subscription.pending_product
+    if product is not None:
+        return fixed_line(product, product_fixed_price(product), start, end)
+    price = fixed_price_at(subscription, start)
+    return fixed_line(subscription.product, price, start, end)
+
+
+def item_line(item) -> LineDraft:
+    return LineDraft(
+        label=item.label,
+        period_start=item.period_start,
+        period_end=item.period_end,
+        amount=to_minor(item.amount),
+        price=item.price,
+        price_terms=catalog.price_terms(item.price) if item.price is not None else None,
+        unit_amount=None,
+        proration=item.proration,
+    )
+
+
+def open_items(subscription) -> list:
+    """The subscription's pending items (prefetched by `cycles.live_subscriptions`)."""
+    return list(subscription.open_pending_items)
+
+
+# --- the plan ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeriodPlan:
+    start: datetime
+    end: datetime
+    draft: InvoiceDraft  # lines with discount and tax, and the totals
+    metered: list  # MeteredLine
+    items: list  # the pending items it takes
+    renews: bool  # False: the subscription ends with this period
+    carried: int  # credit beyond the invoice, carried to the next one (≤ 0, minor units)
+    unused_credits: dict  # meter id → credits the period left unused (rollover)
+
+
+def plan_period(
+    subscription, usage: PeriodUsage, *, tax_rates: list | None = None, final: bool = False
+) -> PeriodPlan:
+    """What closing the period [usage.start, usage.end) invoices. `final`: the subscription ends
+    with it (revocation); so does a period canceled at its end."""
+    items = open_items(subscription)
+    metered, unused = metered_lines(usage)
+    renews = not (final or subscription.cancel_at_period_end)
+    lines = [item_line(item) for item in items] + [line.draft() for line in metered]
+    renewal = renewal_line(subscription) if renews else None
+    if renewal is not None:
+        lines.append(renewal)
+    for line in lines:
+        check_storable(line.amount, subscription.currency, what=f"The line '{line.label}'")
+    lines, carried = carry_excess_credit(lines)
+    draft = draft_for(subscription, lines, tax_rates)
+    check_amounts(draft)
+    return PeriodPlan(usage.start, usage.end, draft, metered, items, renews, carried, unused)
+
+
+def draft_for(subscription, lines: list[LineDraft], tax_rates: list | None = None) -> InvoiceDraft:
+    discount = subscription.discount
+    if not discounts.applies_to_next_invoice(discount, subscription.discounted_invoices):
+        discount = None
+    return invoices.compute(
+        currency=subscription.currency,
+        lines=lines,
+        discount=discount,
+        tax_rate=taxes.rate_for(subscription.customer, tax_rates),
+    )
+
+
+def check_amounts(draft: InvoiceDraft) -> None:
+    """AmountOutOfRange (naming the line) unless every amount fits the invoice's columns."""
+    for line in draft.lines:
+        for value in (line.amount, line.tax_amount):
+            check_storable(value, draft.currency, what=f"The line '{line.label}'")
+    for value in (draft.subtotal, draft.tax, draft.total):
+        check_storable(value, draft.currency, what="The invoice total")
+
+
+def carry_excess_credit(lines: list[LineDraft]) -> tuple[list[LineDraft], int]:
+    """(lines with their credits reduced so that they add up to at least zero, the credit left
+    over (≤ 0, minor units)). The latest credits are the ones reduced."""
+    excess = -sum(line.amount for line in lines)
+    if excess <= 0:
+        return lines, 0
+    carried, reduced = -excess, list(lines)
+    for index in range(len(reduced) - 1, -1, -1):
+        line = reduced[index]
+        if excess == 0:
+            break
+        if line.amount < 0:
+            taken = min(excess, -line.amount)
+            reduced[index] = replace(
+                line, amount=line.amount + taken, label=f"{line.label} (partly carried forward)"
+            )
+            excess -= taken
+    return reduced, carried
+
+
+def merged_by_meter(lines: list[MeteredLine]) -> list[MeteredLine]:
+    """One figure per meter (a customer meter, the subscription's `meters`): the lines of a
+    meter's prices added up, the period's credits counted once."""
+    merged: dict = {}
+    for line in lines:
+        seen = merged.get(line.meter_id)
+        merged[line.meter_id] = (
+            line
+            if seen is None
+            else replace(
+                line,
+                consumed=EXACT.add(seen.consumed, line.consumed),
+                late=EXACT.add(seen.late, line.late),
+                credited=seen.credited,
+                billable=EXACT.add(seen.billable, line.billable),
+                amount=seen.amount + line.amount,
+            )
+        )
+    return list(merged.values())
+
