@@ -57,7 +57,10 @@ WITH moved AS (
 SELECT (SELECT count(*) FROM moved)
 """
 
-COMPACTION_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('rollup compaction', 9))"
+COMPACTION_LOCK = (
+    "SELECT pg_try_advisory_xact_lock("
+    f"hashtextextended('rollup compaction', {locks.COMPACTION_NAMESPACE}))"
+)
 
 
 def compact_organization(organization_id) -> int | None:

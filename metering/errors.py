@@ -14,3 +14,7 @@ class InvalidCredit(DomainError):
 
 class OrganizationMismatch(DomainError):
     """A meter and a customer of different organizations were combined."""
+
+
+class InvalidMeter(DomainError):
+    """A meter change the apps above forbid, or an incomplete definition."""

@@ -27,19 +27,24 @@ import zlib
 
 ORGANIZATION_NAMESPACE = 7
 EXTERNAL_ID_NAMESPACE = 8
+COMPACTION_NAMESPACE = 9
 EXTERNAL_ID_SLOTS = 64
 
-LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s::text, 7))"
-LOCK_EXCLUSIVE = "SELECT pg_advisory_xact_lock(hashtextextended(%s::text, 7))"
-TRY_SHARED = "SELECT pg_try_advisory_xact_lock_shared(hashtextextended(%s::text, 7))"
+ORGANIZATION_KEY = f"hashtextextended(%s::text, {ORGANIZATION_NAMESPACE})"
+LOCK_SHARED = f"SELECT pg_advisory_xact_lock_shared({ORGANIZATION_KEY})"
+LOCK_EXCLUSIVE = f"SELECT pg_advisory_xact_lock({ORGANIZATION_KEY})"
+TRY_SHARED = f"SELECT pg_try_advisory_xact_lock_shared({ORGANIZATION_KEY})"
 # one statement for all slots of a batch, acquired in ascending key order
-SLOTS_SHARED = """
+SLOTS_SHARED = f"""
 SELECT count(pg_advisory_xact_lock_shared(k)) FROM (
-    SELECT DISTINCT hashtextextended(%s::text || ':' || s::text, 8) AS k
+    SELECT DISTINCT hashtextextended(%s::text || ':' || s::text, {EXTERNAL_ID_NAMESPACE}) AS k
     FROM unnest(%s::int[]) AS s ORDER BY 1
 ) keys
 """
-SLOT_EXCLUSIVE = "SELECT pg_advisory_xact_lock(hashtextextended(%s::text || ':' || %s::text, 8))"
+SLOT_EXCLUSIVE = (
+    "SELECT pg_advisory_xact_lock("
+    f"hashtextextended(%s::text || ':' || %s::text, {EXTERNAL_ID_NAMESPACE}))"
+)
 
 
 def external_id_slot(external_id: str) -> int:

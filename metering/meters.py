@@ -1,6 +1,8 @@
 """Meter lifecycle: create, redefine, rebuild, archive. A meter applies to the events already
 stored: a new or redefined meter is rolled up by a backfill (`metering.backfill`), and reads use
-raw events until it is done."""
+raw events until it is done. The API and the admin both change meters through these functions,
+which refuse what the apps above forbid (a meter on a finalized invoice keeps its definition, a
+meter a price uses can't be archived) with `InvalidMeter`."""
 
 import decimal
 
@@ -9,7 +11,8 @@ from django.utils import timezone
 
 from customers.models import Organization
 from metering import hooks, locks, rollups
-from metering.models import Meter, MeterState
+from metering.errors import InvalidMeter
+from metering.models import Meter, MeterState, MeterUnit
 from metering.tasks import backfill_meter
 
 # --- lifecycle --------------------------------------------------------------------------------
@@ -23,6 +26,20 @@ def definition_change_blockers(meter: Meter) -> list[str]:
 def archive_blockers(meter: Meter) -> list[str]:
     """Reasons that forbid archiving the meter (registered guards)."""
     return [reason for guard in hooks.archive_guards for reason in guard(meter)]
+
+
+def check_change(meter: Meter, changes: dict) -> None:
+    """InvalidMeter, naming the field, when `changes` are not allowed on this meter."""
+    redefines = any(
+        key in changes and changes[key] != getattr(meter, key) for key in ("filter", "aggregation")
+    )
+    if redefines and (blockers := definition_change_blockers(meter)):
+        raise InvalidMeter("; ".join(blockers), field=("filter",))
+    unit = changes.get("unit", meter.unit)
+    if unit == MeterUnit.CUSTOM and not changes.get("custom_label", meter.custom_label):
+        raise InvalidMeter(
+            "custom_label is required when unit is 'custom'", field=("custom_label",)
+        )
 
 
 def _jsonable(value):
@@ -46,6 +63,10 @@ def create_meter(
 ) -> Meter:
     """Create a meter; it applies to events already stored through a backfill (reads use raw
     events until the backfill is done)."""
+    if unit == MeterUnit.CUSTOM and not custom_label:
+        raise InvalidMeter(
+            "custom_label is required when unit is 'custom'", field=("custom_label",)
+        )
     with transaction.atomic():
         # Exclusive: every ingest that committed before is seen by the check below (and left
         # to the backfill), every later one reads the meter list after this commit.
@@ -74,6 +95,7 @@ def update_meter(*, meter: Meter, **changes) -> Meter:
     """Apply changes; a new filter or aggregation rebuilds the rollups like a create."""
     with transaction.atomic():
         meter = Meter.objects.select_for_update().get(pk=meter.pk)
+        check_change(meter, changes)
         redefine = False
         for key in ("filter", "aggregation"):
             if key in changes and changes[key] != getattr(meter, key):
@@ -117,6 +139,8 @@ def start_rebuild(*, meter: Meter, enqueue: bool = True) -> Meter:
 
 
 def set_archived(*, meter: Meter, archived: bool) -> Meter:
+    if archived and meter.archived_at is None and (blockers := archive_blockers(meter)):
+        raise InvalidMeter("Cannot archive: " + "; ".join(blockers), field=("is_archived",))
     meter.archived_at = (meter.archived_at or timezone.now()) if archived else None
     meter.modified_at = timezone.now()
     meter.save(update_fields=["archived_at", "modified_at"])

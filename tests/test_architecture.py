@@ -6,6 +6,7 @@ apply to every module, present and future, checked on grimp's import graph:
 - inside an app, only its `api`, `admin` and `apps` modules import its `api` or `admin`.
 """
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,27 @@ def test_only_api_modules_import_the_wire_layer_and_domain_never_imports_its_vie
                     if head[0] == app and ".".join(head) not in outer | {f"{app}.apps"}:
                         upward.append(f"{importer} -> {module}")
     assert sorted(upward) == []
+
+
+SQL_ON_METERING_TABLES = re.compile(r"\b(FROM|JOIN|INTO|UPDATE)\s+metering_\w+", re.IGNORECASE)
+EVENT_MODEL = re.compile(r"from metering\.models import[^\n]*\bEvent\b|\bEvent\._meta\b")
+
+
+def test_only_metering_reads_the_event_store():
+    """Events and rollups are read through metering's query API (metering.queries) only: no
+    other app — nor the composition root — names their tables in SQL or imports the Event
+    model. That API is the seam a second event store stands behind."""
+    offenders = []
+    for app in (*APPS, "config"):
+        if app == "metering":
+            continue
+        for path in sorted((ROOT / app).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            text = path.read_text()
+            for pattern in (SQL_ON_METERING_TABLES, EVENT_MODEL):
+                offenders += [
+                    f"{path.relative_to(ROOT)}: {match.group(0)}"
+                    for match in pattern.finditer(text)
+                ]
+    assert offenders == []

@@ -25,8 +25,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from core.admin import MeterlineModelAdmin
-from core.errors import ErrorList
+from core.admin import MeterlineModelAdmin, add_domain_errors
+from core.errors import DomainError, ErrorList
 from customers.models import Customer
 from metering import aggregation, filters, meters
 from metering.models import CustomerMeter, Meter, MeterState, MeterUnit
@@ -340,17 +340,17 @@ class MeterEditorForm(forms.ModelForm):
                 target = "aggregation_property" if "property" in item["loc"] else "aggregation_func"
                 self.add_error(target, item["msg"])
             self.aggregation = cleaned
-        if data.get("unit") == MeterUnit.CUSTOM and not data.get("custom_label"):
-            self.add_error("custom_label", "A custom label is required when the unit is custom.")
-        instance = self.instance
+        # the meter service's own rules (what it would refuse on save)
+        changes = {"unit": data.get("unit"), "custom_label": data.get("custom_label")}
+        if self.editing and data.get("filter") is not None:
+            changes["filter"] = data["filter"]
         if self.editing and getattr(self, "aggregation", None):
-            redefined = (
-                data.get("filter") is not None and data["filter"] != instance.filter
-            ) or self.aggregation != instance.aggregation
-            if redefined:
-                original = Meter.objects.get(pk=instance.pk)
-                for reason in meters.definition_change_blockers(original):
-                    self.add_error("filter", reason)
+            changes["aggregation"] = self.aggregation
+        original = Meter.objects.get(pk=self.instance.pk) if self.editing else Meter()
+        try:
+            meters.check_change(original, changes)
+        except DomainError as exc:
+            add_domain_errors(self, exc)
         return data
 
     def organization_for_preview(self):

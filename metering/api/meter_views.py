@@ -3,6 +3,7 @@
 import uuid
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from django.db import transaction
 from django.db.models import Q
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -113,25 +114,13 @@ class MeterDetailView(GenericAPIView):
         body.is_valid(raise_exception=True)
         clean = dict(body.validated_data)
         archived = clean.pop("is_archived", None)
-        if ("filter" in clean or "aggregation" in clean) and (
-            blockers := meters.definition_change_blockers(meter)
-        ):
-            raise PolarValidationError.single(["body", "filter"], "; ".join(blockers))
-        unit = clean.get("unit", meter.unit)
-        label = clean.get("custom_label", meter.custom_label)
-        if unit == "custom" and not label:
-            raise PolarValidationError.single(
-                ["body", "custom_label"], "custom_label is required when unit is 'custom'"
-            )
-        if archived and meter.archived_at is None and (blockers := meters.archive_blockers(meter)):
-            raise PolarValidationError.single(
-                ["body", "is_archived"], "Cannot archive: " + "; ".join(blockers)
-            )
-        if clean:
-            meter = meters.update_meter(meter=meter, **clean)
-        if archived is not None:
-            meter = meters.set_archived(meter=meter, archived=archived)
-        return Response(meter_payload(meter))
+        meters.check_change(meter, clean)
+        with transaction.atomic():  # one body, one outcome
+            if archived is not None and archived != (meter.archived_at is not None):
+                meters.set_archived(meter=meter, archived=archived)
+            if clean:
+                meters.update_meter(meter=meter, **clean)
+        return Response(meter_payload(Meter.objects.get(pk=meter.pk)))
 
 
 def _timezone(raw: str, errors: ErrorList):
