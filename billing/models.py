@@ -9,9 +9,15 @@ from django.db.models import Q
 from djmoney.models.fields import MoneyField
 
 from billing import periods
+from billing.money import currency_choices
 from core.db import ExactDecimalField
 
-MONEY = {"max_digits": 19, "decimal_places": 2, "default_currency": None}
+MONEY = {
+    "max_digits": 19,
+    "decimal_places": 2,
+    "default_currency": None,
+    "currency_choices": currency_choices,
+}
 
 
 class Interval(models.TextChoices):

@@ -6,6 +6,7 @@ Decimal), never float."""
 import decimal
 from decimal import ROUND_HALF_UP, Decimal
 
+from djmoney import settings as djmoney_settings
 from moneyed import CURRENCIES, Money, get_currency
 
 from billing.errors import AmountOutOfRange
@@ -17,6 +18,12 @@ EXACT = decimal.Context(
 )
 # Stored amounts are numeric(19, 2): their absolute value stays below 10^17 major units.
 MAX_STORED_MAJOR = Decimal(10) ** 17
+
+
+def currency_choices() -> list:
+    """The currencies an amount may be in (django-money's list). A callable, so that migrations
+    refer to it instead of copying a list that changes with the installed currency data."""
+    return list(djmoney_settings.CURRENCY_CHOICES)
 
 
 def minor_factor(currency: str) -> int:
