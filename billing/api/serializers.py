@@ -1,5 +1,6 @@
 """Request bodies (Polar's input shapes plus Meterline extensions), validated strictly: unknown
-fields, wrong types and bad enum values are 422s naming the field."""
+fields, wrong types and bad enum values are 422s naming the field. Response bodies:
+`billing.api.response_serializers`."""
 
 from rest_framework import serializers
 

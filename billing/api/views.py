@@ -1,9 +1,10 @@
 """Billing endpoints in Polar's wire format: products, benefits, discounts, subscriptions, orders
 (invoices), plus Meterline's tax rates, upcoming invoice and invoice status actions.
 
-Views parse the request, call one billing service and render the result: the rules live in the
-services (the admin calls the same ones), and their refusals (`core.errors.DomainError`) become
-Polar's 422 in `core.api.errors`."""
+Views parse the request (`billing.api.serializers`), call one billing service and render the
+result with the response serializer that also documents it (`billing.api.response_serializers`):
+the rules live in the services (the admin calls the same ones), and their refusals
+(`core.errors.DomainError`) become Polar's 422 in `core.api.errors`."""
 
 from urllib.parse import urlencode
 
@@ -13,13 +14,24 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
-from rest_framework import serializers, status
+from rest_framework import status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from billing import catalog, discounts, documents, invoices, subscriptions, taxes
-from billing.api import payloads
 from billing.api import serializers as inputs
+from billing.api.response_serializers import (
+    AcceptedSerializer,
+    BenefitSerializer,
+    DiscountSerializer,
+    OrderInvoiceSerializer,
+    OrderSerializer,
+    ProductSerializer,
+    SubscriptionSerializer,
+    TaxRateSerializer,
+    UpcomingInvoice,
+    UpcomingOrderSerializer,
+)
 from billing.errors import InvalidPrice, SubscriptionEnded
 from billing.models import (
     LIVE_STATUSES,
@@ -41,12 +53,6 @@ from core.errors import ErrorList
 register_domain_error(SubscriptionEnded, status_code=403, error="AlreadyCanceledSubscription")
 
 PAGE_PARAMS = [OpenApiParameter("page", int), OpenApiParameter("limit", int)]
-
-
-class Payload(serializers.Serializer):
-    """Responses are built by billing.api.payloads in Polar's shapes."""
-
-    id = serializers.UUIDField()
 
 
 def _org(request):
@@ -95,9 +101,10 @@ def _discounts(request):
     ).prefetch_related("products")
 
 
-def _subscription_payloads(rows: list[Subscription]) -> list[dict]:
-    meters = subscriptions.current_meters(rows)
-    return [payloads.subscription_payload(s, meters[s.pk]) for s in rows]
+def _subscriptions_data(rows: list[Subscription]) -> list[dict]:
+    """Subscriptions with their current meters (one read for the whole page)."""
+    context = {"meters": subscriptions.current_meters(rows)}
+    return SubscriptionSerializer(rows, many=True, context=context).data
 
 
 def _by_ids(request, queryset, filters: dict, errors: ErrorList):
@@ -118,15 +125,15 @@ def _body(serializer_class, request, **kwargs) -> dict:
     return dict(body.validated_data)
 
 
-def _created(payload: dict) -> Response:
-    return Response(payload, status=status.HTTP_201_CREATED)
+def _created(data: dict) -> Response:
+    return Response(data, status=status.HTTP_201_CREATED)
 
 
 # --- products ------------------------------------------------------------------------------------
 
 
 class ProductListView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = ProductSerializer
 
     @extend_schema(
         operation_id="products_list",
@@ -136,7 +143,7 @@ class ProductListView(GenericAPIView):
             OpenApiParameter("query", str),
             OpenApiParameter("id", str, many=True),
         ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: ProductSerializer(many=True)},
     )
     def get(self, request):
         errors = ErrorList()
@@ -149,12 +156,12 @@ class ProductListView(GenericAPIView):
         if query:
             queryset = queryset.filter(name__icontains=query[:256])
         page = self.paginate_queryset(queryset.order_by("-created_at", "id"))
-        return self.get_paginated_response([payloads.product_payload(p) for p in page])
+        return self.get_paginated_response(ProductSerializer(page, many=True).data)
 
     @extend_schema(
         operation_id="products_create",
         request=inputs.ProductCreateSerializer,
-        responses={201: OpenApiTypes.OBJECT},
+        responses={201: ProductSerializer},
     )
     def post(self, request):
         data = _body(inputs.ProductCreateSerializer, request)
@@ -167,7 +174,7 @@ class ProductListView(GenericAPIView):
             prices=specs,
             **{key: data.get(key) for key in PRODUCT_CREATE_FIELDS},
         )
-        return _created(payloads.product_payload(_products(request).get(pk=product.pk)))
+        return _created(ProductSerializer(_products(request).get(pk=product.pk)).data)
 
 
 PRODUCT_CREATE_FIELDS = (
@@ -180,20 +187,26 @@ PRODUCT_CREATE_FIELDS = (
     "metadata",
 )
 # Polar's update: null leaves these as they are (description and the trial can be cleared)
-KEPT_WHEN_NULL = ("name", "is_archived", "metadata", "recurring_interval", "recurring_interval_count")
+KEPT_WHEN_NULL = (
+    "name",
+    "is_archived",
+    "metadata",
+    "recurring_interval",
+    "recurring_interval_count",
+)
 
 
 class ProductDetailView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = ProductSerializer
 
-    @extend_schema(operation_id="products_get", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="products_get", responses={200: ProductSerializer})
     def get(self, request, id):
-        return Response(payloads.product_payload(get_object_or_404(_products(request), pk=id)))
+        return Response(ProductSerializer(get_object_or_404(_products(request), pk=id)).data)
 
     @extend_schema(
         operation_id="products_update",
         request=inputs.ProductUpdateSerializer,
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: ProductSerializer},
     )
     def patch(self, request, id):
         product = get_object_or_404(_products(request), pk=id)
@@ -206,34 +219,34 @@ class ProductDetailView(GenericAPIView):
         if prices is not None:
             specs, keep, _ = catalog.parse_prices_input(prices, currency=product.currency)
             catalog.replace_prices(product=product, prices=specs, keep_ids=keep)
-        return Response(payloads.product_payload(_products(request).get(pk=product.pk)))
+        return Response(ProductSerializer(_products(request).get(pk=product.pk)).data)
 
 
 class ProductBenefitsView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = ProductSerializer
 
     @extend_schema(
         operation_id="products_update_benefits",
         request=inputs.ProductBenefitsSerializer,
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: ProductSerializer},
     )
     def post(self, request, id):
         product = get_object_or_404(_products(request), pk=id)
         data = _body(inputs.ProductBenefitsSerializer, request)
         catalog.set_benefits(product=product, benefit_ids=data["benefits"])
-        return Response(payloads.product_payload(_products(request).get(pk=product.pk)))
+        return Response(ProductSerializer(_products(request).get(pk=product.pk)).data)
 
 
 # --- benefits ------------------------------------------------------------------------------------
 
 
 class BenefitListView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = BenefitSerializer
 
     @extend_schema(
         operation_id="benefits_list",
         parameters=[*PAGE_PARAMS, OpenApiParameter("type", str, many=True)],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: BenefitSerializer(many=True)},
     )
     def get(self, request):
         errors = ErrorList()
@@ -242,12 +255,12 @@ class BenefitListView(GenericAPIView):
         errors.raise_if_any(PolarValidationError)
         queryset = Benefit.objects.filter(organization=_org(request), is_deleted=False)
         page = self.paginate_queryset(queryset.order_by("-created_at", "id"))
-        return self.get_paginated_response([payloads.benefit_payload(b) for b in page])
+        return self.get_paginated_response(BenefitSerializer(page, many=True).data)
 
     @extend_schema(
         operation_id="benefits_create",
         request=inputs.BenefitCreateSerializer,
-        responses={201: OpenApiTypes.OBJECT},
+        responses={201: BenefitSerializer},
     )
     def post(self, request):
         data = _body(inputs.BenefitCreateSerializer, request)
@@ -257,28 +270,28 @@ class BenefitListView(GenericAPIView):
             metadata=data.get("metadata"),
             **data["properties"],
         )
-        return _created(payloads.benefit_payload(benefit))
+        return _created(BenefitSerializer(benefit).data)
 
 
 class BenefitDetailView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = BenefitSerializer
 
-    @extend_schema(operation_id="benefits_get", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="benefits_get", responses={200: BenefitSerializer})
     def get(self, request, id):
         benefit = get_object_or_404(Benefit, organization=_org(request), pk=id, is_deleted=False)
-        return Response(payloads.benefit_payload(benefit))
+        return Response(BenefitSerializer(benefit).data)
 
 
 # --- discounts -----------------------------------------------------------------------------------
 
 
 class DiscountListView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = DiscountSerializer
 
     @extend_schema(
         operation_id="discounts_list",
         parameters=[*PAGE_PARAMS, OpenApiParameter("query", str)],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: DiscountSerializer(many=True)},
     )
     def get(self, request):
         queryset = _discounts(request)
@@ -286,32 +299,32 @@ class DiscountListView(GenericAPIView):
         if query:
             queryset = queryset.filter(Q(name__icontains=query[:256]) | Q(code__iexact=query[:64]))
         page = self.paginate_queryset(queryset.order_by("-created_at", "id"))
-        return self.get_paginated_response([payloads.discount_payload(d) for d in page])
+        return self.get_paginated_response(DiscountSerializer(page, many=True).data)
 
     @extend_schema(
         operation_id="discounts_create",
         request=inputs.DiscountCreateSerializer,
-        responses={201: OpenApiTypes.OBJECT},
+        responses={201: DiscountSerializer},
     )
     def post(self, request):
         data = _body(inputs.DiscountCreateSerializer, request)
         discount = discounts.create_discount(
             organization=_org(request), product_ids=data.pop("products", None), **data
         )
-        return _created(payloads.discount_payload(_discounts(request).get(pk=discount.pk)))
+        return _created(DiscountSerializer(_discounts(request).get(pk=discount.pk)).data)
 
 
 class DiscountDetailView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = DiscountSerializer
 
-    @extend_schema(operation_id="discounts_get", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="discounts_get", responses={200: DiscountSerializer})
     def get(self, request, id):
-        return Response(payloads.discount_payload(get_object_or_404(_discounts(request), pk=id)))
+        return Response(DiscountSerializer(get_object_or_404(_discounts(request), pk=id)).data)
 
     @extend_schema(
         operation_id="discounts_update",
         request=inputs.DiscountUpdateSerializer,
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: DiscountSerializer},
     )
     def patch(self, request, id):
         discount = get_object_or_404(_discounts(request), pk=id)
@@ -323,7 +336,7 @@ class DiscountDetailView(GenericAPIView):
         discounts.update_discount(
             discount, **{k: v for k, v in data.items() if not (v is None and k in kept)}
         )
-        return Response(payloads.discount_payload(_discounts(request).get(pk=discount.pk)))
+        return Response(DiscountSerializer(_discounts(request).get(pk=discount.pk)).data)
 
     @extend_schema(operation_id="discounts_delete", responses={204: None})
     def delete(self, request, id):
@@ -353,7 +366,7 @@ POLAR_SUBSCRIPTION_STATUSES = (
 
 
 class SubscriptionListView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = SubscriptionSerializer
 
     @extend_schema(
         operation_id="subscriptions_list",
@@ -368,7 +381,7 @@ class SubscriptionListView(GenericAPIView):
             OpenApiParameter("cancel_at_period_end", bool),
             OpenApiParameter("sorting", str, many=True),
         ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: SubscriptionSerializer(many=True)},
     )
     def get(self, request):
         errors = ErrorList()
@@ -395,12 +408,12 @@ class SubscriptionListView(GenericAPIView):
         order = params.sorting(request, SUBSCRIPTION_SORTING, ["-started_at"], errors)
         errors.raise_if_any(PolarValidationError)
         page = self.paginate_queryset(queryset.order_by(*order, "id"))
-        return self.get_paginated_response(_subscription_payloads(page))
+        return self.get_paginated_response(_subscriptions_data(page))
 
     @extend_schema(
         operation_id="subscriptions_create",
         request=inputs.SubscriptionCreateSerializer,
-        responses={201: OpenApiTypes.OBJECT},
+        responses={201: SubscriptionSerializer},
     )
     def post(self, request):
         data = _body(inputs.SubscriptionCreateSerializer, request)
@@ -417,25 +430,25 @@ class SubscriptionListView(GenericAPIView):
             discount=subscriptions.discount_of(organization, data.get("discount_id")),
             metadata=data.get("metadata"),
         )
-        (payload,) = _subscription_payloads([_subscriptions(request).get(pk=subscription.pk)])
-        return _created(payload)
+        (data,) = _subscriptions_data([_subscriptions(request).get(pk=subscription.pk)])
+        return _created(data)
 
 
 class SubscriptionDetailView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = SubscriptionSerializer
 
     def _respond(self, request, id):
-        (payload,) = _subscription_payloads([get_object_or_404(_subscriptions(request), pk=id)])
-        return Response(payload)
+        (data,) = _subscriptions_data([get_object_or_404(_subscriptions(request), pk=id)])
+        return Response(data)
 
-    @extend_schema(operation_id="subscriptions_get", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="subscriptions_get", responses={200: SubscriptionSerializer})
     def get(self, request, id):
         return self._respond(request, id)
 
     @extend_schema(
         operation_id="subscriptions_update",
         request=inputs.SubscriptionUpdateSerializer,
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: SubscriptionSerializer},
     )
     def patch(self, request, id):
         subscription = get_object_or_404(_subscriptions(request), pk=id)
@@ -454,22 +467,23 @@ class SubscriptionDetailView(GenericAPIView):
             )
         return self._respond(request, id)
 
-    @extend_schema(operation_id="subscriptions_revoke", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="subscriptions_revoke", responses={200: SubscriptionSerializer})
     def delete(self, request, id):
         subscriptions.revoke(get_object_or_404(_subscriptions(request), pk=id))
         return self._respond(request, id)
 
 
 class SubscriptionUpcomingView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = UpcomingOrderSerializer
 
-    @extend_schema(operation_id="subscriptions_upcoming", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="subscriptions_upcoming", responses={200: UpcomingOrderSerializer})
     def get(self, request, id):
         subscription = get_object_or_404(_subscriptions(request), pk=id)
         if subscription.status == SubscriptionStatus.CANCELED:
             raise PolarValidationError.single(["path", "id"], "The subscription has ended.")
         draft = subscriptions.upcoming_invoice(subscription)
-        return Response(payloads.upcoming_payload(subscription, draft, timezone.now()))
+        upcoming = UpcomingInvoice(subscription, draft, timezone.now())
+        return Response(UpcomingOrderSerializer(upcoming).data)
 
 
 # --- orders (invoices) ---------------------------------------------------------------------------
@@ -486,7 +500,7 @@ ORDER_STATUSES = {
 
 
 class OrderListView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = OrderSerializer
 
     @extend_schema(
         operation_id="orders_list",
@@ -499,7 +513,7 @@ class OrderListView(GenericAPIView):
             OpenApiParameter("status", str, many=True),
             OpenApiParameter("sorting", str, many=True),
         ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OrderSerializer(many=True)},
     )
     def get(self, request):
         errors = ErrorList()
@@ -521,21 +535,21 @@ class OrderListView(GenericAPIView):
         order = params.sorting(request, ORDER_SORTING, ["-created_at"], errors)
         errors.raise_if_any(PolarValidationError)
         page = self.paginate_queryset(queryset.order_by(*order, "-sequence", "id"))
-        return self.get_paginated_response([payloads.order_payload(i) for i in page])
+        return self.get_paginated_response(OrderSerializer(page, many=True).data)
 
 
 class OrderDetailView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = OrderSerializer
 
-    @extend_schema(operation_id="orders_get", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="orders_get", responses={200: OrderSerializer})
     def get(self, request, id):
-        return Response(payloads.order_payload(get_object_or_404(_invoices(request), pk=id)))
+        return Response(OrderSerializer(get_object_or_404(_invoices(request), pk=id)).data)
 
 
 class OrderInvoiceView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = OrderInvoiceSerializer
 
-    @extend_schema(operation_id="orders_invoice", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="orders_invoice", responses={200: OrderInvoiceSerializer})
     def get(self, request, id):
         """Polar's `OrderInvoice`: a URL that downloads the PDF without a token (signed, expires
         after INVOICE_LINK_MAX_AGE). The PDF is rendered here if the delivery task has not yet."""
@@ -543,23 +557,23 @@ class OrderInvoiceView(GenericAPIView):
         documents.invoice_pdf(invoice.pk)
         path = reverse("order-invoice-pdf", kwargs={"id": invoice.pk})
         query = urlencode({"token": documents.download_token(invoice)})
-        return Response({"url": request.build_absolute_uri(f"{path}?{query}")})
+        url = request.build_absolute_uri(f"{path}?{query}")
+        return Response(OrderInvoiceSerializer({"url": url}).data)
 
     @extend_schema(
-        operation_id="orders_generate_invoice", request=None, responses={202: OpenApiTypes.OBJECT}
+        operation_id="orders_generate_invoice", request=None, responses={202: AcceptedSerializer}
     )
     def post(self, request, id):
         """Polar's "generate the invoice": Meterline renders it at finalization anyway, so this
         only makes sure it is stored (idempotent)."""
         documents.invoice_pdf(get_object_or_404(_invoices(request), pk=id).pk)
-        return Response({}, status=status.HTTP_202_ACCEPTED)
+        return Response(AcceptedSerializer({}).data, status=status.HTTP_202_ACCEPTED)
 
 
 class OrderInvoicePdfView(GenericAPIView):
     """The download behind that URL: the signed token is the credential (a browser or mail
     client opens it without the API token)."""
 
-    serializer_class = Payload
     authentication_classes = ()
     permission_classes = ()
 
@@ -580,20 +594,18 @@ class OrderInvoicePdfView(GenericAPIView):
 
 
 class OrderActionView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = OrderSerializer
     transition = None
 
     def post(self, request, id):
         self.transition(get_object_or_404(_invoices(request), pk=id))
-        return Response(payloads.order_payload(_invoices(request).get(pk=id)))
+        return Response(OrderSerializer(_invoices(request).get(pk=id)).data)
 
 
 class OrderMarkPaidView(OrderActionView):
     transition = staticmethod(invoices.mark_paid)
 
-    @extend_schema(
-        operation_id="orders_mark_paid", request=None, responses={200: OpenApiTypes.OBJECT}
-    )
+    @extend_schema(operation_id="orders_mark_paid", request=None, responses={200: OrderSerializer})
     def post(self, request, id):
         return super().post(request, id)
 
@@ -601,7 +613,7 @@ class OrderMarkPaidView(OrderActionView):
 class OrderVoidView(OrderActionView):
     transition = staticmethod(invoices.void)
 
-    @extend_schema(operation_id="orders_void", request=None, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="orders_void", request=None, responses={200: OrderSerializer})
     def post(self, request, id):
         return super().post(request, id)
 
@@ -610,47 +622,49 @@ class OrderVoidView(OrderActionView):
 
 
 class TaxRateListView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = TaxRateSerializer
 
     @extend_schema(
-        operation_id="tax_rates_list", parameters=PAGE_PARAMS, responses={200: OpenApiTypes.OBJECT}
+        operation_id="tax_rates_list",
+        parameters=PAGE_PARAMS,
+        responses={200: TaxRateSerializer(many=True)},
     )
     def get(self, request):
         queryset = TaxRate.objects.filter(organization=_org(request))
         page = self.paginate_queryset(queryset.order_by("country", "state", "id"))
-        return self.get_paginated_response([payloads.tax_rate_payload(r) for r in page])
+        return self.get_paginated_response(TaxRateSerializer(page, many=True).data)
 
     @extend_schema(
         operation_id="tax_rates_create",
         request=inputs.TaxRateCreateSerializer,
-        responses={201: OpenApiTypes.OBJECT},
+        responses={201: TaxRateSerializer},
     )
     def post(self, request):
         data = _body(inputs.TaxRateCreateSerializer, request)
         data.setdefault("state", None)
         rate = taxes.create_tax_rate(organization=_org(request), **data)
-        return _created(payloads.tax_rate_payload(rate))
+        return _created(TaxRateSerializer(rate).data)
 
 
 class TaxRateDetailView(GenericAPIView):
-    serializer_class = Payload
+    serializer_class = TaxRateSerializer
 
     def _get(self, request, id):
         return get_object_or_404(TaxRate, organization=_org(request), pk=id)
 
-    @extend_schema(operation_id="tax_rates_get", responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="tax_rates_get", responses={200: TaxRateSerializer})
     def get(self, request, id):
-        return Response(payloads.tax_rate_payload(self._get(request, id)))
+        return Response(TaxRateSerializer(self._get(request, id)).data)
 
     @extend_schema(
         operation_id="tax_rates_update",
         request=inputs.TaxRateUpdateSerializer,
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: TaxRateSerializer},
     )
     def patch(self, request, id):
         data = _body(inputs.TaxRateUpdateSerializer, request, partial=True)
         rate = taxes.update_tax_rate(self._get(request, id), **data)
-        return Response(payloads.tax_rate_payload(rate))
+        return Response(TaxRateSerializer(rate).data)
 
     @extend_schema(operation_id="tax_rates_delete", responses={204: None})
     def delete(self, request, id):
