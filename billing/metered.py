@@ -138,7 +138,12 @@ def _groups(subscription, start: datetime, end: datetime) -> list[_Group]:
     # replaced prices first (their usage is older), then in the order the prices first applied
     return sorted(
         groups,
-        key=lambda g: (bool(g.ranges), g.ranges[0][0] if g.ranges else start, str(g.price.pk)),
+        key=lambda g: (
+            bool(g.ranges),
+            g.ranges[0][0] if g.ranges else start,
+            g.price.created_at,
+            str(g.price.pk),
+        ),
     )
 
 

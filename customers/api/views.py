@@ -12,6 +12,7 @@ from customers import services
 from customers.api.serializers import (
     CustomerCreateSerializer,
     CustomerSerializer,
+    CustomerStateSerializer,
     CustomerUpdateSerializer,
 )
 from customers.api.state import customer_state
@@ -125,7 +126,7 @@ class CustomerStateView(GenericAPIView):
     serializer_class = CustomerSerializer
     lookup = "id"
 
-    @extend_schema(operation_id="customers_get_state")
+    @extend_schema(operation_id="customers_get_state", responses={200: CustomerStateSerializer})
     def get(self, request, key):
         customer = customer_by_lookup(request, **{self.lookup: key})
         return Response(customer_state(customer))
@@ -134,6 +135,8 @@ class CustomerStateView(GenericAPIView):
 class CustomerExternalStateView(CustomerStateView):
     lookup = "external_id"
 
-    @extend_schema(operation_id="customers_get_state_external")
+    @extend_schema(
+        operation_id="customers_get_state_external", responses={200: CustomerStateSerializer}
+    )
     def get(self, request, key):
         return super().get(request, key)

@@ -31,7 +31,7 @@ FILTER_SCHEMA = {
             "type": "array",
             "maxItems": 100,
             "items": {
-                "oneOf": [
+                "anyOf": [
                     {
                         "type": "object",
                         "required": ["property", "operator", "value"],
@@ -39,7 +39,7 @@ FILTER_SCHEMA = {
                             "property": {"type": "string", "minLength": 1, "maxLength": 256},
                             "operator": {"type": "string", "enum": list(OPERATORS)},
                             "value": {
-                                "oneOf": [
+                                "anyOf": [
                                     {"type": "string", "maxLength": 1000},
                                     {"type": "integer"},
                                     {"type": "number"},
@@ -79,7 +79,7 @@ class AggregationField(ValidatedJSONField):
     {
         "type": "object",
         "additionalProperties": {
-            "oneOf": [
+            "anyOf": [
                 {"type": "string"},
                 {"type": "integer"},
                 {"type": "number"},
