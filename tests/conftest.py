@@ -18,6 +18,21 @@ def pytest_configure(config):
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
 
+    # Staff users are made in many tests; PBKDF2's 1,000,000 rounds cost ~0.25 s per user there.
+    # Tests hash with MD5 (fast, and no test is about the hash); the production hashers stay
+    # listed, so a password a subprocess hashed still checks.
+    settings.PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+        *settings.PASSWORD_HASHERS,
+    ]
+
+    # The live server writes a response's headers and body in separate sends; on a keep-alive
+    # connection (polar-sdk, the SDK, browsers) Nagle's algorithm then holds the body back until
+    # the client's delayed ACK, ~40 ms per request. Sending at once changes only the latency.
+    from django.test.testcases import QuietWSGIRequestHandler
+
+    QuietWSGIRequestHandler.disable_nagle_algorithm = True
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _celery_in_memory():
