@@ -39,8 +39,16 @@ class AppServer:
     processes, as in production) or runserver. The test must use `transactional_db` so the
     server sees its rows."""
 
-    def __init__(self, *, kind: str = "gunicorn", workers: int = 3, port: int | None = None):
+    def __init__(
+        self,
+        *,
+        kind: str = "gunicorn",
+        workers: int = 3,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.kind = kind
+        self.extra_env = env or {}
         self.workers = workers
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -65,6 +73,7 @@ class AppServer:
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "CONN_MAX_AGE": "0",
             "LOG_LEVEL": "WARNING",
+            **self.extra_env,
         }
         env.pop("TEST_DATABASE_NAME", None)
         self.proc = subprocess.Popen(
