@@ -5,22 +5,28 @@ verified with plain SQL against the raw events, so nothing in the check trusts t
 
 Before the lock discipline of `metering.locks`, a sign-up overlapping an ingest of its external
 id left that ingest's events unlinked forever, and a meter created while an ingest was in flight
-was marked ready without that ingest's batch."""
+was marked ready without that ingest's batch.
+
+Each round is a new organization with the whole scenario (300 sign-ups, both mid-stream meters).
+The suite runs two; the soak `bench/soak.py races` runs more (RACE_ROUNDS, docs/performance.md).
+The deterministic proof of each race is tests/races/test_lock_discipline.py."""
 
 import itertools
+import os
 import threading
 import time
 
 import httpx
 import pytest
 from django.db import connection
+from tqdm import tqdm
 
 from tests.support import AppServer
 
 CUSTOMERS = 300
 CLIENTS = 3
 BATCH = 50
-ROUNDS = 5
+ROUNDS = int(os.environ.get("RACE_ROUNDS", "2"))
 
 WORK_FILTER = {
     "conjunction": "and",
@@ -141,7 +147,8 @@ def test_signups_and_new_meters_during_ingest_lose_no_events(gunicorn, token_for
     from metering.models import Meter
 
     report = []
-    for round_no in range(ROUNDS):
+    # the bar shows only on a terminal (`bench/soak.py races`), not in a captured run
+    for round_no in tqdm(range(ROUNDS), desc="rounds", disable=None):
         organization, secret = token_for(f"Race round {round_no}")
         # a meter that exists from the start: the sign-up race shows in it
         response = httpx.post(
