@@ -332,12 +332,17 @@ def switch_product(subscription, product, *, at: datetime) -> None:
     product's prices start there (usage on either side is priced by the prices of its time).
     Clears a pending change. Runs under the subscription's row lock."""
     at = max(at, subscription.anchor_at)  # during a trial, prices start when it ends
-    subscription.subscription_prices.filter(Q(ends_at__isnull=True) | Q(ends_at__gt=at)).update(
-        ends_at=at
-    )
+    spans = subscription.subscription_prices
+    spans.filter(Q(ends_at__isnull=True) | Q(ends_at__gt=at)).update(ends_at=at)
+    prices = list(product.prices.filter(is_archived=False))
+    # a price that already starts at `at` (changes back and forth at one instant, or during a
+    # trial) has a span of no length there: it simply applies again
+    again = set(spans.filter(starts_at=at, price__in=prices).values_list("price_id", flat=True))
+    spans.filter(starts_at=at, price_id__in=again).update(ends_at=None)
     SubscriptionPrice.objects.bulk_create(
         SubscriptionPrice(subscription=subscription, price=price, starts_at=at)
-        for price in product.prices.filter(is_archived=False)
+        for price in prices
+        if price.pk not in again
     )
     subscription.product = product
     subscription.pending_product = None

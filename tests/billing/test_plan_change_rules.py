@@ -227,3 +227,34 @@ def test_two_changes_in_one_period_credit_what_each_charged(plans, customer):
         ("Remaining time on Max", 3000),
         ("Max", 9000),
     ]
+
+
+def test_changes_back_and_forth_at_one_instant_or_during_a_trial(plans, customer, send):
+    """A price that leaves and comes back at the same instant (or twice during a trial, where
+    every change takes effect at the trial's end) applies again; nothing is billed twice."""
+    a = thirty_days(plans, "A", 1000)
+    b = thirty_days(plans, "B", 3000)
+    subscription = subscriptions.create_subscription(customer=customer, product=a, started_at=START)
+    for product in (b, a, b, a):
+        plan_changes.change_product(subscription, product, at=HALFWAY, proration_behavior="prorate")
+    spans = subscription.subscription_prices.order_by("price__product__name", "starts_at")
+    assert [(s.price.product.name, s.starts_at, s.ends_at) for s in spans] == [
+        ("A", START, HALFWAY),
+        ("A", HALFWAY, None),
+        ("B", HALFWAY, HALFWAY),
+    ]
+    trial = plans(
+        fixed_price(1000),
+        name="Trial",
+        recurring_interval_count=30,
+        trial_interval="day",
+        trial_interval_count=7,
+    )
+    other = subscriptions.create_subscription(
+        customer=type(customer).objects.create(organization=customer.organization, email="t@x.io"),
+        product=trial,
+        started_at=START,
+    )
+    for product in (b, trial):
+        plan_changes.change_product(other, product, at=START + timedelta(days=1))
+    assert other.subscription_prices.filter(ends_at__isnull=True).get().price.product == trial
