@@ -193,6 +193,7 @@ def finalize(
 TRANSITIONS = {
     InvoiceStatus.PAID: (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE),
     InvoiceStatus.VOID: (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE),
+    InvoiceStatus.UNCOLLECTIBLE: (InvoiceStatus.OPEN,),
 }
 
 
@@ -222,3 +223,8 @@ def void(invoice: Invoice) -> Invoice:
     """A correction is a void plus a new invoice; the voided one keeps its number and lines."""
     return _transition(invoice, InvoiceStatus.VOID, "voided_at")
 
+
+def mark_uncollectible(invoice: Invoice) -> Invoice:
+    """Collection gave up (the dunning's final action): still owed, no longer retried; it can
+    be paid or voided later."""
+    return _transition(invoice, InvoiceStatus.UNCOLLECTIBLE, None)

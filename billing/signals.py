@@ -9,7 +9,7 @@ Every signal is sent *inside* the transaction that makes the change, so a receiv
 - `subscription_changed(subscription, change)` — `change` is one of `SUBSCRIPTION_CHANGES`:
   `canceled` (will end at period end), `uncanceled` (that was undone), `cycled` (a new period
   began), `revoked` (ended now, or ended at the end of a canceled period), `updated` (any other
-  change, e.g. the discount).
+  change, e.g. the discount), `past_due` (a payment failed), `active` (it was recovered).
 - `invoice_finalized(invoice)` — an invoice was issued (`open`, numbered); receivers that work
   outside the database enqueue it on commit, so a rolled-back close sends nothing.
 - `invoice_status_changed(invoice, previous)` — paid, void or uncollectible.
@@ -17,7 +17,15 @@ Every signal is sent *inside* the transaction that makes the change, so a receiv
 
 from django.dispatch import Signal
 
-SUBSCRIPTION_CHANGES = ("updated", "canceled", "uncanceled", "cycled", "revoked")
+SUBSCRIPTION_CHANGES = (
+    "updated",
+    "canceled",
+    "uncanceled",
+    "cycled",
+    "revoked",
+    "past_due",
+    "active",
+)
 
 subscription_created = Signal()
 subscription_changed = Signal()

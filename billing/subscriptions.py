@@ -220,6 +220,35 @@ def set_metadata(subscription: Subscription, metadata: dict) -> Subscription:
     return subscription
 
 
+@transaction.atomic
+def set_past_due(subscription: Subscription) -> Subscription:
+    """A payment of the subscription failed: `past_due` until one succeeds (payments' dunning).
+    Only an active subscription changes; a repeated failure changes nothing."""
+    subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
+    if subscription.status != SubscriptionStatus.ACTIVE:
+        return subscription
+    subscription.status = SubscriptionStatus.PAST_DUE
+    subscription.save(update_fields=["status", "modified_at"])
+    signals.subscription_changed.send(
+        sender=Subscription, subscription=subscription, change="past_due"
+    )
+    return subscription
+
+
+@transaction.atomic
+def set_recovered(subscription: Subscription) -> Subscription:
+    """The failed payments were collected: `past_due` becomes `active` again."""
+    subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
+    if subscription.status != SubscriptionStatus.PAST_DUE:
+        return subscription
+    subscription.status = SubscriptionStatus.ACTIVE
+    subscription.save(update_fields=["status", "modified_at"])
+    signals.subscription_changed.send(
+        sender=Subscription, subscription=subscription, change="active"
+    )
+    return subscription
+
+
 def revoke(subscription: Subscription, *, at: datetime | None = None) -> Subscription:
     """End now: a final invoice for the usage up to now, no renewal. If a cycle close advances
     the period meanwhile, the revocation closes the new current period instead. A subscription

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "customers",
     "metering",
     "billing",
+    "payments",
     "portal",
     "webhooks",
 ]
@@ -203,6 +204,31 @@ BILLING_CLOSE_BATCH_SIZE = env.int("BILLING_CLOSE_BATCH_SIZE", default=200)
 # avg/min/max/unique meters: how far back (seconds) a period looks for events of earlier periods
 # that arrived after their close (count/sum meters carry late usage without limit)
 BILLING_LATE_LOOKBACK = timedelta(seconds=env.int("BILLING_LATE_LOOKBACK", default=62 * 86400))
+
+# Payments (docs/payments.md): Stripe keys, the installation's collection default and dunning.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+# empty: Stripe's own address; tests and ./dev run point it at localstripe
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
+# automatic (charge the default method at finalization), send_invoice (email it, pay in the
+# portal), or manual (staff record payments); an organization can override it in the admin
+PAYMENTS_COLLECTION = env.str(
+    "PAYMENTS_COLLECTION", default="automatic" if STRIPE_SECRET_KEY else "manual"
+)
+PAYMENTS_DAYS_UNTIL_DUE = env.int("PAYMENTS_DAYS_UNTIL_DUE", default=30)
+# days between a failed attempt and the next one, one number per retry (Polar's 2, 5, 7, 7)
+DUNNING_SCHEDULE = [
+    int(days) for days in env.list("DUNNING_SCHEDULE", default=["2", "5", "7", "7"])
+]
+# after the last retry failed: cancel (revoke the subscription, invoice uncollectible) or keep
+DUNNING_FINAL_ACTION = env.str("DUNNING_FINAL_ACTION", default="cancel")
+if DUNNING_FINAL_ACTION not in ("cancel", "keep"):
+    raise ImproperlyConfigured("DUNNING_FINAL_ACTION must be cancel or keep.")
+# how long a past_due subscription keeps its benefits and meter credits after the first failure
+DUNNING_GRACE_DAYS = env.int("DUNNING_GRACE_DAYS", default=7)
+# a payment still pending this many seconds after it was recorded is settled from the provider
+PAYMENTS_RECONCILE_AFTER = env.int("PAYMENTS_RECONCILE_AFTER", default=300)
 
 # --- cache and rate limits --------------------------------------------------------------------
 # The rate-limit counters (API tokens, the portal's sign-in) must live in one store shared by

@@ -17,6 +17,7 @@ urlpatterns = [
     path("v1/", include("metering.api.urls")),
     path("v1/", include("portal.api.urls")),
     path("v1/", include("billing.api.urls")),
+    path("v1/", include("payments.api.urls")),
     path("v1/", include("webhooks.api.urls")),
     path("", include("portal.urls")),
     path("", portal_views.home, name="home"),

@@ -103,6 +103,17 @@ def polar(live_url, live_org_token):
         yield client
 
 
+@pytest.fixture(scope="session")
+def localstripe():
+    """localstripe as a real process for the session (started by the first test that needs it):
+    the Stripe stand-in the payments tests charge through the real `stripe` library."""
+    from tests.localstripe import LocalStripe
+
+    server = LocalStripe().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_default_cache():
     """Test databases roll back; the per-process cache would remember what they held."""

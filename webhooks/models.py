@@ -19,6 +19,8 @@ EVENT_TYPES = (
     "subscription.uncanceled",
     "subscription.cycled",
     "subscription.revoked",
+    "subscription.past_due",
+    "subscription.active",
     "customer.created",
     "customer.updated",
     "customer.deleted",

@@ -308,6 +308,8 @@ def test_every_billing_and_customer_event_parses_with_polar_sdk(organization):
     subscriptions.set_cancel_at_period_end(subscription, True)
     subscriptions.set_cancel_at_period_end(subscription, False)
     invoices.mark_paid(subscription.invoices.order_by("sequence").first())
+    subscriptions.set_past_due(subscription)
+    subscriptions.set_recovered(subscription)
     subscriptions.revoke(subscription)
     PendingStateChange.objects.update(due_at=datetime(2000, 1, 1, tzinfo=UTC))
     tasks.flush_state_changes.run()

@@ -1,0 +1,432 @@
+"""Collecting finalized invoices: an attempt per invoice at a time, the dunning schedule after a
+failure, recovery, the final action, and reconciliation of attempts a crash left pending.
+
+Exactly once. An attempt is recorded `pending` (under the invoice's collection row lock, with
+the key `<invoice id>:<attempt>`) before the provider is called; the provider's charge id is
+committed before the charge is confirmed; only a `pending` payment settles, under its row lock.
+The database allows one pending and one succeeded payment per invoice. So a second worker finds
+the pending attempt and leaves it; a worker killed after confirming leaves a pending payment
+with its charge id, which reconciliation settles from the provider's view; an attempt killed
+before confirming is cancelled at the provider before it is counted as never made."""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from billing import cycles, invoices, subscriptions
+from billing.errors import SubscriptionEnded
+from billing.models import (
+    LIVE_STATUSES,
+    BillingReason,
+    Invoice,
+    InvoiceStatus,
+    SubscriptionStatus,
+)
+from billing.money import to_minor
+from core.outbox import enqueue_on_commit
+from payments import providers
+from payments.configuration import resolved
+from payments.errors import ProviderError, ProviderUnavailable
+from payments.models import (
+    BillingProfile,
+    Collection,
+    CollectionState,
+    InvoiceCollection,
+    Payment,
+    PaymentStatus,
+    PaymentTrigger,
+)
+from payments.providers.base import ChargeResult, ChargeStatus
+
+logger = logging.getLogger(__name__)
+
+COLLECTABLE = (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)
+# payments.tasks, named: the tasks call this module
+COLLECT_TASK = "payments.tasks.collect_invoice"
+RECEIPT_TASK = "payments.tasks.email_receipt"
+FAILED_TASK = "payments.tasks.email_payment_failed"
+
+
+def amount_due(invoice: Invoice) -> int:
+    """What the customer still owes on the invoice, in minor units. Billing's `amount_due`
+    (the total less the customer balance applied) when the invoice has it, else the total."""
+    due = getattr(invoice, "amount_due", None)
+    if due is None:
+        due = invoice.total
+    return due if isinstance(due, int) else to_minor(due)
+
+
+# --- finalization ------------------------------------------------------------------------------
+
+
+def on_invoice_finalized(sender, invoice, **kwargs) -> None:
+    """Automatic collection: the invoice is due for collection now; the attempt runs after the
+    finalizing transaction commits (a zero amount is paid by it without calling the provider)."""
+    _, collection, _ = resolved(invoice.organization_id)
+    if collection != Collection.AUTOMATIC:
+        return
+    InvoiceCollection.objects.create(
+        invoice=invoice,
+        organization_id=invoice.organization_id,
+        next_attempt_at=invoice.finalized_at or timezone.now(),
+    )
+    enqueue_on_commit(COLLECT_TASK, [str(invoice.pk)], {})
+
+
+# --- one attempt -------------------------------------------------------------------------------
+
+
+def _trigger(invoice: Invoice, collection: InvoiceCollection) -> str:
+    if collection.failures:
+        return PaymentTrigger.RETRY_DUNNING
+    if invoice.billing_reason == BillingReason.SUBSCRIPTION_CYCLE:
+        return PaymentTrigger.SUBSCRIPTION_CYCLE
+    return PaymentTrigger.PURCHASE
+
+
+def _start(invoice_id, *, as_of: datetime, skip_locked: bool, trigger: str | None):
+    """Transaction 1: the pending payment (or None when there is nothing to do here)."""
+    with transaction.atomic():
+        collection = (
+            InvoiceCollection.objects.select_for_update(skip_locked=skip_locked)
+            .filter(pk=invoice_id)
+            .first()
+        )
+        if collection is None or collection.state != CollectionState.COLLECTING:
+            return None
+        if collection.next_attempt_at is None or collection.next_attempt_at > as_of:
+            return None
+        invoice = (
+            Invoice.objects.select_for_update(of=("self",))
+            .select_related("customer")
+            .get(pk=invoice_id)
+        )
+        if invoice.status not in COLLECTABLE:
+            collection.state = (
+                CollectionState.PAID
+                if invoice.status == InvoiceStatus.PAID
+                else CollectionState.STOPPED
+            )
+            collection.next_attempt_at = None
+            collection.save(update_fields=["state", "next_attempt_at", "modified_at"])
+            return None
+        payments = Payment.objects.filter(invoice_id=invoice_id)
+        if payments.filter(status__in=(PaymentStatus.PENDING, PaymentStatus.SUCCEEDED)).exists():
+            return None
+        amount = amount_due(invoice)
+        if amount <= 0:
+            invoices.mark_paid(invoice)
+            collection.state, collection.next_attempt_at = CollectionState.PAID, None
+            collection.save(update_fields=["state", "next_attempt_at", "modified_at"])
+            return None
+        provider, _, _ = resolved(invoice.organization_id)
+        profile = BillingProfile.objects.filter(customer_id=invoice.customer_id).first()
+        collection.attempts += 1
+        collection.save(update_fields=["attempts", "modified_at"])
+        return Payment.objects.create(
+            organization_id=invoice.organization_id,
+            invoice=invoice,
+            customer_id=invoice.customer_id,
+            attempt=collection.attempts,
+            trigger=trigger or _trigger(invoice, collection),
+            status=PaymentStatus.PENDING,
+            amount=amount,
+            currency=invoice.currency,
+            provider=provider,
+            idempotency_key=f"{invoice.pk}:{collection.attempts}",
+            method_brand=profile.brand if profile else "",
+            method_last4=profile.last4 if profile else "",
+        )
+
+
+def attempt(
+    invoice_id,
+    *,
+    as_of: datetime | None = None,
+    skip_locked: bool = False,
+    trigger: str | None = None,
+) -> Payment | None:
+    """Collect the invoice if its collection is due at `as_of` and no attempt is under way.
+    The settled payment, or None when nothing was attempted here."""
+    as_of = as_of or timezone.now()
+    payment = _start(invoice_id, as_of=as_of, skip_locked=skip_locked, trigger=trigger)
+    if payment is None:
+        return None
+    profile = BillingProfile.objects.filter(customer_id=payment.customer_id).first()
+    if profile is None or not profile.default_method_id or profile.provider != payment.provider:
+        result = ChargeResult(
+            ChargeStatus.FAILED,
+            "",
+            decline_code="payment_method_missing",
+            decline_message="The customer has no payment method.",
+        )
+        return settle(payment.pk, result, as_of=as_of)
+    provider = providers.get(payment.provider)
+    try:
+        intent_id = provider.prepare_charge(
+            amount=payment.amount,
+            currency=payment.currency,
+            provider_customer_id=profile.provider_customer_id,
+            method_id=profile.default_method_id,
+            idempotency_key=payment.idempotency_key,
+            metadata={
+                "meterline_invoice_id": str(payment.invoice_id),
+                "meterline_payment_id": str(payment.pk),
+            },
+        )
+    except ProviderUnavailable as exc:
+        # whatever the provider created was not confirmed: nothing was charged
+        result = ChargeResult(ChargeStatus.NOT_CONFIRMED, "", "provider_unavailable", exc.message)
+        return settle(payment.pk, result, as_of=as_of)
+    except ProviderError as exc:
+        result = ChargeResult(ChargeStatus.FAILED, "", exc.code or "provider_error", exc.message)
+        return settle(payment.pk, result, as_of=as_of)
+    # Committed before the confirmation: a crash after it leaves an id to reconcile by. If
+    # reconciliation already gave up on this attempt, the charge is never confirmed.
+    stored = Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PENDING).update(
+        provider_payment_id=intent_id, modified_at=timezone.now()
+    )
+    if not stored:
+        _cancel_quietly(provider, intent_id)
+        return Payment.objects.get(pk=payment.pk)
+    try:
+        result = provider.confirm_charge(
+            provider_payment_id=intent_id, idempotency_key=payment.idempotency_key
+        )
+    except ProviderError as exc:
+        logger.warning("payment %s: confirmation unanswered (%s); reconciled later", payment, exc)
+        return Payment.objects.get(pk=payment.pk)
+    return settle(payment.pk, result, as_of=as_of)
+
+
+def _cancel_quietly(provider, intent_id: str) -> None:
+    try:
+        provider.cancel_charge(intent_id)
+    except ProviderError as exc:
+        logger.warning("charge %s could not be cancelled: %s", intent_id, exc)
+
+
+# --- settling -----------------------------------------------------------------------------------
+
+
+def settle(payment_id, result: ChargeResult, *, as_of: datetime | None = None) -> Payment:
+    """Transaction 2: apply the provider's outcome to a pending payment, once. A payment that
+    is no longer pending (settled by a webhook, a reconciliation or another worker) is left."""
+    now = timezone.now()
+    as_of = as_of or now
+    if result.status == ChargeStatus.PROCESSING:
+        return Payment.objects.get(pk=payment_id)
+    with transaction.atomic():
+        invoice_id = Payment.objects.values_list("invoice_id", flat=True).get(pk=payment_id)
+        # the lock order of transaction 1: the collection, then the payment
+        collection = InvoiceCollection.objects.select_for_update().filter(pk=invoice_id).first()
+        payment = Payment.objects.select_for_update().get(pk=payment_id)
+        if payment.status != PaymentStatus.PENDING:
+            return payment
+        payment.settled_at = now
+        if result.provider_payment_id:
+            payment.provider_payment_id = result.provider_payment_id
+        if result.status == ChargeStatus.SUCCEEDED:
+            payment.status = PaymentStatus.SUCCEEDED
+            payment.save()
+            _paid(payment, collection)
+        elif result.status == ChargeStatus.NOT_CONFIRMED:
+            payment.status = PaymentStatus.FAILED
+            payment.not_attempted = True
+            payment.decline_reason = result.decline_code or "not_confirmed"
+            payment.decline_message = result.decline_message or "The charge was never confirmed."
+            payment.save()
+            if collection is not None and collection.state == CollectionState.COLLECTING:
+                # not a decline: tried again by the next run, after the reconciliation delay
+                collection.next_attempt_at = as_of + timedelta(
+                    seconds=settings.PAYMENTS_RECONCILE_AFTER
+                )
+                collection.save(update_fields=["next_attempt_at", "modified_at"])
+        else:
+            payment.status = PaymentStatus.FAILED
+            payment.decline_reason = result.decline_code or "card_declined"
+            payment.decline_message = result.decline_message
+            payment.save()
+            _failed(payment, collection, as_of)
+    return payment
+
+
+def _paid(payment: Payment, collection: InvoiceCollection | None) -> None:
+    if collection is not None:
+        collection.state, collection.next_attempt_at = CollectionState.PAID, None
+        collection.save(update_fields=["state", "next_attempt_at", "modified_at"])
+    invoice = Invoice.objects.select_related("subscription").get(pk=payment.invoice_id)
+    if invoice.status in COLLECTABLE:
+        invoice = invoices.mark_paid(invoice)
+    else:
+        # charged for an invoice voided meanwhile: the money is kept for staff to refund
+        logger.error(
+            "payment %s succeeded for invoice %s in status %s",
+            payment.pk,
+            invoice.pk,
+            invoice.status,
+        )
+    enqueue_on_commit(RECEIPT_TASK, [str(payment.pk)], {})
+    subscription = invoice.subscription
+    if subscription is not None and subscription.status == SubscriptionStatus.PAST_DUE:
+        failing = InvoiceCollection.objects.filter(
+            invoice__subscription=subscription,
+            invoice__status__in=COLLECTABLE,
+            failures__gt=0,
+        ).exclude(pk=invoice.pk)
+        if not failing.exists():
+            subscriptions.set_recovered(subscription)
+
+
+def next_retry(failures: int, failed_at: datetime) -> datetime | None:
+    """When to retry after the `failures`-th declined attempt (None: no retry left)."""
+    schedule = settings.DUNNING_SCHEDULE
+    if failures > len(schedule):
+        return None
+    return failed_at + timedelta(days=schedule[failures - 1])
+
+
+def _failed(payment: Payment, collection: InvoiceCollection | None, as_of: datetime) -> None:
+    invoice = Invoice.objects.select_related("subscription").get(pk=payment.invoice_id)
+    if collection is not None:
+        collection.failures += 1
+        collection.first_failed_at = collection.first_failed_at or as_of
+        if collection.state == CollectionState.COLLECTING:
+            collection.next_attempt_at = next_retry(collection.failures, as_of)
+            if collection.next_attempt_at is None:
+                collection.state = CollectionState.EXHAUSTED
+        collection.save()
+    if (
+        invoice.subscription is not None
+        and invoice.subscription.status == SubscriptionStatus.ACTIVE
+    ):
+        subscriptions.set_past_due(invoice.subscription)
+    final = collection is not None and collection.state == CollectionState.EXHAUSTED
+    if final and settings.DUNNING_FINAL_ACTION == "cancel" and invoice.status == InvoiceStatus.OPEN:
+        invoices.mark_uncollectible(invoice)
+    enqueue_on_commit(FAILED_TASK, [str(payment.pk), final], {})
+
+
+def apply_final_actions() -> int:
+    """Cancel: revoke the subscriptions of exhausted collections (after the failure's commit;
+    also catches a revocation a crash skipped). Revoking issues the final invoice, which is
+    itself collected."""
+    if settings.DUNNING_FINAL_ACTION != "cancel":
+        return 0
+    revoked = 0
+    exhausted = (
+        InvoiceCollection.objects.filter(
+            state=CollectionState.EXHAUSTED,
+            invoice__status=InvoiceStatus.UNCOLLECTIBLE,
+            invoice__subscription__status__in=LIVE_STATUSES,
+        )
+        .values_list("invoice__subscription", flat=True)
+        .distinct()
+    )
+    for subscription_id in list(exhausted):
+        subscription = cycles.live_subscriptions().get(pk=subscription_id)
+        try:
+            subscriptions.revoke(subscription)
+            revoked += 1
+        except SubscriptionEnded:
+            pass
+    return revoked
+
+
+# --- reconciliation -----------------------------------------------------------------------------
+
+
+def reconcile(payment: Payment, *, as_of: datetime | None = None) -> Payment:
+    """Settle a payment left pending from the provider's view of its charge."""
+    if not payment.provider_payment_id:
+        # the charge id was never committed, so the charge was never confirmed (the id is
+        # committed first); a late worker finds the payment settled and cancels its charge
+        result = ChargeResult(ChargeStatus.NOT_CONFIRMED, "", "not_confirmed", None)
+        return settle(payment.pk, result, as_of=as_of)
+    provider = providers.get(payment.provider)
+    result = provider.retrieve_charge(payment.provider_payment_id)
+    if result.status == ChargeStatus.NOT_CONFIRMED:
+        # cancel first: a worker still about to confirm then fails instead of charging
+        try:
+            provider.cancel_charge(payment.provider_payment_id)
+        except ProviderError:
+            result = provider.retrieve_charge(payment.provider_payment_id)
+    return settle(payment.pk, result, as_of=as_of)
+
+
+def stale_pending(as_of: datetime):
+    cutoff = as_of - timedelta(seconds=settings.PAYMENTS_RECONCILE_AFTER)
+    return Payment.objects.filter(status=PaymentStatus.PENDING, created_at__lte=cutoff)
+
+
+# --- the scheduled job --------------------------------------------------------------------------
+
+
+@dataclass
+class CollectReport:
+    reconciled: int = 0
+    attempted: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    revoked: int = 0
+
+
+def due_invoice_ids(as_of: datetime, limit: int | None = None) -> list:
+    due = InvoiceCollection.objects.filter(
+        state=CollectionState.COLLECTING, next_attempt_at__lte=as_of
+    ).order_by("next_attempt_at")
+    ids = due.values_list("invoice_id", flat=True)
+    return list(ids[:limit] if limit else ids)
+
+
+def collect_due(as_of: datetime | None = None, *, progress=None) -> CollectReport:
+    """Reconcile stale pending payments, run every due attempt (rows another collector holds
+    are skipped: it is collecting them), then the final actions."""
+    as_of = as_of or timezone.now()
+    report = CollectReport()
+    for payment in stale_pending(as_of).iterator():
+        try:
+            reconcile(payment, as_of=as_of)
+            report.reconciled += 1
+        except ProviderUnavailable as exc:
+            logger.warning("payment %s not reconciled now: %s", payment.pk, exc)
+    ids = due_invoice_ids(as_of)
+    for invoice_id in ids:
+        payment = attempt(invoice_id, as_of=as_of, skip_locked=True)
+        if payment is not None:
+            report.attempted += 1
+            report.succeeded += payment.status == PaymentStatus.SUCCEEDED
+            report.failed += payment.status == PaymentStatus.FAILED
+        if progress:
+            progress()
+    report.revoked = apply_final_actions()
+    return report
+
+
+# --- retries on request -------------------------------------------------------------------------
+
+
+def retry_after_new_method(customer) -> list[Payment]:
+    """A new default method: the customer's invoices whose collection failed are tried again
+    at once (an exhausted one too, while it is still owed)."""
+    now = timezone.now()
+    retried = []
+    candidates = InvoiceCollection.objects.filter(
+        Q(state=CollectionState.COLLECTING) | Q(state=CollectionState.EXHAUSTED),
+        invoice__customer=customer,
+        invoice__status__in=COLLECTABLE,
+        failures__gt=0,
+    ).values_list("invoice_id", flat=True)
+    for invoice_id in list(candidates):
+        InvoiceCollection.objects.filter(
+            pk=invoice_id, state__in=(CollectionState.COLLECTING, CollectionState.EXHAUSTED)
+        ).update(state=CollectionState.COLLECTING, next_attempt_at=now)
+        payment = attempt(invoice_id, as_of=now, trigger=PaymentTrigger.RETRY_PAYMENT_METHOD_UPDATE)
+        if payment is not None:
+            retried.append(payment)
+    return retried

@@ -1,0 +1,214 @@
+"""Collecting invoices: the organization's payment settings, a customer's provider customer and
+default method, every payment attempt, the dunning state of an invoice, and the provider events
+received (each applied once)."""
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+
+class Provider(models.TextChoices):
+    STRIPE = "stripe", "Stripe"
+    MANUAL = "manual", "Manual (bank transfer, cheque)"
+
+
+class Collection(models.TextChoices):
+    AUTOMATIC = "automatic", "Charge the default method"
+    SEND_INVOICE = "send_invoice", "Email the invoice, paid from the portal"
+
+
+class OrganizationPayments(models.Model):
+    """How an organization collects. Empty fields take the installation's defaults
+    (settings PAYMENTS_COLLECTION, PAYMENTS_DAYS_UNTIL_DUE; Stripe when it is configured)."""
+
+    organization = models.OneToOneField(
+        "customers.Organization",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="payment_settings",
+    )
+    provider = models.CharField(max_length=16, choices=Provider.choices, null=True, blank=True)
+    collection = models.CharField(max_length=16, choices=Collection.choices, null=True, blank=True)
+    days_until_due = models.PositiveSmallIntegerField(null=True, blank=True)
+    modified_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "organization payment settings"
+        verbose_name_plural = "organization payment settings"
+
+    def __str__(self) -> str:
+        return f"payments of {self.organization_id}"
+
+
+class BillingProfile(models.Model):
+    """The customer at the provider and the method charged off-session (its card's description
+    only: card data stays at the provider)."""
+
+    customer = models.OneToOneField(
+        "customers.Customer",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="billing_profile",
+    )
+    provider = models.CharField(max_length=16, choices=Provider.choices)
+    provider_customer_id = models.CharField(max_length=255, null=True, blank=True)
+    default_method_id = models.CharField(max_length=255, null=True, blank=True)
+    brand = models.CharField(max_length=32, default="", blank=True)
+    last4 = models.CharField(max_length=4, default="", blank=True)
+    exp_month = models.PositiveSmallIntegerField(null=True, blank=True)
+    exp_year = models.PositiveSmallIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "provider_customer_id"],
+                condition=Q(provider_customer_id__isnull=False),
+                name="billing_profile_provider_customer",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.brand} •••• {self.last4}" if self.last4 else "no payment method"
+
+
+class PaymentStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class PaymentTrigger(models.TextChoices):
+    """Polar's names for what started an attempt."""
+
+    PURCHASE = "purchase", "Subscription created"
+    SUBSCRIPTION_CYCLE = "subscription_cycle", "Renewal"
+    RETRY_DUNNING = "retry_dunning", "Dunning retry"
+    RETRY_PAYMENT_METHOD_UPDATE = "retry_payment_method_update", "New payment method"
+    RETRY_ADMIN = "retry_admin", "Retried by staff"
+
+
+class Payment(models.Model):
+    """One attempt to collect an invoice. Recorded `pending` before the provider is called, so
+    a process that dies after the call leaves a row that reconciliation settles."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.PROTECT, related_name="payments"
+    )
+    invoice = models.ForeignKey(
+        "billing.Invoice", on_delete=models.PROTECT, related_name="payments"
+    )
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.PROTECT, related_name="payments"
+    )
+    attempt = models.PositiveSmallIntegerField()
+    trigger = models.CharField(max_length=32, choices=PaymentTrigger.choices)
+    status = models.CharField(max_length=16, choices=PaymentStatus.choices)
+    amount = models.BigIntegerField()  # minor units of `currency`
+    currency = models.CharField(max_length=3)
+    provider = models.CharField(max_length=16, choices=Provider.choices)
+    provider_payment_id = models.CharField(max_length=255, null=True, blank=True)
+    # sent to the provider with the attempt's requests: `<invoice id>:<attempt>`
+    idempotency_key = models.CharField(max_length=100, unique=True)
+    decline_reason = models.CharField(max_length=100, null=True, blank=True)
+    decline_message = models.TextField(null=True, blank=True)
+    method_brand = models.CharField(max_length=32, default="", blank=True)
+    method_last4 = models.CharField(max_length=4, default="", blank=True)
+    # true when the provider never charged (not confirmed, no method): not a decline
+    not_attempted = models.BooleanField(default=False)
+    settled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["invoice", "attempt"], name="payment_invoice_attempt"),
+            # one attempt at a time, and never two successes, whatever runs concurrently
+            models.UniqueConstraint(
+                fields=["invoice"],
+                condition=Q(status="pending"),
+                name="payment_one_pending_per_invoice",
+            ),
+            models.UniqueConstraint(
+                fields=["invoice"],
+                condition=Q(status="succeeded"),
+                name="payment_one_success_per_invoice",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="payment_org_created"),
+            models.Index(fields=["provider", "provider_payment_id"], name="payment_provider_id"),
+            models.Index(
+                fields=["created_at"],
+                condition=Q(status="pending"),
+                name="payment_pending_created",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"payment {self.attempt} of {self.invoice_id}: {self.status}"
+
+
+class CollectionState(models.TextChoices):
+    COLLECTING = "collecting", "Collecting"
+    PAID = "paid", "Paid"
+    EXHAUSTED = "exhausted", "Retries exhausted"
+    STOPPED = "stopped", "Stopped (invoice no longer open)"
+
+
+class InvoiceCollection(models.Model):
+    """The dunning state of one automatically collected invoice: when the next attempt is due."""
+
+    invoice = models.OneToOneField(
+        "billing.Invoice", on_delete=models.CASCADE, primary_key=True, related_name="collection"
+    )
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.CASCADE, related_name="+"
+    )
+    state = models.CharField(
+        max_length=16, choices=CollectionState.choices, default=CollectionState.COLLECTING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # declined attempts (the dunning schedule counts these; an attempt never made doesn't)
+    failures = models.PositiveSmallIntegerField(default=0)
+    first_failed_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(state="collecting"),
+                name="collection_due",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"collection of {self.invoice_id}: {self.state}"
+
+
+class ProviderEvent(models.Model):
+    """A webhook received from a provider, kept by its event id: a redelivery finds it and
+    changes nothing."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    provider = models.CharField(max_length=16, choices=Provider.choices)
+    event_id = models.CharField(max_length=255)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    # what applying it did (for the log and the admin)
+    outcome = models.CharField(max_length=200, default="", blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "event_id"], name="provider_event_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.type} {self.event_id}"

@@ -1,0 +1,28 @@
+"""Celery tasks: thin wrappers over payments services."""
+
+from celery import shared_task
+from django.utils import timezone
+
+from payments import collection, emails
+
+
+@shared_task(acks_late=True)
+def collect_invoice(invoice_id: str) -> None:
+    """After finalization: the first attempt (a duplicate delivery finds it made)."""
+    collection.attempt(invoice_id)
+
+
+@shared_task(acks_late=True)
+def collect_due_payments() -> int:
+    """Every minute (beat): due retries, reconciliation, final actions."""
+    return collection.collect_due(timezone.now()).attempted
+
+
+@shared_task(acks_late=True, autoretry_for=(OSError,), retry_backoff=30, max_retries=12)
+def email_receipt(payment_id: str) -> None:
+    emails.send_receipt(payment_id)
+
+
+@shared_task(acks_late=True, autoretry_for=(OSError,), retry_backoff=30, max_retries=12)
+def email_payment_failed(payment_id: str, final: bool) -> None:
+    emails.send_payment_failed(payment_id, final)

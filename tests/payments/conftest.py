@@ -1,0 +1,40 @@
+"""Payments fixtures: Stripe settings pointing at the session's localstripe, and tasks run at
+once (the collection task after an invoice is finalized, the emails)."""
+
+import pytest
+
+from tests import localstripe as ls
+
+
+@pytest.fixture
+def stripe_settings(settings, localstripe):
+    settings.STRIPE_SECRET_KEY = ls.SECRET_KEY
+    settings.STRIPE_PUBLISHABLE_KEY = ls.PUBLISHABLE_KEY
+    settings.STRIPE_WEBHOOK_SECRET = ls.WEBHOOK_SECRET
+    settings.STRIPE_API_BASE = localstripe.url
+    settings.PAYMENTS_COLLECTION = "automatic"
+    settings.DUNNING_SCHEDULE = [2, 5, 7, 7]
+    settings.DUNNING_FINAL_ACTION = "cancel"
+    settings.PAYMENTS_RECONCILE_AFTER = 300
+    return localstripe
+
+
+def stripe_env(localstripe, api_base: str | None = None) -> dict[str, str]:
+    """The same settings for a subprocess."""
+    return {
+        "STRIPE_SECRET_KEY": ls.SECRET_KEY,
+        "STRIPE_PUBLISHABLE_KEY": ls.PUBLISHABLE_KEY,
+        "STRIPE_WEBHOOK_SECRET": ls.WEBHOOK_SECRET,
+        "STRIPE_API_BASE": api_base or localstripe.url,
+        "PAYMENTS_COLLECTION": "automatic",
+    }
+
+
+@pytest.fixture
+def eager_tasks():
+    from config.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = previous
