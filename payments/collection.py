@@ -40,6 +40,7 @@ from payments.models import (
     Payment,
     PaymentStatus,
     PaymentTrigger,
+    Provider,
 )
 from payments.providers.base import ChargeResult, ChargeStatus
 
@@ -125,6 +126,11 @@ def _start(invoice_id, *, as_of: datetime, skip_locked: bool, trigger: str | Non
             collection.save(update_fields=["state", "next_attempt_at", "modified_at"])
             return None
         provider, _, _ = resolved(invoice.organization_id)
+        if provider == Provider.MANUAL:
+            # the organization collects by hand now: staff record the payment
+            collection.state, collection.next_attempt_at = CollectionState.STOPPED, None
+            collection.save(update_fields=["state", "next_attempt_at", "modified_at"])
+            return None
         profile = BillingProfile.objects.filter(customer_id=invoice.customer_id).first()
         collection.attempts += 1
         collection.save(update_fields=["attempts", "modified_at"])
@@ -166,8 +172,8 @@ def attempt(
             decline_message="The customer has no payment method.",
         )
         return settle(payment.pk, result, as_of=as_of)
-    provider = providers.get(payment.provider)
     try:
+        provider = providers.get(payment.provider)
         intent_id = provider.prepare_charge(
             amount=payment.amount,
             currency=payment.currency,
@@ -393,7 +399,8 @@ def collect_due(as_of: datetime | None = None, *, progress=None) -> CollectRepor
         try:
             reconcile(payment, as_of=as_of)
             report.reconciled += 1
-        except ProviderUnavailable as exc:
+        except ProviderError as exc:
+            # asked again by the next run; the payment stays pending meanwhile
             logger.warning("payment %s not reconciled now: %s", payment.pk, exc)
     ids = due_invoice_ids(as_of)
     for invoice_id in ids:
