@@ -9,7 +9,7 @@ class BillingConfig(AppConfig):
         # Django's wiring: the app registry is ready only now
         from billing import catalog, demo, subscriptions, tasks
         from billing.api.state import customer_state_section
-        from billing.signals import invoice_finalized
+        from billing.signals import credit_note_issued, invoice_finalized
         from core.schedules import SCHEDULES
         from core.signals import demo_seeded
         from customers.api.state import register_state_section
@@ -24,4 +24,7 @@ class BillingConfig(AppConfig):
         hooks.register_archive_guard(catalog.meter_archive_blockers)
         # a finalized invoice gets its PDF stored and emailed after the transaction commits
         invoice_finalized.connect(tasks.enqueue_delivery, dispatch_uid="billing-invoice-delivery")
+        credit_note_issued.connect(
+            tasks.enqueue_credit_note_delivery, dispatch_uid="billing-credit-note-delivery"
+        )
         demo_seeded.connect(demo.on_demo_seeded, dispatch_uid="billing-demo")

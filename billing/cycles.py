@@ -355,25 +355,27 @@ def switch_product(subscription, product, *, at: datetime) -> None:
 
 
 # One statement for a close's prices (the ORM's bulk_update builds a CASE per row in Python,
-# a quarter of a close's time in the P5 profile).
+# a quarter of a close's time in the P5 profile). It adds what the close billed rather than
+# writing the total it measured: a void that released units meanwhile (billing.voids) keeps them
+# released.
 BILLED_UNITS_SQL = """
-UPDATE billing_subscriptionprice sp SET billed_units = v.units
+UPDATE billing_subscriptionprice sp SET billed_units = sp.billed_units + v.units
 FROM unnest(%s::bigint[], %s::numeric[]) AS v(id, units)
 WHERE sp.id = v.id
 """
 
 
 def _save_billed_units(lines: list) -> None:
-    changed = {
-        span.pk: line.usage.billed_through[span.pk]
+    added = {
+        span.pk: line.usage.billed_through[span.pk] - span.billed_units
         for line in lines
         for span in line.usage.spans
         if span.pk in line.usage.billed_through
         and span.billed_units != line.usage.billed_through[span.pk]
     }
-    if changed:
+    if added:
         with connection.cursor() as cursor:
-            cursor.execute(BILLED_UNITS_SQL, [list(changed), list(changed.values())])
+            cursor.execute(BILLED_UNITS_SQL, [list(added), list(added.values())])
 
 
 def _advance(subscription, start: datetime, end: datetime, *, read) -> None:

@@ -1,6 +1,6 @@
-"""Invoice documents: the PDF of a finalized invoice (rendered once with WeasyPrint and stored),
-the signed link that downloads it without an API token, and the email that sends it to the
-customer — at most once per invoice."""
+"""Invoice and credit note documents: the PDF of a finalized invoice or an issued credit note
+(rendered once with WeasyPrint and stored), the signed link that downloads an invoice without an
+API token, and the email that sends it to the customer — at most once per document."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,8 +15,9 @@ from django.utils import timezone
 from weasyprint import HTML
 
 from billing.errors import InvoiceStateError
-from billing.models import Invoice, InvoiceDocument, InvoiceStatus
+from billing.models import CreditNote, CreditNoteDocument, Invoice, InvoiceDocument, InvoiceStatus
 from billing.money import format_amount as money
+from billing.money import to_money
 
 DOWNLOAD_SALT = "billing.invoice-document"
 ADDRESS_FIELDS = ("line1", "line2", "postal_code", "city", "state", "country")
@@ -92,6 +93,10 @@ def document_context(invoice: Invoice) -> dict:
         "tax": money(invoice.tax.amount, currency),
         "tax_label": tax_label(invoice),
         "total": money(invoice.total.amount, currency),
+        "balance_applied": money(-invoice.balance_applied.amount, currency)
+        if invoice.balance_applied.amount
+        else None,
+        "amount_due": money(invoice.amount_due.amount, currency),
     }
 
 
@@ -174,3 +179,84 @@ def email_invoice(invoice_id) -> bool:
 def deliver(invoice_id) -> None:
     """After finalization: store the PDF and email it."""
     email_invoice(invoice_id)
+
+
+# --- credit notes --------------------------------------------------------------------------------
+
+
+def credit_note_context(note: CreditNote) -> dict:
+    invoice = note.invoice
+    currency = note.currency
+    return {
+        "note": note,
+        "invoice": invoice,
+        "organization": invoice.seller_name,
+        "organization_address": [
+            line.strip() for line in invoice.seller_address.splitlines() if line.strip()
+        ],
+        "bill_to": invoice.billing_name or invoice.customer.name or invoice.customer.email,
+        "email": invoice.customer.email,
+        "issued": f"{note.created_at:%b %d, %Y}",
+        "kind": "Refunded to the payment method"
+        if note.kind == "refund"
+        else "Credited to the customer balance",
+        "lines": [
+            (line["label"], money(to_money(line["amount"], currency).amount, currency))
+            for line in note.lines
+        ],
+        "tax_label": tax_label(invoice),
+        "tax": money(note.tax_amount.amount, currency),
+        "amount": money(note.amount.amount, currency),
+    }
+
+
+def render_credit_note_pdf(note: CreditNote) -> bytes:
+    html = render_to_string("billing/credit_note_document.html", credit_note_context(note))
+    return HTML(string=html).write_pdf()
+
+
+def credit_note_pdf(credit_note_id) -> bytes:
+    """The credit note's stored PDF, rendered and stored by the first caller (as invoice_pdf)."""
+    stored = CreditNoteDocument.objects.filter(credit_note_id=credit_note_id)
+    for pdf in stored.values_list("pdf", flat=True):
+        return bytes(pdf)
+    note = CreditNote.objects.select_related("invoice__customer").get(pk=credit_note_id)
+    CreditNoteDocument.objects.bulk_create(
+        [CreditNoteDocument(credit_note=note, pdf=render_credit_note_pdf(note))],
+        ignore_conflicts=True,
+    )
+    return bytes(stored.values_list("pdf", flat=True).get())
+
+
+def credit_note_filename(note: CreditNote) -> str:
+    return f"{note.number}.pdf"
+
+
+def email_credit_note(credit_note_id) -> bool:
+    """Email the credit note with its PDF; at most once (`emailed_at`, as email_invoice)."""
+    pdf = credit_note_pdf(credit_note_id)
+    with transaction.atomic():
+        note = (
+            CreditNote.objects.select_for_update(of=("self",))
+            .select_related("invoice", "customer")
+            .get(pk=credit_note_id)
+        )
+        if note.emailed_at is not None or not note.customer.email:
+            return False
+        context = {
+            "note": note,
+            "organization": note.invoice.seller_name,
+            "amount": money(note.amount.amount, note.currency),
+            "kind": note.kind,
+        }
+        message = EmailMessage(
+            subject=f"{note.invoice.seller_name} credit note {note.number}",
+            body=render_to_string("billing/credit_note_email.txt", context),
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=[note.customer.email],
+        )
+        message.attach(credit_note_filename(note), pdf, "application/pdf")
+        message.send()
+        note.emailed_at = timezone.now()
+        note.save(update_fields=["emailed_at"])
+    return True

@@ -12,9 +12,10 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.utils import timezone
 
-from billing import discounts, signals, taxes
+from billing import balance, discounts, signals, taxes, voids
 from billing.errors import InvoiceStateError
 from billing.models import (
+    CreditNote,
     Discount,
     Invoice,
     InvoiceLine,
@@ -22,7 +23,7 @@ from billing.models import (
     Price,
     TaxRate,
 )
-from billing.money import to_money
+from billing.money import to_minor, to_money
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,12 @@ def finalize(
         net=to_money(draft.net, currency),
         tax=to_money(draft.tax, currency),
         total=to_money(draft.total, currency),
+        amount_due=to_money(draft.total, currency),
+        balance_applied=to_money(0, currency),
+        credited_amount=to_money(0, currency),
+        credited_tax_amount=to_money(0, currency),
+        refunded_amount=to_money(0, currency),
+        refunded_tax_amount=to_money(0, currency),
         billing_name=customer.billing_name or customer.name,
         billing_address=customer.billing_address,
         seller_name=organization.name,
@@ -186,8 +193,26 @@ def finalize(
             for position, line in enumerate(draft.lines, start=1)
         ]
     )
+    _apply_balance(invoice)
     signals.invoice_finalized.send(sender=Invoice, invoice=invoice)
+    if invoice.balance_applied.amount and not invoice.amount_due.amount:
+        # the balance covered all of it: nothing to collect
+        invoice.status, invoice.paid_at = InvoiceStatus.PAID, timezone.now()
+        invoice.save(update_fields=["status", "paid_at", "modified_at"])
+        signals.invoice_status_changed.send(
+            sender=Invoice, invoice=invoice, previous=InvoiceStatus.OPEN
+        )
     return invoice
+
+
+def _apply_balance(invoice: Invoice) -> None:
+    """Spend the customer's balance on the new invoice: what is left is due (and collected)."""
+    total = to_minor(invoice.total)
+    applied = balance.spend(invoice.customer_id, invoice.currency, total, invoice=invoice)
+    if applied:
+        invoice.balance_applied = to_money(applied, invoice.currency)
+        invoice.amount_due = to_money(total - applied, invoice.currency)
+        invoice.save(update_fields=["balance_applied", "amount_due", "modified_at"])
 
 
 TRANSITIONS = {
@@ -219,9 +244,20 @@ def mark_paid(invoice: Invoice) -> Invoice:
     return _transition(invoice, InvoiceStatus.PAID, "paid_at")
 
 
-def void(invoice: Invoice) -> Invoice:
-    """A correction is a void plus a new invoice; the voided one keeps its number and lines."""
-    return _transition(invoice, InvoiceStatus.VOID, "voided_at")
+def void(invoice: Invoice, *, rebill_fixed: bool = False) -> Invoice:
+    """A correction is a void plus a new invoice; the voided one keeps its number and lines.
+    What it billed is released (billing.voids): its usage is billed by the subscription's next
+    invoice, its fixed lines too with `rebill_fixed`, and the balance it spent goes back."""
+    with transaction.atomic():
+        # credit notes are issued under the invoice's row lock: none can appear after this check
+        Invoice.objects.select_for_update().filter(pk=invoice.pk).first()
+        if CreditNote.objects.filter(invoice_id=invoice.pk).exists():
+            raise InvoiceStateError(
+                f"{invoice.number} has credit notes: it can't be voided", field=("status",)
+            )
+        invoice = _transition(invoice, InvoiceStatus.VOID, "voided_at")
+        voids.release(invoice, rebill_fixed=rebill_fixed)
+    return invoice
 
 
 def mark_uncollectible(invoice: Invoice) -> Invoice:

@@ -356,6 +356,11 @@ class PendingInvoiceItem(models.Model):
     period_end = models.DateTimeField()
     amount = MoneyField(**MONEY)
     proration = models.BooleanField(default=True)
+    # the usage a voided invoice billed for an avg/min/max/unique meter, carried as it was priced
+    meter = models.ForeignKey(
+        "metering.Meter", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    quantity = ExactDecimalField(default=1)
     invoice = models.ForeignKey(
         "Invoice", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -457,6 +462,15 @@ class Invoice(models.Model):
     # set in the same transaction that hands the invoice email to the mail backend: the email
     # goes out at most once per invoice, whoever runs the delivery task
     emailed_at = models.DateTimeField(null=True, blank=True)
+    # The customer balance spent on it at finalization; what a provider collects is the rest.
+    balance_applied = MoneyField(**MONEY)
+    amount_due = MoneyField(**MONEY)
+    # Running sums of its credit notes, kept under the invoice's row lock (the credit notes are
+    # the history): all of them, and the ones that paid money back (refunds).
+    credited_amount = MoneyField(**MONEY)
+    credited_tax_amount = MoneyField(**MONEY)
+    refunded_amount = MoneyField(**MONEY)
+    refunded_tax_amount = MoneyField(**MONEY)
 
     class Meta:
         permissions = [
@@ -487,6 +501,11 @@ class Invoice(models.Model):
 
     def __str__(self) -> str:
         return self.number or f"draft {self.pk}"
+
+    @property
+    def is_refunded(self) -> bool:
+        """Every unit of money collected for it was paid back."""
+        return self.refunded_amount.amount > 0 and self.refunded_amount >= self.amount_due
 
     @property
     def is_finalized(self) -> bool:
@@ -549,3 +568,103 @@ class InvoiceDocument(models.Model):
 
     def __str__(self) -> str:
         return f"PDF of {self.invoice_id}"
+
+
+class CreditNoteKind(models.TextChoices):
+    REFUND = "refund", "Refund"
+    BALANCE = "balance", "Customer balance"
+
+
+class CreditNoteCounter(models.Model):
+    """The organization's last credit note number: a sequence of its own, gapless like the
+    invoices' (taken under the row lock in the issuing transaction)."""
+
+    organization = models.OneToOneField(
+        "customers.Organization", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    prefix = models.CharField(max_length=24)
+    last_number = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}-{self.last_number:04d}"
+
+
+class CreditNote(models.Model):
+    """A correction of a finalized invoice: money paid back (`refund`, with the payments app's
+    refund) or credited to the customer's balance (`balance`). Immutable once issued."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.PROTECT, related_name="credit_notes"
+    )
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.PROTECT, related_name="credit_notes"
+    )
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_notes")
+    number = models.CharField(max_length=40)
+    sequence = models.PositiveIntegerField()
+    kind = models.CharField(max_length=16, choices=CreditNoteKind.choices)
+    amount = MoneyField(**MONEY)
+    tax_amount = MoneyField(**MONEY)
+    currency = models.CharField(max_length=3)
+    reason = models.CharField(max_length=64)
+    comment = models.TextField(blank=True, default="")
+    # the payments app's refund that paid it back (no foreign key: billing sits below payments)
+    refund_id = models.UUIDField(null=True, blank=True, unique=True)
+    # the invoice's lines, credited pro rata: [{line_id, label, amount, tax_amount}]
+    lines = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "sequence"], name="credit_note_sequence_unique_per_org"
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="credit_note_amount_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="credit_note_org_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class CreditNoteDocument(models.Model):
+    """The PDF of a credit note, rendered once and kept (like `InvoiceDocument`)."""
+
+    credit_note = models.OneToOneField(
+        CreditNote, primary_key=True, on_delete=models.CASCADE, related_name="document"
+    )
+    pdf = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"PDF of {self.credit_note_id}"
+
+
+class BalanceTransaction(models.Model):
+    """One movement of a customer's balance in one currency: a credit note credits it (> 0), a
+    finalized invoice spends it (< 0), a voided invoice gives back what it spent. The balance is
+    the sum of the ledger, never a counter without history."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.PROTECT, related_name="balance_transactions"
+    )
+    currency = models.CharField(max_length=3)
+    amount = MoneyField(**MONEY)
+    credit_note = models.ForeignKey(
+        CreditNote, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    invoice = models.ForeignKey(
+        Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["customer", "currency"], name="balance_customer")]
+
+    def __str__(self) -> str:
+        return f"{self.amount} ({self.customer_id})"

@@ -100,7 +100,8 @@ def metered_lines(usage: PeriodUsage) -> tuple[list[MeteredLine], dict]:
         )
         pool[meter_id] = max(EXACT.subtract(credited, max(priced.value, Decimal(0))), 0)
     unused = {
-        meter_id: int(Decimal(left).to_integral_value(ROUND_FLOOR)) for meter_id, left in pool.items()
+        meter_id: int(Decimal(left).to_integral_value(ROUND_FLOOR))
+        for meter_id, left in pool.items()
     }
     return lines, unused
 
@@ -191,6 +192,9 @@ def item_line(item) -> LineDraft:
         price_terms=catalog.price_terms(item.price) if item.price is not None else None,
         unit_amount=None,
         proration=item.proration,
+        quantity=item.quantity,
+        meter_id=item.meter_id,
+        consumed_units=item.quantity if item.meter_id else Decimal(0),
     )
 
 
@@ -294,4 +298,3 @@ def merged_by_meter(lines: list[MeteredLine]) -> list[MeteredLine]:
             )
         )
     return list(merged.values())
-

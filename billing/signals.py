@@ -13,6 +13,9 @@ Every signal is sent *inside* the transaction that makes the change, so a receiv
 - `invoice_finalized(invoice)` — an invoice was issued (`open`, numbered); receivers that work
   outside the database enqueue it on commit, so a rolled-back close sends nothing.
 - `invoice_status_changed(invoice, previous)` — paid, void or uncollectible.
+- `credit_note_issued(credit_note)` — a credit note was issued (refund or customer balance).
+- `invoice_refunded(invoice)` — money was paid back on a paid invoice (its refunded amounts
+  changed).
 """
 
 from django.dispatch import Signal
@@ -31,3 +34,5 @@ subscription_created = Signal()
 subscription_changed = Signal()
 invoice_finalized = Signal()
 invoice_status_changed = Signal()
+credit_note_issued = Signal()
+invoice_refunded = Signal()

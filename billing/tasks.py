@@ -40,3 +40,13 @@ def deliver_invoice(invoice_id: str) -> None:
 
 def enqueue_delivery(sender, invoice, **kwargs) -> None:
     deliver_invoice.delay_on_commit(str(invoice.pk))
+
+
+@shared_task(acks_late=True, autoretry_for=(OSError,), retry_backoff=30, max_retries=12)
+def deliver_credit_note(credit_note_id: str) -> None:
+    """After a credit note is issued: store its PDF and email it to the customer (once)."""
+    documents.email_credit_note(credit_note_id)
+
+
+def enqueue_credit_note_delivery(sender, credit_note, **kwargs) -> None:
+    deliver_credit_note.delay_on_commit(str(credit_note.pk))

@@ -21,6 +21,7 @@ class WebhooksConfig(AppConfig):
             (billing_signals.subscription_changed, receivers.on_subscription_changed),
             (billing_signals.invoice_finalized, receivers.on_invoice_finalized),
             (billing_signals.invoice_status_changed, receivers.on_invoice_status_changed),
+            (billing_signals.invoice_refunded, receivers.on_invoice_refunded),
             (customer_hooks.customer_created, receivers.on_customer_created),
             (customer_hooks.customer_updated, receivers.on_customer_updated),
             (customer_hooks.customer_deleted, receivers.on_customer_deleted),

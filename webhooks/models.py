@@ -13,6 +13,7 @@ EVENT_TYPES = (
     "order.created",
     "order.updated",
     "order.paid",
+    "order.refunded",
     "subscription.created",
     "subscription.updated",
     "subscription.canceled",

@@ -57,6 +57,12 @@ def on_invoice_status_changed(sender, invoice, previous, **kwargs):
     emit(invoice.organization_id, "order.updated", render)
 
 
+def on_invoice_refunded(sender, invoice, **kwargs):
+    render = lambda: payloads.order_data(invoice)  # noqa: E731
+    emit(invoice.organization_id, "order.refunded", render)
+    emit(invoice.organization_id, "order.updated", render)
+
+
 def on_customer_created(sender, customer, **kwargs):
     emit(customer.organization_id, "customer.created", lambda: payloads.customer_data(customer))
     state_changed(customer.organization_id, customer.pk)

@@ -1,4 +1,9 @@
 """Billing's admin: the catalog, subscriptions and invoices (with the dashboard). Every change
 goes through billing's services, like the API's."""
 
-from billing.admin import catalog, invoices, subscriptions  # noqa: F401 - registers the admins
+from billing.admin import (  # noqa: F401 - registers the admins
+    catalog,
+    credit_notes,
+    invoices,
+    subscriptions,
+)

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from billing import dashboard, documents, invoices
+from billing.admin.credit_notes import CreditNoteInline
 from billing.admin.display import cents
 from billing.charts import Bar, bar_chart
 from billing.errors import BillingError
@@ -128,8 +129,8 @@ class InvoiceAdmin(MeterlineModelAdmin):
     search_fields = ("=number", "customer__email", "=customer__external_id")
     show_full_result_count = False
     ordering = ("-created_at",)
-    inlines = (InvoiceLineInline,)
-    actions = ("mark_paid", "void")
+    inlines = (InvoiceLineInline, CreditNoteInline)
+    actions = ("mark_paid", "void", "void_rebill_fixed")
 
     def get_readonly_fields(self, request, obj=None):
         return [*(field.name for field in Invoice._meta.fields), "pdf_link"]
@@ -217,6 +218,15 @@ class InvoiceAdmin(MeterlineModelAdmin):
     def mark_paid(self, request, queryset):
         self._apply(request, queryset, invoices.mark_paid, "Marked paid")
 
-    @admin.action(description="Void", permissions=["void"])
+    @admin.action(description="Void (usage is billed on the next invoice)", permissions=["void"])
     def void(self, request, queryset):
         self._apply(request, queryset, invoices.void, "Voided")
+
+    @admin.action(description="Void and re-bill its fixed lines too", permissions=["void"])
+    def void_rebill_fixed(self, request, queryset):
+        self._apply(
+            request,
+            queryset,
+            lambda invoice: invoices.void(invoice, rebill_fixed=True),
+            "Voided",
+        )

@@ -25,8 +25,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
+from billing import credit_notes
 from billing.models import (
     BillingReason,
+    CreditNoteKind,
     DiscountDuration,
     DiscountType,
     Interval,
@@ -50,6 +52,8 @@ ORDER_STATUS = {
     InvoiceStatus.VOID: "void",
     InvoiceStatus.UNCOLLECTIBLE: "pending",
 }
+# a paid order that was refunded in part or in full shows it (Polar's statuses)
+ORDER_STATUSES = [*dict.fromkeys(ORDER_STATUS.values()), "partially_refunded", "refunded"]
 
 
 # --- fields --------------------------------------------------------------------------------------
@@ -682,9 +686,7 @@ class OrderFieldsSerializer(serializers.Serializer):
     period_start = serializers.DateTimeField()
     period_end = serializers.DateTimeField()
 
-    @extend_schema_field(
-        NamedEnum(list(dict.fromkeys(ORDER_STATUS.values())), enum_name="OrderStatusEnum")
-    )
+    @extend_schema_field(NamedEnum(ORDER_STATUSES, enum_name="OrderStatusEnum"))
     def get_status(self, order):
         return ORDER_STATUS[order.status]
 
@@ -714,12 +716,31 @@ class OrderSerializer(OrderFieldsSerializer):
     dates. Needs customer, product, subscription (with its product and prices), discount (with
     its products) and lines loaded."""
 
+    applied_balance_amount = MinorUnits(source="balance_applied")
+    refunded_amount = MinorUnits()
+    refunded_tax_amount = MinorUnits()
+    refundable_amount = serializers.SerializerMethodField()
+    refundable_tax_amount = serializers.SerializerMethodField()
     finalized_at = serializers.DateTimeField(allow_null=True)
     paid_at = serializers.DateTimeField(allow_null=True)
     voided_at = serializers.DateTimeField(allow_null=True)
 
+    @extend_schema_field(NamedEnum(ORDER_STATUSES, enum_name="OrderStatusEnum"))
+    def get_status(self, invoice):
+        if invoice.status == InvoiceStatus.PAID and invoice.refunded_amount.amount:
+            return "refunded" if invoice.is_refunded else "partially_refunded"
+        return ORDER_STATUS[invoice.status]
+
     def get_due_amount(self, invoice) -> int:
-        return to_minor(invoice.total) if invoice.status == InvoiceStatus.OPEN else 0
+        return to_minor(invoice.amount_due) if invoice.status == InvoiceStatus.OPEN else 0
+
+    def get_refundable_amount(self, invoice) -> int:
+        return credit_notes.refundable(invoice)
+
+    def get_refundable_tax_amount(self, invoice) -> int:
+        if not credit_notes.refundable(invoice):
+            return 0
+        return to_minor(invoice.tax) - to_minor(invoice.credited_tax_amount)
 
     def lines(self, invoice):
         return invoice.lines.all()
@@ -857,3 +878,32 @@ class TaxRateSerializer(serializers.Serializer):
     state = serializers.CharField(allow_null=True)
     basis_points = serializers.IntegerField()
     inclusive = serializers.BooleanField()
+
+
+# --- credit notes (Meterline extension) ----------------------------------------------------------
+
+
+class CreditNoteLineSerializer(serializers.Serializer):
+    line_id = serializers.UUIDField(help_text="the credited order item")
+    label = serializers.CharField()
+    amount = serializers.IntegerField()
+    tax_amount = serializers.IntegerField()
+
+
+class CreditNoteSerializer(serializers.Serializer):
+    """A credit note of an order: money refunded (`refund_id` set) or credited to the customer's
+    balance. Amounts in minor units, tax included in `amount`."""
+
+    id = serializers.UUIDField()
+    created_at = serializers.DateTimeField()
+    number = serializers.CharField()
+    order_id = serializers.UUIDField(source="invoice_id")
+    customer_id = serializers.UUIDField()
+    refund_id = serializers.UUIDField(allow_null=True)
+    kind = NamedEnum(CreditNoteKind.values, enum_name="CreditNoteKind")
+    amount = MinorUnits()
+    tax_amount = MinorUnits()
+    currency = LowerCase()
+    reason = serializers.CharField()
+    comment = serializers.CharField()
+    lines = CreditNoteLineSerializer(many=True)

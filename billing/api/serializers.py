@@ -4,6 +4,7 @@ fields, wrong types and bad enum values are 422s naming the field. Response bodi
 
 from rest_framework import serializers
 
+from billing.credit_notes import REASONS
 from billing.models import DiscountDuration, DiscountType, Interval
 from billing.money import is_known_currency
 from customers.api.serializers import MetadataField, StrictSerializer
@@ -227,3 +228,14 @@ class TaxRateUpdateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=128, required=False)
     basis_points = serializers.IntegerField(min_value=0, max_value=10_000, required=False)
     inclusive = serializers.BooleanField(required=False)
+
+
+class CreditNoteCreateSerializer(StrictSerializer):
+    """A credit note to the customer's balance (Meterline extension); refunds make their own."""
+
+    order_id = serializers.UUIDField()
+    amount = serializers.IntegerField(min_value=1, max_value=MAX_CENTS)
+    reason = serializers.ChoiceField(choices=REASONS)
+    comment = serializers.CharField(
+        max_length=2000, required=False, allow_blank=True, allow_null=True, default=""
+    )

@@ -1,7 +1,8 @@
-"""Billing's part of the customer state: `active_subscriptions` (with current-period `meters`)
-and `granted_benefits`, registered into the customers API's state sections."""
+"""Billing's part of the customer state: `active_subscriptions` (with current-period `meters`),
+`granted_benefits` and the customer's `balances`, registered into the customers API's state
+sections."""
 
-from billing import subscriptions
+from billing import balance, subscriptions
 from billing.api import payloads
 from billing.models import LIVE_STATUSES, Subscription
 
@@ -47,7 +48,16 @@ def customer_state_section(customer) -> dict:
                 "properties": payloads.benefit_properties(benefit),
                 "subscription_id": str(subscription.pk),  # extension
             }
-    return {"active_subscriptions": active, "granted_benefits": list(granted.values())}
+    return {
+        "active_subscriptions": active,
+        "granted_benefits": list(granted.values()),
+        # extension: what the customer's next invoices spend before anything is collected
+        "balances": [
+            {"currency": currency.lower(), "amount": amount}
+            for currency, amount in balance.balances(customer.pk).items()
+            if amount
+        ],
+    }
 
 
 STATE_SUBSCRIPTION_KEYS = (

@@ -23,6 +23,9 @@ urlpatterns = [
     ),
     path("orders/<uuid:id>/mark-paid", views.OrderMarkPaidView.as_view()),
     path("orders/<uuid:id>/void", views.OrderVoidView.as_view()),
+    path("credit-notes/", views.CreditNoteListView.as_view()),
+    path("credit-notes/<uuid:id>", views.CreditNoteDetailView.as_view()),
+    path("credit-notes/<uuid:id>/pdf", views.CreditNotePdfView.as_view()),
     path("tax-rates/", views.TaxRateListView.as_view()),
     path("tax-rates/<uuid:id>", views.TaxRateDetailView.as_view()),
 ]

@@ -6,9 +6,11 @@ result with the response serializer that also documents it (`billing.api.respons
 the rules live in the services (the admin calls the same ones), and their refusals
 (`core.errors.DomainError`) become Polar's 422 in `core.api.errors`."""
 
+import operator
+from functools import reduce
 from urllib.parse import urlencode
 
-from django.db.models import Prefetch, Q
+from django.db.models import F, Prefetch, Q
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -18,11 +20,12 @@ from rest_framework import status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from billing import catalog, discounts, documents, invoices, subscriptions, taxes
+from billing import catalog, credit_notes, discounts, documents, invoices, subscriptions, taxes
 from billing.api import serializers as inputs
 from billing.api.response_serializers import (
     AcceptedSerializer,
     BenefitSerializer,
+    CreditNoteSerializer,
     DiscountSerializer,
     OrderInvoiceSerializer,
     OrderSerializer,
@@ -36,8 +39,11 @@ from billing.errors import InvalidPrice, SubscriptionEnded
 from billing.models import (
     LIVE_STATUSES,
     Benefit,
+    CreditNote,
+    CreditNoteKind,
     Discount,
     Invoice,
+    InvoiceStatus,
     Price,
     Product,
     Subscription,
@@ -489,13 +495,15 @@ class SubscriptionUpcomingView(GenericAPIView):
 # --- orders (invoices) ---------------------------------------------------------------------------
 
 ORDER_SORTING = {"created_at": "created_at", "invoice_number": "sequence", "status": "status"}
+_PAID = Q(status=InvoiceStatus.PAID)
+_REFUNDED = Q(refunded_amount__gt=0, refunded_amount__gte=F("amount_due"))
 ORDER_STATUSES = {
-    "draft": ["draft"],
-    "pending": ["open", "uncollectible"],
-    "paid": ["paid"],
-    "void": ["void"],
-    "refunded": [],
-    "partially_refunded": [],
+    "draft": Q(status=InvoiceStatus.DRAFT),
+    "pending": Q(status__in=[InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE]),
+    "paid": _PAID & Q(refunded_amount=0),
+    "void": Q(status=InvoiceStatus.VOID),
+    "refunded": _PAID & _REFUNDED,
+    "partially_refunded": _PAID & Q(refunded_amount__gt=0) & ~_REFUNDED,
 }
 
 
@@ -529,9 +537,7 @@ class OrderListView(GenericAPIView):
         )
         statuses = params.enum_list(request, "status", tuple(ORDER_STATUSES), errors)
         if statuses:
-            queryset = queryset.filter(
-                status__in=[s for name in statuses for s in ORDER_STATUSES[name]]
-            )
+            queryset = queryset.filter(reduce(operator.or_, (ORDER_STATUSES[s] for s in statuses)))
         order = params.sorting(request, ORDER_SORTING, ["-created_at"], errors)
         errors.raise_if_any(PolarValidationError)
         page = self.paginate_queryset(queryset.order_by(*order, "-sequence", "id"))
@@ -616,6 +622,81 @@ class OrderVoidView(OrderActionView):
     @extend_schema(operation_id="orders_void", request=None, responses={200: OrderSerializer})
     def post(self, request, id):
         return super().post(request, id)
+
+
+# --- credit notes (Meterline extension) ----------------------------------------------------------
+
+
+def _credit_notes(request):
+    return CreditNote.objects.filter(organization=_org(request))
+
+
+class CreditNoteListView(GenericAPIView):
+    serializer_class = CreditNoteSerializer
+
+    @extend_schema(
+        operation_id="credit_notes_list",
+        parameters=[
+            *PAGE_PARAMS,
+            OpenApiParameter("order_id", str, many=True),
+            OpenApiParameter("customer_id", str, many=True),
+        ],
+        responses={200: CreditNoteSerializer(many=True)},
+    )
+    def get(self, request):
+        errors = ErrorList()
+        queryset = _credit_notes(request)
+        for name, lookup in (("order_id", "invoice_id__in"), ("customer_id", "customer_id__in")):
+            ids = params.uuid_list(request, name, errors)
+            if ids:
+                queryset = queryset.filter(**{lookup: ids})
+        errors.raise_if_any(PolarValidationError)
+        page = self.paginate_queryset(queryset.order_by("-sequence"))
+        return self.get_paginated_response(CreditNoteSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="credit_notes_create",
+        request=inputs.CreditNoteCreateSerializer,
+        responses={201: CreditNoteSerializer},
+    )
+    def post(self, request):
+        """A credit note to the customer's balance, spent by the customer's next invoices."""
+        data = _body(inputs.CreditNoteCreateSerializer, request)
+        invoice = Invoice.objects.filter(organization=_org(request), pk=data["order_id"]).first()
+        if invoice is None:
+            raise PolarValidationError.single(
+                ["body", "order_id"], "Order does not exist.", "value_error"
+            )
+        note = credit_notes.issue(
+            invoice,
+            amount=data["amount"],
+            kind=CreditNoteKind.BALANCE,
+            reason=data["reason"],
+            comment=data.get("comment") or "",
+        )
+        return _created(CreditNoteSerializer(note).data)
+
+
+class CreditNoteDetailView(GenericAPIView):
+    serializer_class = CreditNoteSerializer
+
+    @extend_schema(operation_id="credit_notes_get", responses={200: CreditNoteSerializer})
+    def get(self, request, id):
+        return Response(CreditNoteSerializer(get_object_or_404(_credit_notes(request), pk=id)).data)
+
+
+class CreditNotePdfView(GenericAPIView):
+    @extend_schema(
+        operation_id="credit_notes_pdf",
+        responses={(200, "application/pdf"): OpenApiTypes.BINARY},
+    )
+    def get(self, request, id):
+        note = get_object_or_404(_credit_notes(request), pk=id)
+        response = HttpResponse(documents.credit_note_pdf(note.pk), content_type="application/pdf")
+        response["Content-Disposition"] = (
+            f'inline; filename="{documents.credit_note_filename(note)}"'
+        )
+        return response
 
 
 # --- tax rates (Meterline extension) -------------------------------------------------------------

@@ -99,11 +99,13 @@ class CustomerSerializer(serializers.Serializer):
 class CustomerStateSerializer(CustomerSerializer):
     """Polar's `CustomerState`: the customer and the sections the apps above register
     (`customers.api.state`): metering's `active_meters`, billing's `active_subscriptions` and
-    `granted_benefits` — their items are documented by those apps' own responses."""
+    `granted_benefits` — their items are documented by those apps' own responses — and
+    Meterline's `balances` (billing's customer balance per currency, in minor units)."""
 
     active_meters = serializers.ListField(child=serializers.DictField())
     active_subscriptions = serializers.ListField(child=serializers.DictField())
     granted_benefits = serializers.ListField(child=serializers.DictField())
+    balances = serializers.ListField(child=serializers.DictField())
 
 
 def customer_payload(customer: Customer) -> dict:

@@ -22,6 +22,7 @@ def customer_state(customer: Customer) -> dict:
         "active_subscriptions": [],
         "granted_benefits": [],
         "active_meters": [],
+        "balances": [],
     }
     for provider in _sections:
         payload.update(provider(customer))

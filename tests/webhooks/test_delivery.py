@@ -285,7 +285,7 @@ def test_admin_form_refuses_a_private_url(admin_client, organization, settings):
 @pytest.mark.django_db
 def test_every_billing_and_customer_event_parses_with_polar_sdk(organization):
     """Each recorded body, signed as the sender signs it, loads as polar-sdk's typed payload."""
-    from billing import catalog, invoices, subscriptions
+    from billing import catalog, credit_notes, invoices, subscriptions
     from billing.catalog import PriceSpec
     from webhooks.models import EVENT_TYPES
 
@@ -307,7 +307,8 @@ def test_every_billing_and_customer_event_parses_with_polar_sdk(organization):
     cycles.close_due(as_of=datetime(2024, 2, 1, 1, tzinfo=UTC))
     subscriptions.set_cancel_at_period_end(subscription, True)
     subscriptions.set_cancel_at_period_end(subscription, False)
-    invoices.mark_paid(subscription.invoices.order_by("sequence").first())
+    first = invoices.mark_paid(subscription.invoices.order_by("sequence").first())
+    credit_notes.issue(first, amount=1000, kind="refund", reason="customer_request")
     subscriptions.set_past_due(subscription)
     subscriptions.set_recovered(subscription)
     subscriptions.revoke(subscription)
@@ -329,6 +330,8 @@ def test_every_billing_and_customer_event_parses_with_polar_sdk(organization):
         assert validate_event(event.body, headers, endpoint.secret).type == event.type
     paid = [json.loads(e.body)["data"] for e in events if e.type == "order.paid"]
     assert [(o["status"], o["total_amount"]) for o in paid] == [("paid", 2900)]
+    refunded = [json.loads(e.body)["data"] for e in events if e.type == "order.refunded"]
+    assert [(o["status"], o["refunded_amount"]) for o in refunded] == [("partially_refunded", 1000)]
     revoked = [json.loads(e.body)["data"] for e in events if e.type == "subscription.revoked"]
     assert [s["status"] for s in revoked] == ["canceled"]
 
