@@ -10,7 +10,9 @@ from django.core import mail
 from django.core.management import call_command
 from django.utils import timezone
 
+from billing.models import Invoice
 from payments.models import CollectionState, InvoiceCollection
+from webhooks.models import WebhookEndpoint, WebhookEvent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -132,8 +134,13 @@ def test_card_is_charged_at_creation_and_at_the_cycle_close(polar, localstripe, 
 
 
 def test_declined_card_dunning_on_schedule_then_recovery_with_a_new_card(
-    polar, localstripe, product
+    polar, localstripe, product, live_org_token
 ):
+    WebhookEndpoint.objects.create(
+        organization=live_org_token[0],
+        url="https://hooks.example.com/x",
+        events=["subscription.past_due", "subscription.active", "order.paid"],
+    )
     customer = customer_with_card(polar, localstripe, "bob", DECLINED)
     subscription = polar.subscriptions.create(product_id=product.id, customer_id=customer.id)
     order = first_order(polar, subscription.id)
@@ -185,24 +192,38 @@ def test_declined_card_dunning_on_schedule_then_recovery_with_a_new_card(
         ("succeeded", 2900),
     ]
     assert "attempted 0" in collect(due + timedelta(days=30))
+    events = list(WebhookEvent.objects.order_by("created_at").values_list("type", flat=True))
+    assert events == ["subscription.past_due", "order.paid", "subscription.active"]
 
 
-def test_final_action_cancel_revokes_and_marks_uncollectible(polar, localstripe, product):
+@pytest.mark.parametrize("final_action", ["cancel", "keep"])
+def test_final_action_after_the_last_retry(polar, localstripe, product, settings, final_action):
+    settings.DUNNING_FINAL_ACTION = final_action
     customer = customer_with_card(polar, localstripe, "cy", DECLINED)
     subscription = polar.subscriptions.create(product_id=product.id, customer_id=customer.id)
     order = first_order(polar, subscription.id)
     collection = InvoiceCollection.objects.get(invoice_id=order.id)
-    for days in (2, 5, 7, 7):
+    failed_at = collection.first_failed_at
+    for retry, days in enumerate((2, 5, 7, 7), start=1):
         due = collection.next_attempt_at
-        assert "0 succeeded, 1 failed" in collect(due)
+        assert due - failed_at == timedelta(days=days)
+        assert "attempted 0" in collect(due - timedelta(seconds=1))
+        out = collect(due)
+        assert "attempted 1 payment(s): 0 succeeded, 1 failed" in out
         collection.refresh_from_db()
-        if days != 7 or collection.state == CollectionState.COLLECTING:
+        assert collection.failures == retry + 1
+        failed_at = due
+        if retry < 4:
             assert polar.subscriptions.get(id=subscription.id).status == "past_due"
     assert collection.state == CollectionState.EXHAUSTED and collection.next_attempt_at is None
-    assert collection.failures == 5
-    assert polar.subscriptions.get(id=subscription.id).status == "canceled"
-    from billing.models import Invoice
-
-    assert Invoice.objects.get(pk=order.id).status == "uncollectible"
     assert [p.status for p in payments_of(polar, order.id)] == ["failed"] * 5
     assert any("last automatic attempt" in m.body for m in mail.outbox)
+    assert "attempted 0" in collect(failed_at + timedelta(days=60))
+    status = polar.subscriptions.get(id=subscription.id).status
+    invoice_status = Invoice.objects.get(pk=order.id).status
+    if final_action == "cancel":
+        assert "revoked 1 subscription(s)" in out
+        assert (status, invoice_status) == ("canceled", "uncollectible")
+    else:
+        assert "revoked 0 subscription(s)" in out
+        assert (status, invoice_status) == ("past_due", "open")
