@@ -409,3 +409,35 @@ def test_admin_void_actions_release_usage_and_optionally_fixed_lines(
     february = subscription.invoices.get(sequence=3)
     # 7 calls released (4 ¢ at half a cent), January's $29 re-billed, March's $29
     assert to_minor(february.total) == 4 + 2900 + 2900
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_finalizations_at_once_spend_the_balance_once(org, make_product, customer):
+    product = make_product(fixed_price(2900), name="Pro")
+    first = subscriptions.create_subscription(customer=customer, product=product)
+    invoices.mark_paid(first.invoices.get())
+    credit_notes.issue(first.invoices.get(), amount=1000, kind="balance", reason="other")
+    barrier = threading.Barrier(2)
+    created, errors = [], []
+
+    def subscribe():
+        try:
+            barrier.wait()
+            created.append(subscriptions.create_subscription(customer=customer, product=product))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=subscribe) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    spent = sorted(
+        (cents(i.balance_applied), cents(i.amount_due))
+        for i in Invoice.objects.filter(subscription__in=created)
+    )
+    assert spent == [(0, 2900), (1000, 1900)]
+    assert balance.available(customer.pk, "USD") == 0
