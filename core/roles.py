@@ -2,8 +2,10 @@
 
 - **Support** (read-only): may view everything in the Meterline apps and run nothing.
 - **Billing operator**: Support, plus adding and changing customers and billing objects and the
-  custom actions of customer meters and billing (credits, resets, closing cycles, marking
-  invoices paid …). Deleting stays with superusers.
+  custom actions of customer meters, billing and payments (credits, resets, closing cycles,
+  marking invoices paid, retrying a payment, recording a manual one …). Deleting stays with
+  superusers, and so does refunding (`payments.refund_invoice`: money leaves the business, so it
+  is granted to a person on purpose).
 
 Permissions are named by app label and codename, so this module imports no app; an app's new
 models and custom permissions join the roles by these rules."""
@@ -13,7 +15,7 @@ from django.db.models import Q
 
 SUPPORT = "Support"
 BILLING_OPERATOR = "Billing operator"
-APPS = ("customers", "metering", "billing", "portal", "webhooks")
+APPS = ("customers", "metering", "billing", "payments", "portal", "webhooks")
 STANDARD_VERBS = ("add_", "change_", "delete_", "view_")
 
 
@@ -22,10 +24,14 @@ def _support_permissions():
 
 
 def _operator_permissions():
-    custom = Q(content_type__app_label__in=("metering", "billing")) & ~Q(
-        codename__regex=r"^(add|change|delete|view)_"
+    custom = (
+        Q(content_type__app_label__in=("metering", "billing", "payments"))
+        & ~Q(codename__regex=r"^(add|change|delete|view)_")
+        & ~Q(content_type__app_label="payments", codename="refund_invoice")
     )
-    editable = Q(content_type__app_label__in=("billing",)) & Q(codename__regex=r"^(add|change)_")
+    editable = Q(content_type__app_label__in=("billing", "payments")) & Q(
+        codename__regex=r"^(add|change)_"
+    )
     customers = Q(
         content_type__app_label="customers", codename__in=("add_customer", "change_customer")
     )

@@ -7,12 +7,16 @@ class PaymentsConfig(AppConfig):
 
     def ready(self):
         # Django's wiring: the app registry is ready only now
-        from billing.signals import invoice_finalized
+        from billing.signals import invoice_finalized, invoice_status_changed
         from core.schedules import SCHEDULES
-        from payments import collection, tasks
+        from payments import collection, manual, tasks
 
         # importing the tasks registers them: web processes enqueue them by name
         SCHEDULES["collect payments"] = (tasks.collect_due_payments.name, 60)
         invoice_finalized.connect(
             collection.on_invoice_finalized, dispatch_uid="payments-collect-on-finalize"
+        )
+        # billing's own "mark paid" (admin action, API) records a manual payment
+        invoice_status_changed.connect(
+            manual.on_invoice_status_changed, dispatch_uid="payments-manual-on-paid"
         )

@@ -31,7 +31,7 @@ from billing.money import to_minor
 from core.outbox import enqueue_on_commit
 from payments import providers
 from payments.configuration import resolved
-from payments.errors import ProviderError, ProviderUnavailable
+from payments.errors import PaymentError, ProviderError, ProviderUnavailable
 from payments.models import (
     BillingProfile,
     Collection,
@@ -437,3 +437,39 @@ def retry_after_new_method(customer) -> list[Payment]:
         if payment is not None:
             retried.append(payment)
     return retried
+
+
+def retry_now(invoice: Invoice) -> Payment:
+    """Staff's "retry payment now": an attempt at once, whatever the dunning schedule says (an
+    exhausted collection is collecting again). Refused for an invoice that is not owed, when
+    the organization collects manually, and while an attempt is under way."""
+    provider, _, _ = resolved(invoice.organization_id)
+    if provider == Provider.MANUAL:
+        raise PaymentError(
+            "The organization collects payments manually: record the payment instead",
+            field=("invoice",),
+        )
+    now = timezone.now()
+    with transaction.atomic():
+        row, _ = InvoiceCollection.objects.select_for_update().get_or_create(
+            invoice_id=invoice.pk,
+            defaults={"organization_id": invoice.organization_id, "next_attempt_at": now},
+        )
+        current = Invoice.objects.only("status", "number").get(pk=invoice.pk)
+        if current.status not in COLLECTABLE:
+            raise PaymentError(
+                f"{current.number} is {current.status}: there is nothing to collect",
+                field=("invoice",),
+            )
+        if Payment.objects.filter(invoice_id=invoice.pk, status=PaymentStatus.PENDING).exists():
+            raise PaymentError(
+                f"A charge of {current.number} is already under way", field=("invoice",)
+            )
+        row.state, row.next_attempt_at = CollectionState.COLLECTING, now
+        row.save(update_fields=["state", "next_attempt_at", "modified_at"])
+    payment = attempt(invoice.pk, as_of=now, trigger=PaymentTrigger.RETRY_ADMIN)
+    if payment is None:
+        raise PaymentError(
+            f"{invoice.number}: another collector is attempting it", field=("invoice",)
+        )
+    return payment

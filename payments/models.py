@@ -124,6 +124,12 @@ class Payment(models.Model):
     modified_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        permissions = [
+            ("retry_payment", "Can retry collecting an invoice now"),
+            ("record_payment", "Can record a manual payment of an invoice"),
+            # apart from the operators' actions: money leaves the business
+            ("refund_invoice", "Can refund a paid invoice"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["invoice", "attempt"], name="payment_invoice_attempt"),
             # one attempt at a time, and never two successes, whatever runs concurrently
