@@ -63,8 +63,9 @@ def credit(customer_id, currency: str, minor: int, *, credit_note=None, invoice=
 def spend(customer_id, currency: str, up_to: int, *, invoice) -> int:
     """Spend up to `up_to` minor units of the balance on `invoice` (caller's transaction, which
     holds the lock until it ends); returns what was spent."""
-    if up_to <= 0:
-        return 0
+    if up_to <= 0 or available(customer_id, currency) <= 0:
+        return 0  # most customers have no balance: no lock for them (a credit added meanwhile
+        # is spent by the next invoice)
     lock(customer_id, currency)
     spent = min(available(customer_id, currency), up_to)
     if spent > 0:
