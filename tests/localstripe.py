@@ -10,6 +10,8 @@ before its routes are built (docs/payments.md, "localstripe"):
   refuses any parameter there). localstripe never asks for authentication off-session except
   for its 3-D Secure test cards, so the flag changes nothing else."""
 
+import hashlib
+import hmac
 import os
 import signal
 import socket
@@ -110,6 +112,15 @@ class LocalStripe:
             }
         )
         return method.id
+
+
+def sign_webhook(payload: bytes, secret: str = WEBHOOK_SECRET) -> str:
+    """A `Stripe-Signature` header for the payload, as Stripe signs its webhooks."""
+    timestamp = int(time.time())
+    signature = hmac.new(
+        secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256
+    ).hexdigest()
+    return f"t={timestamp},v1={signature}"
 
 
 def _free_port() -> int:

@@ -3,8 +3,6 @@ killed between the provider call and its commit, and duplicated (and forged) pro
 What counts is localstripe's own record: one successful charge per invoice, equal to its total,
 and no payment left pending."""
 
-import hashlib
-import hmac
 import json
 import os
 import signal
@@ -28,7 +26,7 @@ from customers.services import create_customer
 from customers.tokens import create_token
 from payments import methods
 from payments.models import Payment, PaymentStatus, ProviderEvent
-from tests.localstripe import WEBHOOK_SECRET
+from tests.localstripe import WEBHOOK_SECRET, sign_webhook
 from tests.payments.conftest import stripe_env
 from tests.payments.holding_proxy import HoldingProxy
 from tests.support import ROOT, AppServer, subprocess_database_url
@@ -193,11 +191,7 @@ def test_collector_killed_between_provider_call_and_commit(
 
 
 def signed(payload: bytes, secret: str = WEBHOOK_SECRET) -> dict:
-    timestamp = int(time.time())
-    signature = hmac.new(
-        secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256
-    ).hexdigest()
-    return {"Stripe-Signature": f"t={timestamp},v1={signature}", "Content-Type": "application/json"}
+    return {"Stripe-Signature": sign_webhook(payload, secret), "Content-Type": "application/json"}
 
 
 def test_duplicated_webhook_applies_once_and_a_forged_one_is_refused(

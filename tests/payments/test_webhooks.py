@@ -12,7 +12,7 @@ from billing.models import InvoiceStatus, SubscriptionStatus
 from customers.services import create_customer
 from payments import methods
 from payments.models import Payment, PaymentStatus, ProviderEvent
-from tests.payments.test_exactly_once import signed
+from tests.localstripe import sign_webhook
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +25,7 @@ def post(client, event):
         URL,
         payload,
         content_type="application/json",
-        **{"HTTP_STRIPE_SIGNATURE": signed(payload)["Stripe-Signature"]},
+        **{"HTTP_STRIPE_SIGNATURE": sign_webhook(payload)},
     )
 
 
@@ -142,6 +142,6 @@ def test_signed_but_not_json_is_400(client, stripe_settings):
         URL,
         payload,
         content_type="application/json",
-        HTTP_STRIPE_SIGNATURE=signed(payload)["Stripe-Signature"],
+        HTTP_STRIPE_SIGNATURE=sign_webhook(payload),
     )
     assert response.status_code == 400
