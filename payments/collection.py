@@ -54,12 +54,9 @@ FAILED_TASK = "payments.tasks.email_payment_failed"
 
 
 def amount_due(invoice: Invoice) -> int:
-    """What the customer still owes on the invoice, in minor units. Billing's `amount_due`
-    (the total less the customer balance applied) when the invoice has it, else the total."""
-    due = getattr(invoice, "amount_due", None)
-    if due is None:
-        due = invoice.total
-    return due if isinstance(due, int) else to_minor(due)
+    """What the customer still owes on the invoice, in minor units: the total less the
+    customer balance applied at finalization."""
+    return to_minor(invoice.amount_due)
 
 
 # --- finalization ------------------------------------------------------------------------------
@@ -439,10 +436,11 @@ def retry_after_new_method(customer) -> list[Payment]:
     return retried
 
 
-def retry_now(invoice: Invoice) -> Payment:
-    """Staff's "retry payment now": an attempt at once, whatever the dunning schedule says (an
-    exhausted collection is collecting again). Refused for an invoice that is not owed, when
-    the organization collects manually, and while an attempt is under way."""
+def retry_now(invoice: Invoice, *, trigger: str = PaymentTrigger.RETRY_ADMIN) -> Payment:
+    """Staff's "retry payment now" (and the customer's "Pay now", `retry_customer`): an attempt
+    at once, whatever the dunning schedule says (an exhausted collection is collecting again).
+    Refused for an invoice that is not owed, when the organization collects manually, and while
+    an attempt is under way."""
     provider, _, _ = resolved(invoice.organization_id)
     if provider == Provider.MANUAL:
         raise PaymentError(
@@ -467,7 +465,7 @@ def retry_now(invoice: Invoice) -> Payment:
             )
         row.state, row.next_attempt_at = CollectionState.COLLECTING, now
         row.save(update_fields=["state", "next_attempt_at", "modified_at"])
-    payment = attempt(invoice.pk, as_of=now, trigger=PaymentTrigger.RETRY_ADMIN)
+    payment = attempt(invoice.pk, as_of=now, trigger=trigger)
     if payment is None:
         raise PaymentError(
             f"{invoice.number}: another collector is attempting it", field=("invoice",)

@@ -162,11 +162,11 @@ def test_collector_killed_between_provider_call_and_commit(
     # not yet stale: left for the collector that may still be answering
     out = StringIO()
     call_command("collect_payments", stdout=out)
-    assert "reconciled 0" in out.getvalue()
+    assert "reconciled 0;" in out.getvalue()
     later = timezone.now() + timedelta(minutes=6)
     out = StringIO()
     call_command("collect_payments", "--as-of", later.isoformat(), stdout=out)
-    assert "reconciled 1" in out.getvalue()
+    assert "reconciled 1;" in out.getvalue()
     if intents_per_invoice == 2:
         call_command(
             "collect_payments", "--as-of", (later + timedelta(minutes=6)).isoformat(), stdout=out
@@ -252,5 +252,5 @@ def test_duplicated_webhook_applies_once_and_a_forged_one_is_refused(
     call_command(
         "collect_payments", "--as-of", (timezone.now() + timedelta(hours=1)).isoformat(), stdout=out
     )
-    assert "attempted 0" in out.getvalue() and "reconciled 0" in out.getvalue()
+    assert "attempted 0" in out.getvalue() and "reconciled 0;" in out.getvalue()
     assert_each_paid_once([invoice], localstripe)

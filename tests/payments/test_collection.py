@@ -1,0 +1,89 @@
+"""Collection services in one process: what is charged is the amount due after the customer
+balance, a customer without a method fails without a provider call, and a duplicated task
+changes nothing."""
+
+import pytest
+
+from billing import balance, catalog, subscriptions
+from billing.catalog import PriceSpec
+from billing.models import InvoiceStatus, SubscriptionStatus
+from customers.services import create_customer
+from payments import collection, methods, tasks
+from payments.models import CollectionState, InvoiceCollection, Payment, PaymentStatus
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def plan(organization, stripe_settings):
+    return catalog.create_product(
+        organization=organization,
+        name="Plan",
+        prices=[PriceSpec(amount_type="fixed", price_amount=2900)],
+    )
+
+
+def subscribe(organization, plan, localstripe, email, *, card="4242424242424242", credit=0):
+    customer = create_customer(organization=organization, email=email)
+    if card:
+        methods.set_default_method(customer, localstripe.card(card))
+    if credit:
+        balance.credit(customer.pk, "USD", credit)
+    subscription = subscriptions.create_subscription(customer=customer, product=plan)
+    return customer, subscription, subscription.invoices.get()
+
+
+def stripe_customer(customer):
+    return customer.billing_profile.provider_customer_id
+
+
+def test_the_amount_due_after_the_balance_is_charged(organization, plan, localstripe):
+    customer, _, invoice = subscribe(organization, plan, localstripe, "b@example.com", credit=1000)
+    assert collection.amount_due(invoice) == 1900
+    tasks.collect_invoice.run(str(invoice.pk))
+    (payment,) = Payment.objects.filter(invoice=invoice)
+    assert (payment.status, payment.amount) == (PaymentStatus.SUCCEEDED, 1900)
+    charges = localstripe.succeeded_charges(stripe_customer(customer))
+    assert [c.amount for c in charges] == [1900]
+    invoice.refresh_from_db()
+    assert invoice.status == InvoiceStatus.PAID
+
+
+def test_a_balance_covering_the_invoice_pays_it_without_the_provider(
+    organization, plan, localstripe
+):
+    customer, _, invoice = subscribe(organization, plan, localstripe, "c@example.com", credit=5000)
+    assert invoice.status == InvoiceStatus.PAID
+    tasks.collect_invoice.run(str(invoice.pk))
+    assert not Payment.objects.exists()
+    assert InvoiceCollection.objects.get(pk=invoice.pk).state == CollectionState.PAID
+    assert localstripe.charges(stripe_customer(customer)) == []
+
+
+def test_no_payment_method_is_a_failed_attempt_without_a_provider_call(
+    organization, plan, localstripe
+):
+    _, subscription, invoice = subscribe(
+        organization, plan, localstripe, "n@example.com", card=None
+    )
+    intents_before = len(localstripe.payment_intents())
+    tasks.collect_invoice.run(str(invoice.pk))
+    (payment,) = Payment.objects.filter(invoice=invoice)
+    assert (payment.status, payment.decline_reason, payment.provider_payment_id) == (
+        PaymentStatus.FAILED,
+        "payment_method_missing",
+        None,
+    )
+    subscription.refresh_from_db()
+    assert subscription.status == SubscriptionStatus.PAST_DUE
+    assert len(localstripe.payment_intents()) == intents_before
+
+
+def test_a_duplicated_collection_task_charges_once(organization, plan, localstripe):
+    customer, _, invoice = subscribe(organization, plan, localstripe, "d@example.com")
+    for _ in range(3):
+        tasks.collect_invoice.run(str(invoice.pk))
+    assert collection.collect_due().attempted == 0
+    (payment,) = Payment.objects.filter(invoice=invoice)
+    assert payment.status == PaymentStatus.SUCCEEDED
+    assert [c.amount for c in localstripe.succeeded_charges(stripe_customer(customer))] == [2900]
