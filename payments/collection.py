@@ -387,7 +387,7 @@ def due_invoice_ids(as_of: datetime, limit: int | None = None) -> list:
     return list(ids[:limit] if limit else ids)
 
 
-def collect_due(as_of: datetime | None = None, *, progress=None) -> CollectReport:
+def collect_due(as_of: datetime | None = None) -> CollectReport:
     """Reconcile stale pending payments, run every due attempt (rows another collector holds
     are skipped: it is collecting them), then the final actions."""
     as_of = as_of or timezone.now()
@@ -406,8 +406,6 @@ def collect_due(as_of: datetime | None = None, *, progress=None) -> CollectRepor
             report.attempted += 1
             report.succeeded += payment.status == PaymentStatus.SUCCEEDED
             report.failed += payment.status == PaymentStatus.FAILED
-        if progress:
-            progress()
     report.revoked = apply_final_actions()
     return report
 
