@@ -156,6 +156,8 @@ PORTAL_POLL_SECONDS = env.int("PORTAL_POLL_SECONDS", default=5)
 # Sign-in link requests: "count/seconds" per client IP and per email address.
 PORTAL_SIGN_IN_RATE_PER_IP = env.str("PORTAL_SIGN_IN_RATE_PER_IP", default="10/900")
 PORTAL_SIGN_IN_RATE_PER_EMAIL = env.str("PORTAL_SIGN_IN_RATE_PER_EMAIL", default="3/900")
+# a customer's payment actions (save a card, pay now): each can reach the payment provider
+PORTAL_PAYMENT_RATE_PER_CUSTOMER = env.str("PORTAL_PAYMENT_RATE_PER_CUSTOMER", default="20/3600")
 
 # --- REST API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -211,6 +213,9 @@ STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 # empty: Stripe's own address; tests and ./dev run point it at localstripe
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
+# where the portal loads Stripe.js from; empty: Stripe's own, or localstripe's stand-in at
+# <STRIPE_API_BASE>/js.stripe.com/v3/ when STRIPE_API_BASE points elsewhere
+STRIPE_JS_URL = env.str("STRIPE_JS_URL", default="")
 # automatic (charge the default method at finalization), send_invoice (email it, pay in the
 # portal), or manual (staff record payments); an organization can override it in the admin
 PAYMENTS_COLLECTION = env.str(

@@ -86,6 +86,7 @@ class PaymentTrigger(models.TextChoices):
     PURCHASE = "purchase", "Subscription created"
     SUBSCRIPTION_CYCLE = "subscription_cycle", "Renewal"
     RETRY_DUNNING = "retry_dunning", "Dunning retry"
+    RETRY_CUSTOMER = "retry_customer", "Paid by the customer in the portal"
     RETRY_PAYMENT_METHOD_UPDATE = "retry_payment_method_update", "New payment method"
     RETRY_ADMIN = "retry_admin", "Retried by staff"
 

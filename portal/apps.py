@@ -17,5 +17,6 @@ class PortalConfig(AppConfig):
             [
                 Section("Subscriptions", "portal:subscriptions"),
                 Section("Invoices", "portal:invoices"),
+                Section("Payment method", "portal:payment-method"),
             ]
         )

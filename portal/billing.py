@@ -16,7 +16,14 @@ from djmoney.money import Money
 from billing import cycles, documents, subscriptions
 from billing.errors import SubscriptionStateError
 from billing.invoices import InvoiceDraft, LineDraft
-from billing.models import LIVE_STATUSES, Invoice, InvoiceLine, InvoiceStatus, Subscription
+from billing.models import (
+    LIVE_STATUSES,
+    CreditNote,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    Subscription,
+)
 from billing.money import to_money
 from customers.models import Customer
 from portal.errors import SubscriptionNotChangeable
@@ -182,6 +189,9 @@ def set_cancel_at_period_end(
 
 # --- invoices -------------------------------------------------------------------------------------
 
+# an invoice the customer can still pay (an uncollectible one is still owed)
+PAYABLE_STATUSES = (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)
+
 
 def _invoices(customer: Customer):
     # drafts are never shown: an invoice reaches the customer once it is finalized
@@ -192,14 +202,28 @@ def _invoices(customer: Customer):
     )
 
 
+def status_label(invoice: Invoice) -> str:
+    """The status as the API's order status names it: a paid invoice with refunds is
+    "Partially refunded" or "Refunded"."""
+    if invoice.status == InvoiceStatus.PAID and invoice.refunded_amount.amount:
+        return "Refunded" if invoice.is_refunded else "Partially refunded"
+    return invoice.get_status_display()
+
+
+def _labelled(invoice: Invoice | None) -> Invoice | None:
+    if invoice is not None:
+        invoice.status_label = status_label(invoice)
+    return invoice
+
+
 def customer_invoices(customer: Customer) -> list[Invoice]:
-    return list(_invoices(customer).order_by("-created_at", "-sequence"))
+    return [_labelled(i) for i in _invoices(customer).order_by("-created_at", "-sequence")]
 
 
 def own_invoice(customer: Customer, invoice_id: uuid.UUID) -> Invoice | None:
-    return (
+    return _labelled(
         _invoices(customer)
-        .select_related("subscription", "organization")
+        .select_related("subscription", "organization", "customer")
         .prefetch_related(Prefetch("lines", queryset=InvoiceLine.objects.order_by("position")))
         .filter(pk=invoice_id)
         .first()
@@ -209,3 +233,25 @@ def own_invoice(customer: Customer, invoice_id: uuid.UUID) -> Invoice | None:
 def invoice_pdf(invoice: Invoice) -> tuple[str, bytes]:
     """(file name, bytes) of the invoice's PDF: the document billing stores once and emails."""
     return documents.filename(invoice), documents.invoice_pdf(invoice.pk)
+
+
+# --- credit notes ---------------------------------------------------------------------------------
+
+
+def _credit_notes(customer: Customer):
+    return CreditNote.objects.filter(
+        customer=customer, organization_id=customer.organization_id
+    ).select_related("invoice")
+
+
+def customer_credit_notes(customer: Customer) -> list[CreditNote]:
+    return list(_credit_notes(customer).order_by("-created_at", "-sequence"))
+
+
+def own_credit_note(customer: Customer, credit_note_id: uuid.UUID) -> CreditNote | None:
+    return _credit_notes(customer).filter(pk=credit_note_id).first()
+
+
+def credit_note_pdf(note: CreditNote) -> tuple[str, bytes]:
+    """(file name, bytes) of the credit note's PDF, the document billing stores and emails."""
+    return documents.credit_note_filename(note), documents.credit_note_pdf(note.pk)

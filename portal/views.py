@@ -9,12 +9,13 @@ from django.conf import settings
 from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils.functional import SimpleLazyObject
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from customers.models import Organization
-from portal import auth, billing, charts, ratelimit, sign_in, tasks, usage
+from portal import auth, billing, charts, payments, ratelimit, sign_in, tasks, usage
 from portal.branding import palette
 from portal.errors import InvalidSignInToken, SubscriptionNotChangeable
 from portal.extensions import registry
@@ -39,6 +40,10 @@ def _context(request, organization: Organization, **extra) -> dict:
         "customer": customer,
         "return_url": token.return_url if token is not None else None,
         "sections": registry.sections if customer is not None else [],
+        # read only by the pages that show the banner (every full page, no fragment)
+        "past_due": SimpleLazyObject(lambda: payments.past_due_banner(customer))
+        if customer is not None
+        else None,
         **extra,
     }
 
@@ -293,6 +298,15 @@ def cancel_subscription(request, subscription_id):
     return HttpResponseRedirect(target)
 
 
+def _card_context(request) -> dict:
+    """How the customer pays: whether cards are taken at all, and the default card."""
+    accepted = payments.cards_accepted(request.organization)
+    return {
+        "cards_accepted": accepted,
+        "card": payments.default_method(request.customer) if accepted else None,
+    }
+
+
 @never_cache
 @require_GET
 @auth.portal_page
@@ -304,8 +318,18 @@ def invoices_page(request):
             request,
             request.organization,
             invoices=billing.customer_invoices(request.customer),
+            credit_notes=billing.customer_credit_notes(request.customer),
+            **_card_context(request),
         ),
     )
+
+
+PAY_NOW_REFUSALS = {
+    "no_method": "There is no card to charge: add one first.",
+    "not_open": "This invoice is not open any more.",
+    "in_progress": "A payment of this invoice is already under way; reload in a moment.",
+    "no_cards": "Invoices are paid by bank transfer here.",
+}
 
 
 def _invoice_document(request, invoice_id):
@@ -313,7 +337,15 @@ def _invoice_document(request, invoice_id):
     invoice = billing.own_invoice(request.customer, invoice_id)
     if invoice is None:
         raise Http404("No such invoice")
-    context = _context(request, request.organization, invoice=invoice)
+    context = _context(
+        request,
+        request.organization,
+        invoice=invoice,
+        payable=invoice.status in billing.PAYABLE_STATUSES,
+        payment=payments.invoice_payment(invoice, request.GET.get("payment")),
+        refusal=PAY_NOW_REFUSALS.get(request.GET.get("refused", "")),
+        **_card_context(request),
+    )
     return invoice, render(request, "portal/invoice.html", context)
 
 
@@ -321,9 +353,145 @@ def _invoice_document(request, invoice_id):
 @require_GET
 @auth.portal_page
 def invoice_page(request, invoice_id):
-    """The invoice as a printable HTML page (the download is its PDF)."""
+    """The invoice as a printable HTML page (the download is its PDF), with "Pay now" while it
+    is open and the outcome of the last click."""
     _invoice, response = _invoice_document(request, invoice_id)
     return response
+
+
+@never_cache
+@require_GET
+@auth.portal_fragment
+def credit_note_download(request, credit_note_id):
+    """The credit note's PDF; another customer's is a 404."""
+    note = billing.own_credit_note(request.customer, credit_note_id)
+    if note is None:
+        raise Http404("No such credit note")
+    name, pdf = billing.credit_note_pdf(note)
+    response = HttpResponse(pdf, content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+def _payment_rate_limited(request) -> HttpResponse | None:
+    rate = ratelimit.Rate.parse(settings.PORTAL_PAYMENT_RATE_PER_CUSTOMER)
+    retry_after = ratelimit.hit("portal-payment", str(request.customer.pk), rate)
+    if retry_after is None:
+        return None
+    response = render(
+        request,
+        "portal/payment_refused.html",
+        _context(
+            request,
+            request.organization,
+            message=f"Too many payment requests: try again in {-(-retry_after // 60)} minutes.",
+        ),
+        status=429,
+    )
+    response["Retry-After"] = str(retry_after)
+    return response
+
+
+@never_cache
+@require_POST
+@auth.portal_fragment
+def pay_invoice(request, invoice_id):
+    """Charge the default card for one of the customer's open invoices, then show the invoice
+    with the outcome (paid, or the decline and a link to the payment method page)."""
+    invoice = billing.own_invoice(request.customer, invoice_id)
+    if invoice is None:
+        raise Http404("No such invoice")
+    limited = _payment_rate_limited(request)
+    if limited is not None:
+        return limited
+    target = reverse(
+        "portal:invoice", kwargs={"org_slug": request.organization.slug, "invoice_id": invoice.pk}
+    )
+    try:
+        payment = payments.pay_now(invoice)
+    except payments.NotPayable as refusal:
+        return HttpResponseRedirect(f"{target}?refused={refusal.reason}")
+    except payments.PaymentError as error:
+        return _payment_error(request, error)
+    return HttpResponseRedirect(f"{target}?payment={payment.pk}")
+
+
+def _payment_error(request, error, status: int = 502):
+    """The provider could not be reached or refused the request: say so, nothing was saved."""
+    return render(
+        request,
+        "portal/payment_refused.html",
+        _context(request, request.organization, message=error.message),
+        status=status,
+    )
+
+
+# --- payment method -------------------------------------------------------------------------
+
+
+class SaveCardForm(forms.Form):
+    # the provider's setup session id (Stripe: seti_…), reported by the card element
+    setup_intent = forms.RegexField(regex=r"^[A-Za-z0-9_]{3,255}\Z", max_length=255)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@auth.portal_page
+def payment_method_page(request):
+    """The default card (brand, last 4, expiry) or none; POST saves the card a setup session
+    confirmed in the browser as the new default (and retries the failed invoices at once)."""
+    context = _card_context(request)
+    if request.method == "GET":
+        return render(
+            request,
+            "portal/payment_method.html",
+            _context(
+                request, request.organization, saved=request.GET.get("saved") == "1", **context
+            ),
+        )
+    form = SaveCardForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse(
+            "setup_intent must be a provider's id", status=400, content_type="text/plain"
+        )
+    limited = _payment_rate_limited(request)
+    if limited is not None:
+        return limited
+    try:
+        payments.save_card(request.customer, form.cleaned_data["setup_intent"])
+    except payments.SetupSessionNotFound:
+        raise Http404("No such setup session")
+    except payments.PaymentError as error:
+        return _payment_error(request, error, status=400 if error.field else 502)
+    target = reverse("portal:payment-method", kwargs={"org_slug": request.organization.slug})
+    return HttpResponseRedirect(f"{target}?saved=1")
+
+
+@never_cache
+@require_GET
+@auth.portal_page
+def add_card_page(request):
+    """The card form: a setup session created for this customer, completed by the provider's
+    card element in the browser (Stripe.js, or localstripe's stand-in)."""
+    if not payments.cards_accepted(request.organization):
+        raise Http404("Card payments are not set up")
+    limited = _payment_rate_limited(request)
+    if limited is not None:
+        return limited
+    try:
+        setup = payments.start_card_setup(request.customer)
+    except payments.PaymentError as error:
+        return _payment_error(request, error)
+    return render(
+        request,
+        "portal/add_card.html",
+        _context(
+            request,
+            request.organization,
+            setup=setup,
+            replacing=payments.default_method(request.customer) is not None,
+        ),
+    )
 
 
 @never_cache

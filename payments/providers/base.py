@@ -22,6 +22,16 @@ class SetupSession:
     client_secret: str
 
 
+@dataclass(frozen=True)
+class SetupResult:
+    """A setup session as the provider sees it: whose it is and the method it saved, if any."""
+
+    id: str
+    provider_customer_id: str | None
+    succeeded: bool
+    method_id: str | None
+
+
 class ChargeStatus:
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # declined: the attempt counts
@@ -61,6 +71,10 @@ class PaymentProvider(ABC):
     @abstractmethod
     def create_setup_session(self, *, provider_customer_id: str) -> SetupSession:
         """A session the provider's card element completes to save a method off-session."""
+
+    @abstractmethod
+    def retrieve_setup_session(self, setup_session_id: str) -> SetupResult:
+        """The session a card element completed (the browser only reports its id)."""
 
     @abstractmethod
     def attach_default_method(self, *, provider_customer_id: str, method_id: str) -> MethodInfo:

@@ -21,6 +21,7 @@ from payments.providers.base import (
     PaymentProvider,
     ProviderEventData,
     RefundResult,
+    SetupResult,
     SetupSession,
 )
 
@@ -106,6 +107,26 @@ class StripeProvider(PaymentProvider):
         except stripe.StripeError as exc:
             raise _domain_error(exc)
         return SetupSession(id=intent.id, client_secret=intent.client_secret)
+
+    def retrieve_setup_session(self, setup_session_id: str) -> SetupResult:
+        try:
+            intent = self.client.v1.setup_intents.retrieve(setup_session_id).to_dict()
+        except stripe.StripeError as exc:
+            error = _domain_error(exc)
+            if (exc.http_status or 0) == 404:
+                raise PaymentMethodError(
+                    f"No such setup session: '{setup_session_id}'", field=("setup_intent",)
+                )
+            raise error
+        method = intent.get("payment_method")
+        if isinstance(method, dict):  # expanded
+            method = method.get("id")
+        return SetupResult(
+            id=intent["id"],
+            provider_customer_id=intent.get("customer"),
+            succeeded=intent.get("status") == "succeeded",
+            method_id=method,
+        )
 
     def attach_default_method(self, *, provider_customer_id: str, method_id: str) -> MethodInfo:
         try:

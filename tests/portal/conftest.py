@@ -12,13 +12,14 @@ from django.utils import timezone
 
 from billing import cycles, discounts, subscriptions, taxes
 from billing.catalog import PriceSpec, create_product
-from billing.models import Subscription
+from billing.models import Invoice, InvoiceStatus, Subscription
 from customers.models import Customer, Organization
 from customers.services import create_customer
 from metering import meters
 from metering.ingest import ingest_events
 from metering.models import Meter
 from portal import sign_in
+from tests import localstripe as ls
 
 CALLS_FILTER = {
     "conjunction": "and",
@@ -199,3 +200,36 @@ def signed_in():
         return client
 
     return make
+
+
+# --- payments -------------------------------------------------------------------------------
+
+GOOD, DECLINED = "4242424242424242", "4000000000000341"
+
+
+@pytest.fixture
+def stripe_settings(settings, localstripe):
+    """Stripe through the session's localstripe; invoices are emailed and paid from the portal
+    (`send_invoice`), so nothing is charged before "Pay now"."""
+    settings.STRIPE_SECRET_KEY = ls.SECRET_KEY
+    settings.STRIPE_PUBLISHABLE_KEY = ls.PUBLISHABLE_KEY
+    settings.STRIPE_WEBHOOK_SECRET = ls.WEBHOOK_SECRET
+    settings.STRIPE_API_BASE = localstripe.url
+    settings.STRIPE_JS_URL = ""
+    settings.PAYMENTS_COLLECTION = "send_invoice"
+    settings.DUNNING_SCHEDULE = [2, 5, 7, 7]
+    settings.PAYMENTS_RECONCILE_AFTER = 300
+    return localstripe
+
+
+def subscribe(customer, amount: int = 2900):
+    """A $29 plan: its creation invoice (2900) is open, not yet charged."""
+    product = create_product(
+        organization=customer.organization,
+        name=f"Plan {customer.external_id}",
+        prices=[PriceSpec(amount_type="fixed", price_amount=amount)],
+    )
+    subscription = subscriptions.create_subscription(customer=customer, product=product)
+    (invoice,) = Invoice.objects.filter(subscription=subscription)
+    assert (invoice.status, invoice.total.amount * 100) == (InvoiceStatus.OPEN, amount)
+    return subscription, invoice

@@ -21,8 +21,9 @@ from rest_framework.test import APIClient
 
 from billing.models import Invoice
 from metering.models import CustomerMeter
+from payments.models import BillingProfile
 
-from .conftest import add_billing, build_world
+from .conftest import add_billing, build_world, subscribe
 
 CHROMIUM = "/usr/bin/chromium"
 PHONE = {"width": 375, "height": 812}
@@ -354,3 +355,78 @@ def test_billing_pages_cancel_undo_and_invoice_download(billed_scene, tmp_path):
             assert small.evaluate("document.documentElement.scrollWidth") == 375, name
             screenshot(small, tmp_path, f"portal-{name}-phone.png")
         phone.close()
+
+
+# --- payments ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PaymentScene:
+    base_url: str
+    acme_secret: str
+    invoice_id: str
+    invoice_number: str
+    total: int  # cents
+
+
+@pytest.fixture
+def payment_scene(live_server, transactional_db, token_for, stripe_settings) -> PaymentScene:
+    world = build_world(token_for)
+    _, invoice = subscribe(world.alice)
+    return PaymentScene(
+        base_url=live_server.url,
+        acme_secret=world.acme.secret,
+        invoice_id=str(invoice.pk),
+        invoice_number=invoice.number,
+        total=int(invoice.total.amount * 100),
+    )
+
+
+def test_add_a_card_through_the_stripe_js_stand_in_then_pay_now(
+    payment_scene, stripe_settings, tmp_path
+):
+    scene = payment_scene
+    base = f"{scene.base_url}/portal/acme-inc"
+    with Polar(scene.acme_secret, base_url=scene.base_url) as polar, chromium() as browser:
+        page = browser.new_page(viewport=DESKTOP)
+        page.goto(polar.customer_sessions.create(external_customer_id="alice").customer_portal_url)
+        page.get_by_role("link", name="Payment method").click()
+        page.wait_for_url(f"{base}/payment-method")
+        assert page.locator('[data-field="card-description"]').inner_text() == "No card on file."
+
+        # the card element is localstripe's stand-in for Stripe.js, loaded from localstripe
+        page.get_by_role("link", name="Add card").click()
+        page.wait_for_url(f"{base}/payment-method/new")
+        element = page.locator("#card-element")
+        for placeholder, value in [
+            ("number", "4242424242424242"),
+            ("exp_month", "12"),
+            ("exp_year", "34"),
+            ("cvc", "123"),
+            ("postal_code", "75001"),
+        ]:
+            element.get_by_placeholder(placeholder, exact=True).fill(value)
+        screenshot(page, tmp_path, "portal-add-card-desktop.png")
+        page.get_by_role("button", name="Save card").click()
+        page.wait_for_url(f"{base}/payment-method?saved=1")
+        assert page.locator('[data-field="card-description"]').inner_text() == (
+            "Visa ending in 4242, expires 12/2034"
+        )
+
+        # "Pay now" on the open invoice in the list; the invoice page shows it paid
+        page.get_by_role("link", name="Invoices").click()
+        page.wait_for_url(f"{base}/invoices")
+        page.get_by_role("button", name=f"Pay now invoice {scene.invoice_number}").click()
+        page.wait_for_url(re.compile(rf"{re.escape(base)}/invoices/{scene.invoice_id}\?payment="))
+        result = page.locator('[data-field="payment-result"]')
+        assert result.get_attribute("data-value") == "paid"
+        assert page.locator('[data-field="status"]').inner_text() == "Paid"
+        screenshot(page, tmp_path, "portal-paid-invoice-desktop.png")
+
+    invoice = Invoice.objects.get(pk=scene.invoice_id)
+    assert invoice.status == "paid"
+    profile = BillingProfile.objects.get(customer=invoice.customer)
+    assert profile.last4 == "4242"
+    charges = stripe_settings.succeeded_charges(profile.provider_customer_id)
+    assert [(c.amount, c.currency) for c in charges] == [(scene.total, "usd")]
+    assert scene.total == 2900
