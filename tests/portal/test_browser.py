@@ -423,6 +423,20 @@ def test_add_a_card_through_the_stripe_js_stand_in_then_pay_now(
         assert page.locator('[data-field="status"]').inner_text() == "Paid"
         screenshot(page, tmp_path, "portal-paid-invoice-desktop.png")
 
+        # phone: the payment pages fit 375 px
+        phone = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True)
+        small = phone.new_page()
+        small.goto(polar.customer_sessions.create(external_customer_id="alice").customer_portal_url)
+        for path, name in [
+            ("payment-method", "payment-method"),
+            ("payment-method/new", "add-card"),
+            ("invoices", "invoices-paid"),
+        ]:
+            small.goto(f"{base}/{path}")
+            assert small.evaluate("document.documentElement.scrollWidth") == 375, name
+            screenshot(small, tmp_path, f"portal-{name}-phone.png")
+        phone.close()
+
     invoice = Invoice.objects.get(pk=scene.invoice_id)
     assert invoice.status == "paid"
     profile = BillingProfile.objects.get(customer=invoice.customer)
