@@ -28,3 +28,13 @@ class ProviderUnavailable(ProviderError):
 
 class WebhookSignatureError(PaymentError):
     type = "invalid_signature"
+
+
+class RefundError(PaymentError):
+    """The refund can't be made: the order isn't paid, or the amount is more than is left."""
+
+
+class RefundFailed(PaymentError):
+    """The provider refused the refund: it is recorded `failed` and nothing was credited."""
+
+    type = "refund_failed"

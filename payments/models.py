@@ -219,3 +219,79 @@ class ProviderEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} {self.type} {self.event_id}"
+
+
+class RefundStatus(models.TextChoices):
+    """Polar's refund statuses (`canceled` is never set here: a refund is not withdrawn)."""
+
+    PENDING = "pending", "Pending"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+
+
+class RefundReason(models.TextChoices):
+    """Polar's refund reasons."""
+
+    DUPLICATE = "duplicate", "Duplicate"
+    FRAUDULENT = "fraudulent", "Fraudulent"
+    CUSTOMER_REQUEST = "customer_request", "Customer request"
+    SERVICE_DISRUPTION = "service_disruption", "Service disruption"
+    SATISFACTION_GUARANTEE = "satisfaction_guarantee", "Satisfaction guarantee"
+    DISPUTE_PREVENTION = "dispute_prevention", "Dispute prevention"
+    OTHER = "other", "Other"
+
+
+class Refund(models.Model):
+    """Money paid back on a paid invoice. Recorded `pending` (its amount reserved under the
+    invoice's row lock) before the provider is asked, settled once: `succeeded` with its credit
+    note, or `failed` with nothing credited. Its id is the provider's idempotency key."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.PROTECT, related_name="refunds"
+    )
+    invoice = models.ForeignKey("billing.Invoice", on_delete=models.PROTECT, related_name="refunds")
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.PROTECT, related_name="refunds"
+    )
+    # the succeeded payment the money goes back to; none when the invoice was paid manually
+    payment = models.ForeignKey(
+        Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="refunds"
+    )
+    status = models.CharField(max_length=16, choices=RefundStatus.choices)
+    reason = models.CharField(max_length=32, choices=RefundReason.choices)
+    amount = models.BigIntegerField()  # minor units of `currency`
+    # the tax part: estimated pro rata when recorded, the credit note's once it succeeds
+    tax_amount = models.BigIntegerField(default=0)
+    currency = models.CharField(max_length=3)
+    comment = models.TextField(default="", blank=True)
+    revoke_benefits = models.BooleanField(default=False)
+    metadata = models.JSONField(default=dict, blank=True)
+    provider = models.CharField(max_length=16, choices=Provider.choices)
+    provider_refund_id = models.CharField(max_length=255, null=True, blank=True)
+    failure_message = models.TextField(null=True, blank=True)
+    credit_note = models.OneToOneField(
+        "billing.CreditNote",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="refund",
+    )
+    settled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="refund_org_created"),
+            models.Index(
+                fields=["created_at"], condition=Q(status="pending"), name="refund_pending_created"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"refund of {self.amount} on {self.invoice_id}: {self.status}"

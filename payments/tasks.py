@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
-from payments import collection, emails
+from payments import collection, emails, refunds
 
 
 @shared_task(acks_late=True)
@@ -14,8 +14,11 @@ def collect_invoice(invoice_id: str) -> None:
 
 @shared_task(acks_late=True)
 def collect_due_payments() -> int:
-    """Every minute (beat): due retries, reconciliation, final actions."""
-    return collection.collect_due(timezone.now()).attempted
+    """Every minute (beat): due retries, reconciliation (payments and refunds), final actions."""
+    now = timezone.now()
+    attempted = collection.collect_due(now).attempted
+    refunds.reconcile_pending(now)
+    return attempted
 
 
 @shared_task(acks_late=True, autoretry_for=(OSError,), retry_backoff=30, max_retries=12)

@@ -11,6 +11,7 @@ class WebhooksConfig(AppConfig):
         from core.schedules import SCHEDULES
         from customers import hooks as customer_hooks
         from metering import hooks as metering_hooks
+        from payments import signals as payment_signals
         from webhooks import receivers
         from webhooks.models import WebhookEndpoint
 
@@ -26,6 +27,8 @@ class WebhooksConfig(AppConfig):
             (customer_hooks.customer_updated, receivers.on_customer_updated),
             (customer_hooks.customer_deleted, receivers.on_customer_deleted),
             (metering_hooks.events_ingested, receivers.on_events_ingested),
+            (payment_signals.refund_created, receivers.on_refund_created),
+            (payment_signals.refund_updated, receivers.on_refund_updated),
         ):
             signal.connect(receiver, dispatch_uid=f"webhooks.{receiver.__name__}")
         for signal in (post_save, post_delete):

@@ -14,6 +14,8 @@ EVENT_TYPES = (
     "order.updated",
     "order.paid",
     "order.refunded",
+    "refund.created",
+    "refund.updated",
     "subscription.created",
     "subscription.updated",
     "subscription.canceled",

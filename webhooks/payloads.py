@@ -7,6 +7,7 @@ from billing.models import Invoice
 from customers.api.serializers import customer_payload
 from customers.api.state import customer_state
 from customers.models import Customer
+from payments.api.refunds import refund_payload
 
 
 def subscription_data(subscription) -> dict:
@@ -26,6 +27,10 @@ def order_data(invoice) -> dict:
 
 def customer_data(customer) -> dict:
     return dict(customer_payload(customer))
+
+
+def refund_data(refund) -> dict:
+    return refund_payload(refund)
 
 
 def customer_state_data(customer_id) -> dict | None:

@@ -85,3 +85,11 @@ def on_events_ingested(sender, organization, event_ids, **kwargs):
             tasks.evaluate_alerts.delay_on_commit(
                 str(organization.pk), [str(pk) for pk in customer_ids]
             )
+
+
+def on_refund_created(sender, refund, **kwargs):
+    emit(refund.organization_id, "refund.created", lambda: payloads.refund_data(refund))
+
+
+def on_refund_updated(sender, refund, **kwargs):
+    emit(refund.organization_id, "refund.updated", lambda: payloads.refund_data(refund))

@@ -107,9 +107,14 @@ class PaymentProvider(ABC):
 
     @abstractmethod
     def refund(
-        self, *, provider_payment_id: str, amount: int, idempotency_key: str
+        self, *, provider_payment_id: str, amount: int, idempotency_key: str, metadata: dict
     ) -> RefundResult:
-        pass
+        """Pay `amount` of the charge back. A refusal is a ProviderError (nothing refunded)."""
+
+    @abstractmethod
+    def find_refund(self, *, provider_payment_id: str, reference: str) -> RefundResult | None:
+        """The charge's refund whose metadata names `reference` (our refund id), if the
+        provider made one: how reconciliation learns the outcome of an unanswered request."""
 
     @abstractmethod
     def verify_webhook(self, payload: bytes, signature: str | None) -> ProviderEventData:

@@ -217,16 +217,33 @@ class StripeProvider(PaymentProvider):
             raise _domain_error(exc)
 
     def refund(
-        self, *, provider_payment_id: str, amount: int, idempotency_key: str
+        self, *, provider_payment_id: str, amount: int, idempotency_key: str, metadata: dict
     ) -> RefundResult:
         try:
             refund = self.client.v1.refunds.create(
-                params={"payment_intent": provider_payment_id, "amount": amount},
+                params={
+                    "payment_intent": provider_payment_id,
+                    "amount": amount,
+                    "metadata": metadata,
+                },
                 options={"idempotency_key": idempotency_key},
             )
         except stripe.StripeError as exc:
             raise _domain_error(exc)
         return RefundResult(id=refund.id, status=refund.status)
+
+    def find_refund(self, *, provider_payment_id: str, reference: str) -> RefundResult | None:
+        try:
+            refunds = self.client.v1.refunds.list(
+                params={"payment_intent": provider_payment_id, "limit": 100}
+            ).auto_paging_iter()
+            for refund in refunds:
+                data = refund.to_dict()
+                if (data.get("metadata") or {}).get("meterline_refund_id") == reference:
+                    return RefundResult(id=data["id"], status=data["status"])
+        except stripe.StripeError as exc:
+            raise _domain_error(exc)
+        return None
 
     def verify_webhook(self, payload: bytes, signature: str | None) -> ProviderEventData:
         if not self.webhook_secret:

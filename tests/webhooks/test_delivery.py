@@ -285,8 +285,9 @@ def test_admin_form_refuses_a_private_url(admin_client, organization, settings):
 @pytest.mark.django_db
 def test_every_billing_and_customer_event_parses_with_polar_sdk(organization):
     """Each recorded body, signed as the sender signs it, loads as polar-sdk's typed payload."""
-    from billing import catalog, credit_notes, invoices, subscriptions
+    from billing import catalog, invoices, subscriptions
     from billing.catalog import PriceSpec
+    from payments import refunds
     from webhooks.models import EVENT_TYPES
 
     endpoint = WebhookEndpoint.objects.create(
@@ -308,7 +309,8 @@ def test_every_billing_and_customer_event_parses_with_polar_sdk(organization):
     subscriptions.set_cancel_at_period_end(subscription, True)
     subscriptions.set_cancel_at_period_end(subscription, False)
     first = invoices.mark_paid(subscription.invoices.order_by("sequence").first())
-    credit_notes.issue(first, amount=1000, kind="refund", reason="customer_request")
+    # a refund (recorded only: paid manually) issues its credit note: refund.* and order.refunded
+    refunds.create_refund(first, amount=1000, reason="customer_request")
     subscriptions.set_past_due(subscription)
     subscriptions.set_recovered(subscription)
     subscriptions.revoke(subscription)

@@ -1,11 +1,11 @@
 """Collect what is due at --as-of (default now): dunning retries, reconciliation of payments a
-crash left pending, the final actions."""
+crash left pending, the final actions, refunds left pending."""
 
 from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
-from payments import collection
+from payments import collection, refunds
 
 
 class Command(BaseCommand):
@@ -27,8 +27,10 @@ class Command(BaseCommand):
             if moment.tzinfo is None:
                 raise CommandError("--as-of needs a UTC offset (e.g. Z or +02:00)")
         report = collection.collect_due(moment)
+        refunds_settled = refunds.reconcile_pending(moment)
         self.stdout.write(
             f"attempted {report.attempted} payment(s): {report.succeeded} succeeded, "
             f"{report.failed} failed; reconciled {report.reconciled}; "
             f"revoked {report.revoked} subscription(s)"
         )
+        self.stdout.write(f"reconciled {refunds_settled} pending refund(s)")
