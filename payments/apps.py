@@ -9,7 +9,8 @@ class PaymentsConfig(AppConfig):
         # Django's wiring: the app registry is ready only now
         from billing.signals import invoice_finalized, invoice_status_changed
         from core.schedules import SCHEDULES
-        from payments import collection, manual, tasks
+        from core.signals import demo_seeded
+        from payments import collection, demo, manual, tasks
 
         # importing the tasks registers them: web processes enqueue them by name
         SCHEDULES["collect payments"] = (tasks.collect_due_payments.name, 60)
@@ -20,3 +21,5 @@ class PaymentsConfig(AppConfig):
         invoice_status_changed.connect(
             manual.on_invoice_status_changed, dispatch_uid="payments-manual-on-paid"
         )
+        # after billing's (connected first): its subscriptions get cards and are collected
+        demo_seeded.connect(demo.on_demo_seeded, dispatch_uid="payments-demo")

@@ -11,7 +11,10 @@ over 20 restarts — are checked by the soak `bench/soak.py dev-run` (docs/perfo
 runs this test with DEV_RUN_CYCLES=20 and both limits at 10 s.
 
 It runs the embedded PostgreSQL in a private data folder (the path the state file belongs to),
-migrated once by the first start.
+migrated and seeded with the demo data once by the first start. The demo's payments are checked
+against localstripe, which `./dev run` starts too: a paid invoice for each charge that
+succeeded there (one charge each, for its total), one customer's declined card making its
+subscription `past_due`, and localstripe's state kept over the restarts.
 """
 
 import json
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import stripe
 from tqdm import tqdm
 
 from tests.support import free_port
@@ -54,13 +58,23 @@ def serving(url: str) -> bool:
 class DevRun:
     """One `./dev run` process with its output captured in files."""
 
-    def __init__(self, env: dict, port: int, logs: Path, index: int) -> None:
+    def __init__(
+        self, env: dict, port: int, logs: Path, index: int, stripe_port: int, seed: bool = False
+    ) -> None:
         self.stdout_path = logs / f"run{index}.out"
         self.stderr_path = logs / f"run{index}.err"
         self.health = f"http://127.0.0.1:{port}/healthz"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                ["./dev", "run", "--no-seed", "--port", str(port)],
+                [
+                    "./dev",
+                    "run",
+                    *([] if seed else ["--no-seed"]),
+                    "--port",
+                    str(port),
+                    "--stripe-port",
+                    str(stripe_port),
+                ],
                 cwd=ROOT,
                 env=env,
                 stdout=out,
@@ -123,7 +137,15 @@ def dev_env():
     data_dir = Path(tempfile.mkdtemp(prefix="meterline-dev-run-")) / "data"
     data_dir.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_"))}
-    for name in ("DATABASE_URL", "CELERY_BROKER_URL", "TEST_DATABASE_NAME", "SECRET_KEY"):
+    for name in (
+        "DATABASE_URL",
+        "CELERY_BROKER_URL",
+        "TEST_DATABASE_NAME",
+        "SECRET_KEY",
+        "STRIPE_SECRET_KEY",
+        "STRIPE_API_BASE",
+        "PAYMENTS_COLLECTION",
+    ):
         env.pop(name, None)
     env.update(METERLINE_DATA_DIR=str(data_dir), DEBUG="1", PYTHONUNBUFFERED="1")
     yield env, data_dir
@@ -150,23 +172,55 @@ def test_restart_plan_covers_every_signal_and_damage():
     assert [damage for _, damage in plan[: len(DAMAGE)]] == DAMAGE
 
 
+def get_json(url: str, token: str) -> dict:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def check_demo_payments(base: str, stripe_url: str, data_dir: Path) -> int:
+    """The demo's invoices against localstripe's charges; the number of charges that succeeded."""
+    token = json.loads((data_dir / "demo-credentials.json").read_text())["token"]
+    orders = get_json(f"{base}/v1/orders/?limit=100", token)["items"]
+    paid = {o["id"]: o["total_amount"] for o in orders if o["status"] == "paid"}
+    assert paid, orders
+    client = stripe.StripeClient(
+        "sk_test_dev_run", base_addresses={"api": stripe_url}, max_network_retries=0
+    )
+    intents = list(client.v1.payment_intents.list(params={"limit": 100}).auto_paging_iter())
+    charged = [
+        (i.metadata["meterline_invoice_id"], i.amount) for i in intents if i.status == "succeeded"
+    ]
+    # one charge per paid invoice (none twice), for its total
+    assert sorted(charged) == sorted((k, v) for k, v in paid.items() if v > 0)
+    statuses = [
+        s["status"] for s in get_json(f"{base}/v1/subscriptions/?limit=100", token)["items"]
+    ]
+    assert statuses.count("past_due") == 1, statuses
+    return len(charged)
+
+
 def test_dev_run_stops_cleanly_and_restarts(dev_env, tmp_path):
     env, data_dir = dev_env
-    port = free_port()
+    port, stripe_port = free_port(), free_port()
+    stripe_url = f"http://127.0.0.1:{stripe_port}"
     logs = tmp_path / "logs"
     logs.mkdir()
     handle_file = data_dir / "postgres" / ".handle_pids.json"
     plan = restart_plan(CYCLES)
 
-    run = DevRun(env, port, logs, 0)
+    run = DevRun(env, port, logs, 0, stripe_port, seed=True)
     timings = []
     try:
-        run.wait_serving(timeout=300)  # first start: initdb and migrations
+        run.wait_serving(timeout=420)  # first start: initdb, migrations and the demo data
+        assert f"localstripe at {stripe_url}" in run.stdout_path.read_text()
+        charges = check_demo_payments(f"http://127.0.0.1:{port}", stripe_url, data_dir)
         listed = json.loads(handle_file.read_text())
         # the bar shows only on a terminal (`bench/soak.py dev-run`), not in a captured run
         for index, (sig, damage) in enumerate(tqdm(plan, desc="restarts", disable=None), 1):
             processes = run.processes()
-            assert len(processes) >= 4, [p.cmdline() for p in processes]  # dev, web, worker, beat
+            # dev, web, worker, beat, localstripe
+            assert len(processes) >= 5, [p.cmdline() for p in processes]
             signalled = time.monotonic()
             run.stop(sig)
             stopped = time.monotonic() - signalled
@@ -180,7 +234,7 @@ def test_dev_run_stops_cleanly_and_restarts(dev_env, tmp_path):
             if damage is not None:
                 handle_file.write_text(damage)
             started = time.monotonic()
-            run = DevRun(env, port, logs, index)
+            run = DevRun(env, port, logs, index, stripe_port)
             run.wait_serving(timeout=START_BUDGET_SECONDS)
             now = time.monotonic()
             timings.append(
@@ -192,10 +246,12 @@ def test_dev_run_stops_cleanly_and_restarts(dev_env, tmp_path):
             assert "Traceback" not in run.stderr(), run.report("printed a traceback at start")
             json.loads(handle_file.read_text())  # readable again
         assert listed == []  # no process keeps itself on the library's list
+        # localstripe kept its state in the data folder over the restarts
+        assert check_demo_payments(f"http://127.0.0.1:{port}", stripe_url, data_dir) == charges
 
         # a second run on the same port says so and starts nothing
         second = subprocess.run(
-            ["./dev", "run", "--no-seed", "--port", str(port)],
+            ["./dev", "run", "--no-seed", "--port", str(port), "--stripe-port", str(free_port())],
             cwd=ROOT,
             env=env,
             capture_output=True,

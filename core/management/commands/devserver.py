@@ -1,7 +1,8 @@
-"""`./dev run`: migrate, seed demo data on first start, then serve with a Celery worker and beat.
+"""`./dev run`: migrate, seed demo data on first start, then serve with a Celery worker and beat,
+and localstripe (the Stripe stand-in) unless real Stripe keys are configured.
 
 Stopping is part of the contract: Ctrl-C (SIGINT) and `kill` (SIGTERM) both stop the web
-server, the worker and beat, print one line, and leave nothing running but the embedded
+server, the worker, beat and localstripe, print one line, and leave nothing running but the embedded
 PostgreSQL (kept for the next start; `./dev stop` stops it). The children run in their own
 sessions, so a terminal's Ctrl-C reaches only this process, which then stops them in order; and
 they are asked to die with it should this process be killed outright.
@@ -28,6 +29,15 @@ from django.db.migrations.executor import MigrationExecutor
 DEMO_CREDENTIALS = "demo-credentials.json"
 STARTUP_TIMEOUT_SECONDS = 60
 STOP_TIMEOUT_SECONDS = 8
+# localstripe's own default port; its state is kept in the data folder between runs
+LOCALSTRIPE_PORT = 8420
+LOCALSTRIPE_STATE = "localstripe.pickle"
+# any `sk_test_…` key opens localstripe (the demo's keys, never real ones)
+LOCALSTRIPE_SETTINGS = {
+    "STRIPE_SECRET_KEY": "sk_test_meterline_demo",
+    "STRIPE_PUBLISHABLE_KEY": "pk_test_meterline_demo",
+    "STRIPE_WEBHOOK_SECRET": "whsec_meterline_demo",
+}
 PR_SET_PDEATHSIG = 1
 
 
@@ -57,15 +67,26 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--no-seed", action="store_true", help="skip demo data on first start")
+        parser.add_argument(
+            "--stripe-port",
+            type=int,
+            default=int(os.environ.get("LOCALSTRIPE_PORT", LOCALSTRIPE_PORT)),
+            help="localstripe's port (when no real Stripe key is configured)",
+        )
 
-    def handle(self, *args, host, port, no_seed, **options):
+    def handle(self, *args, host, port, no_seed, stripe_port, **options):
         self.children: list[tuple[str, subprocess.Popen]] = []
+        self.localstripe_url = None
         previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self._check_port_free(host, port)
+            if not settings.STRIPE_SECRET_KEY:
+                self._check_port_free("127.0.0.1", stripe_port, option="--stripe-port")
+                self._start_localstripe(stripe_port)
             self._prepare(no_seed)
             self._start_children(host, port)
             self._wait_until_serving(host, port)
+            self._wait_for_localstripe()
             self._print_banner(host, port)
             self._supervise()
         except Stop:
@@ -81,7 +102,7 @@ class Command(BaseCommand):
 
     # --- steps --------------------------------------------------------------------------------
 
-    def _check_port_free(self, host: str, port: int) -> None:
+    def _check_port_free(self, host: str, port: int, option: str = "--port") -> None:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -89,7 +110,7 @@ class Command(BaseCommand):
             except OSError:
                 raise CommandError(
                     f"{host}:{port} is already in use (another `./dev run`?). "
-                    "Stop it, or start on another port: ./dev run --port 8001"
+                    f"Stop it, or start on another port: ./dev run {option} {port + 1}"
                 )
 
     def _prepare(self, no_seed: bool) -> None:
@@ -100,8 +121,62 @@ class Command(BaseCommand):
         call_command("setup_schedules", verbosity=0)
         credentials_file = settings.DATA_DIR / DEMO_CREDENTIALS
         if not no_seed and not credentials_file.exists():
+            # the demo gives its customers cards and charges them
+            self._wait_for_localstripe()
             self.stdout.write("» first start: loading demo data (about a minute)")
             call_command("seed_demo", credentials_file=str(credentials_file))
+
+    def _start_localstripe(self, port: int) -> None:
+        """localstripe as a child, its state in the data folder; this process and the other
+        children talk to it as Stripe (keys and address in their settings)."""
+        self.localstripe_url = f"http://127.0.0.1:{port}"
+        state = settings.DATA_DIR / LOCALSTRIPE_STATE
+        log = open(settings.DATA_DIR / "localstripe.log", "ab")  # noqa: SIM115 - the child's
+        command = [
+            sys.executable,
+            "manage.py",
+            "localstripe",
+            "--port",
+            str(port),
+            "--state",
+            str(state),
+            "--skip-checks",
+        ]
+        with log:
+            self.children.append(
+                (
+                    "localstripe",
+                    subprocess.Popen(
+                        command,
+                        stdout=log,
+                        stderr=log,
+                        start_new_session=True,
+                        preexec_fn=_die_with_parent,
+                    ),
+                )
+            )
+        values = {**LOCALSTRIPE_SETTINGS, "STRIPE_API_BASE": self.localstripe_url}
+        # the installation's default when Stripe is configured (an explicit setting wins)
+        values["PAYMENTS_COLLECTION"] = os.environ.get("PAYMENTS_COLLECTION", "automatic")
+        for name, value in values.items():
+            os.environ[name] = value  # the children's settings
+            setattr(settings, name, value)  # this process's (the demo seed)
+
+    def _wait_for_localstripe(self) -> None:
+        if self.localstripe_url is None:
+            return
+        port = int(self.localstripe_url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            self._fail_if_a_child_exited()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise CommandError(
+            f"localstripe did not listen on {port} within {STARTUP_TIMEOUT_SECONDS}s"
+        )
 
     def _start_children(self, host: str, port: int) -> None:
         python = sys.executable
@@ -193,6 +268,13 @@ class Command(BaseCommand):
             else "DATABASE_URL"
         )
         lines.append(f"  data:    {database}")
+        if self.localstripe_url:
+            lines.append(
+                f"  stripe:  localstripe at {self.localstripe_url} (state in the data folder); "
+                "card 4242 4242 4242 4242 pays, 4000 0000 0000 0341 is declined"
+            )
+        else:
+            lines.append("  stripe:  the keys in STRIPE_SECRET_KEY / STRIPE_API_BASE")
         lines.append("  worker and beat are running. Ctrl-C stops everything.")
         lines.append("")
         self.stdout.write("\n".join(lines))
