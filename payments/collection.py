@@ -263,7 +263,12 @@ def _paid(payment: Payment, collection: InvoiceCollection | None) -> None:
     if collection is not None:
         collection.state, collection.next_attempt_at = CollectionState.PAID, None
         collection.save(update_fields=["state", "next_attempt_at", "modified_at"])
-    invoice = Invoice.objects.select_related("subscription").get(pk=payment.invoice_id)
+    # locked before its status is read: billing's mark paid may be committing meanwhile
+    invoice = (
+        Invoice.objects.select_for_update(of=("self",))
+        .select_related("subscription")
+        .get(pk=payment.invoice_id)
+    )
     if invoice.status in COLLECTABLE:
         invoice = invoices.mark_paid(invoice)
     else:

@@ -8,9 +8,12 @@ nothing of payments: `on_invoice_status_changed` records the same payment from b
 inside billing's transaction."""
 
 import logging
+from functools import partial
 
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import F, Max
+from django.db.models.functions import Greatest
+from django.utils import timezone
 
 from billing import subscriptions
 from billing.models import Invoice, InvoiceStatus, SubscriptionStatus
@@ -34,12 +37,12 @@ class ManualPaymentError(PaymentError):
     type = "manual_payment_error"
 
 
-def _next_attempt(invoice_id, collection_row: InvoiceCollection | None) -> int:
-    """The attempt number after every recorded one; the collection counts it, so a later
-    automatic attempt (there is none once paid) could never reuse it."""
+def _next_attempt(invoice_id, collection_row: InvoiceCollection | None, *, locked=True) -> int:
+    """The attempt number after every recorded one; the collection counts it (when its row is
+    locked here), so a later automatic attempt (there is none once paid) could never reuse it."""
     recorded = Payment.objects.filter(invoice_id=invoice_id).aggregate(n=Max("attempt"))["n"] or 0
     number = max(recorded, collection_row.attempts if collection_row else 0) + 1
-    if collection_row is not None:
+    if collection_row is not None and locked:
         collection_row.attempts = number
         collection_row.save(update_fields=["attempts", "modified_at"])
     return number
@@ -115,22 +118,31 @@ def on_invoice_status_changed(sender, invoice, previous, **kwargs) -> None:
     staff to refund, as when an invoice is voided meanwhile)."""
     if invoice.status != InvoiceStatus.PAID:
         return
-    collection_row = InvoiceCollection.objects.select_for_update().filter(pk=invoice.pk).first()
+    # Billing holds the invoice's row lock here, and a collector takes the collection row and
+    # then the invoice's: waiting for the collection row could deadlock. Whoever holds it is
+    # either about to find the invoice paid (an attempt starting: it stops the collection) or
+    # settling a pending charge (found below), so it is not waited for; the row is brought up
+    # to date after the commit instead.
+    collection_row = (
+        InvoiceCollection.objects.select_for_update(skip_locked=True).filter(pk=invoice.pk).first()
+    )
+    locked = collection_row is not None
+    if not locked:
+        collection_row = InvoiceCollection.objects.filter(pk=invoice.pk).first()
     payments = Payment.objects.filter(invoice_id=invoice.pk)
     if payments.filter(status__in=(PaymentStatus.PENDING, PaymentStatus.SUCCEEDED)).exists():
         return
     amount = collection.amount_due(invoice)
+    number = None
     if amount > 0:
-        _manual_payment(
-            invoice,
-            _next_attempt(invoice.pk, collection_row),
-            amount,
-            "",
-            PaymentStatus.SUCCEEDED,
-        )
+        number = _next_attempt(invoice.pk, collection_row, locked=locked)
+        _manual_payment(invoice, number, amount, "", PaymentStatus.SUCCEEDED)
     if collection_row is not None and collection_row.state != CollectionState.PAID:
-        collection_row.state, collection_row.next_attempt_at = CollectionState.PAID, None
-        collection_row.save(update_fields=["state", "next_attempt_at", "modified_at"])
+        if locked:
+            collection_row.state, collection_row.next_attempt_at = CollectionState.PAID, None
+            collection_row.save(update_fields=["state", "next_attempt_at", "modified_at"])
+        else:
+            transaction.on_commit(partial(_collection_paid, invoice.pk, number or 0))
     subscription = invoice.subscription
     if subscription is not None and subscription.status == SubscriptionStatus.PAST_DUE:
         failing = InvoiceCollection.objects.filter(
@@ -140,3 +152,14 @@ def on_invoice_status_changed(sender, invoice, previous, **kwargs) -> None:
         ).exclude(pk=invoice.pk)
         if not failing.exists():
             subscriptions.set_recovered(subscription)
+
+
+def _collection_paid(invoice_id, attempts: int) -> None:
+    """After billing's commit, holding no other lock: waiting for the collector is safe now.
+    (A crash before it is harmless: the next attempt finds the invoice paid and stops.)"""
+    InvoiceCollection.objects.filter(pk=invoice_id).update(
+        state=CollectionState.PAID,
+        next_attempt_at=None,
+        attempts=Greatest(F("attempts"), attempts),
+        modified_at=timezone.now(),
+    )

@@ -1,0 +1,107 @@
+"""Collection rules around the edges: billing's mark paid racing a collector (lock order)."""
+
+import threading
+import time
+
+import pytest
+from django.db import connection, connections, transaction
+
+from billing import catalog, invoices, subscriptions
+from billing.catalog import PriceSpec
+from billing.models import Invoice, InvoiceStatus
+from customers.services import create_customer
+from payments import collection, methods
+from payments.models import CollectionState, InvoiceCollection, Payment, PaymentStatus
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+GOOD = "4242424242424242"
+
+
+@pytest.fixture
+def plan(organization, stripe_settings):
+    return catalog.create_product(
+        organization=organization,
+        name="Plan",
+        prices=[PriceSpec(amount_type="fixed", price_amount=2900)],
+    )
+
+
+def subscribe(organization, plan, localstripe, email, card=GOOD):
+    customer = create_customer(organization=organization, email=email)
+    if card:
+        methods.set_default_method(customer, localstripe.card(card))
+    subscription = subscriptions.create_subscription(customer=customer, product=plan)
+    return customer, subscription, subscription.invoices.get()
+
+
+def lock_waiters() -> int:
+    with connection.cursor() as cursor:
+        # pg_stat_activity is a snapshot per transaction: asked inside one, it must be cleared
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_mark_paid_racing_a_collector_neither_deadlocks_nor_records_twice(
+    organization, plan, localstripe
+):
+    """Billing's mark paid holds the invoice's lock when payments' receiver runs; a collector
+    holding the collection row waits for that invoice lock. The receiver does not wait for the
+    collection row, so both finish: one manual payment, no charge."""
+    customer, _, invoice = subscribe(organization, plan, localstripe, "race@example.com")
+    row = InvoiceCollection.objects.get(pk=invoice.pk)
+    assert (row.state, row.attempts) == (CollectionState.COLLECTING, 0)
+    errors: list = []
+    outcome: dict = {}
+    billing_locked = threading.Event()
+
+    def collector():
+        try:
+            billing_locked.wait(10)
+            outcome["attempt"] = collection.attempt(invoice.pk)
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def billing():
+        try:
+            with transaction.atomic():
+                locked = Invoice.objects.select_for_update().get(pk=invoice.pk)
+                billing_locked.set()
+                # the collector has the collection row and waits for this invoice lock
+                deadline = time.monotonic() + 10
+                while lock_waiters() == 0 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                outcome["waiting"] = lock_waiters()
+                invoices.mark_paid(locked)
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=collector), threading.Thread(target=billing)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert outcome == {"waiting": 1, "attempt": None}
+
+    invoice.refresh_from_db()
+    assert invoice.status == InvoiceStatus.PAID
+    (payment,) = Payment.objects.filter(invoice=invoice)
+    assert (payment.provider, payment.status, payment.amount, payment.attempt) == (
+        "manual",
+        PaymentStatus.SUCCEEDED,
+        2900,
+        1,
+    )
+    row.refresh_from_db()
+    assert (row.state, row.next_attempt_at, row.attempts) == (CollectionState.PAID, None, 1)
+    assert localstripe.charges(customer.billing_profile.provider_customer_id) == []
+    assert collection.collect_due().attempted == 0
