@@ -29,6 +29,7 @@ from billing import credit_notes, subscriptions
 from billing.errors import SubscriptionEnded
 from billing.models import CreditNoteKind, Invoice, InvoiceStatus
 from billing.money import to_minor
+from core.errors import DomainError
 from payments import providers, signals
 from payments.errors import ProviderError, ProviderUnavailable, RefundError, RefundFailed
 from payments.models import Payment, PaymentStatus, Provider, Refund, RefundReason, RefundStatus
@@ -247,4 +248,7 @@ def reconcile_pending(as_of: datetime | None = None) -> int:
             settled += reconcile(refund).status != RefundStatus.PENDING
         except ProviderUnavailable as exc:
             logger.warning("refund %s not reconciled now: %s", refund.pk, exc)
+        except DomainError as exc:
+            # e.g. its credit note refused: one refund must not stop the others' reconciliation
+            logger.error("refund %s can't be settled: %s", refund.pk, exc)
     return settled
