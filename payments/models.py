@@ -121,6 +121,8 @@ class Payment(models.Model):
     # true when the provider never charged (not confirmed, no method): not a decline
     not_attempted = models.BooleanField(default=False)
     settled_at = models.DateTimeField(null=True, blank=True)
+    # the receipt or the failure email was handed to the mail backend (at most once)
+    emailed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     modified_at = models.DateTimeField(auto_now=True)
 

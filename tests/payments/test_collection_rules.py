@@ -1,4 +1,5 @@
-"""Collection rules around the edges: billing's mark paid racing a collector (lock order)."""
+"""Collection rules around the edges: billing's mark paid racing a collector (lock order), the
+payment emails sent at most once."""
 
 import threading
 import time
@@ -10,12 +11,13 @@ from billing import catalog, invoices, subscriptions
 from billing.catalog import PriceSpec
 from billing.models import Invoice, InvoiceStatus
 from customers.services import create_customer
-from payments import collection, methods
+from payments import collection, emails, methods, tasks
 from payments.models import CollectionState, InvoiceCollection, Payment, PaymentStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 GOOD = "4242424242424242"
+DECLINED = "4000000000000341"
 
 
 @pytest.fixture
@@ -105,3 +107,26 @@ def test_mark_paid_racing_a_collector_neither_deadlocks_nor_records_twice(
     assert (row.state, row.next_attempt_at, row.attempts) == (CollectionState.PAID, None, 1)
     assert localstripe.charges(customer.billing_profile.provider_customer_id) == []
     assert collection.collect_due().attempted == 0
+
+
+def test_a_receipt_and_a_failure_email_are_sent_once_each_when_their_task_runs_twice(
+    organization, plan, localstripe, mailoutbox
+):
+    _, _, paid = subscribe(organization, plan, localstripe, "paid@example.com")
+    _, _, declined = subscribe(organization, plan, localstripe, "declined@example.com", DECLINED)
+    receipt = collection.attempt(paid.pk)
+    failure = collection.attempt(declined.pk)
+    assert (receipt.status, failure.status) == (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED)
+
+    for _ in range(2):
+        assert tasks.email_receipt.run(str(receipt.pk)) is None
+        tasks.email_payment_failed.run(str(failure.pk), False)
+    assert [(m.to, m.subject) for m in mailoutbox] == [
+        (["paid@example.com"], f"Acme: receipt for invoice {paid.number}"),
+        (["declined@example.com"], f"Acme: payment for invoice {declined.number} failed"),
+    ]
+    assert "your payment of 29.00 USD" in mailoutbox[0].body
+    receipt.refresh_from_db()
+    failure.refresh_from_db()
+    assert receipt.emailed_at is not None and failure.emailed_at is not None
+    assert emails.send_receipt(receipt.pk) is False
