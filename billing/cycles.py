@@ -18,7 +18,7 @@ resumes."""
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
@@ -427,22 +427,36 @@ def _end(subscription, *, at: datetime, read) -> None:
     subscription.subscription_prices.filter(ends_at__isnull=True).update(ends_at=at)
 
 
+def credits_withheld(subscription, at: datetime) -> bool:
+    """Past due for longer than DUNNING_GRACE_DAYS at `at`: a period starting then gets its
+    credits only once the subscription recovers."""
+    return (
+        subscription.status == SubscriptionStatus.PAST_DUE
+        and subscription.past_due_at is not None
+        and subscription.past_due_at + timedelta(days=settings.DUNNING_GRACE_DAYS) <= at
+    )
+
+
 def grant_period_credits(subscription, *, unused: dict | None = None) -> None:
     """Credits of the (new) current period as `meter.credited` system events at its start; with
     rollover, the closing period's unused credits (`unused`: meter id → units) carry over as one
-    more event."""
+    more event. Past due beyond the grace, the period's own credits are withheld (recorded on the
+    subscription, granted by `grant_withheld_credits`); credits carried over were earned before
+    and still carry."""
     start = subscription.current_period_start
+    withheld = credits_withheld(subscription, start)
     for benefit in subscription.product.benefits.all():
         if benefit.is_deleted:
             continue
-        customer_meters.grant_credits(
-            customer=subscription.customer,
-            meter=benefit.meter,
-            units=benefit.units,
-            rollover=benefit.rollover,
-            reason=f"subscription {subscription.pk}: {benefit.description}",
-            timestamp=start,
-        )
+        if not withheld:
+            customer_meters.grant_credits(
+                customer=subscription.customer,
+                meter=benefit.meter,
+                units=benefit.units,
+                rollover=benefit.rollover,
+                reason=f"subscription {subscription.pk}: {benefit.description}",
+                timestamp=start,
+            )
         left = (unused or {}).get(benefit.meter_id, 0)
         if benefit.rollover and left > 0:
             customer_meters.grant_credits(
@@ -453,3 +467,27 @@ def grant_period_credits(subscription, *, unused: dict | None = None) -> None:
                 reason=f"subscription {subscription.pk}: unused credits rolled over",
                 timestamp=start,
             )
+    if withheld:
+        subscription.credits_withheld_for = start
+        Subscription.objects.filter(pk=subscription.pk).update(credits_withheld_for=start)
+
+
+def grant_withheld_credits(subscription) -> None:
+    """On recovery (the subscription's row locked by the caller): the current period's credits
+    withheld at its start, granted once; a later period's close grants its own."""
+    start = subscription.current_period_start
+    if subscription.credits_withheld_for != start:
+        return
+    for benefit in subscription.product.benefits.all():
+        if benefit.is_deleted:
+            continue
+        customer_meters.grant_credits(
+            customer=subscription.customer,
+            meter=benefit.meter,
+            units=benefit.units,
+            rollover=benefit.rollover,
+            reason=f"subscription {subscription.pk}: {benefit.description} (after recovery)",
+            timestamp=start,
+        )
+    subscription.credits_withheld_for = None
+    Subscription.objects.filter(pk=subscription.pk).update(credits_withheld_for=None)

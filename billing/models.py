@@ -260,6 +260,12 @@ class Subscription(models.Model):
     canceled_at = models.DateTimeField(null=True, blank=True)
     ends_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    # when a failed payment made it past_due (cleared on recovery): the grace of its credits
+    # (DUNNING_GRACE_DAYS) counts from here
+    past_due_at = models.DateTimeField(null=True, blank=True)
+    # the start of the current period when its credits were withheld (past due beyond the
+    # grace); granted on recovery
+    credits_withheld_for = models.DateTimeField(null=True, blank=True)
     discount = models.ForeignKey(
         Discount, null=True, blank=True, on_delete=models.PROTECT, related_name="subscriptions"
     )

@@ -221,14 +221,16 @@ def set_metadata(subscription: Subscription, metadata: dict) -> Subscription:
 
 
 @transaction.atomic
-def set_past_due(subscription: Subscription) -> Subscription:
-    """A payment of the subscription failed: `past_due` until one succeeds (payments' dunning).
-    Only an active subscription changes; a repeated failure changes nothing."""
+def set_past_due(subscription: Subscription, *, at: datetime | None = None) -> Subscription:
+    """A payment of the subscription failed (at `at`): `past_due` until one succeeds
+    (payments' dunning). Only an active subscription changes; a repeated failure changes
+    nothing."""
     subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
     if subscription.status != SubscriptionStatus.ACTIVE:
         return subscription
     subscription.status = SubscriptionStatus.PAST_DUE
-    subscription.save(update_fields=["status", "modified_at"])
+    subscription.past_due_at = at or timezone.now()
+    subscription.save(update_fields=["status", "past_due_at", "modified_at"])
     signals.subscription_changed.send(
         sender=Subscription, subscription=subscription, change="past_due"
     )
@@ -237,12 +239,15 @@ def set_past_due(subscription: Subscription) -> Subscription:
 
 @transaction.atomic
 def set_recovered(subscription: Subscription) -> Subscription:
-    """The failed payments were collected: `past_due` becomes `active` again."""
+    """The failed payments were collected: `past_due` becomes `active` again, and the current
+    period's credits, if they were withheld, are granted now."""
     subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
     if subscription.status != SubscriptionStatus.PAST_DUE:
         return subscription
     subscription.status = SubscriptionStatus.ACTIVE
-    subscription.save(update_fields=["status", "modified_at"])
+    subscription.past_due_at = None
+    subscription.save(update_fields=["status", "past_due_at", "modified_at"])
+    cycles.grant_withheld_credits(subscription)
     signals.subscription_changed.send(
         sender=Subscription, subscription=subscription, change="active"
     )

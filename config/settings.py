@@ -206,6 +206,10 @@ BILLING_CLOSE_BATCH_SIZE = env.int("BILLING_CLOSE_BATCH_SIZE", default=200)
 # avg/min/max/unique meters: how far back (seconds) a period looks for events of earlier periods
 # that arrived after their close (count/sum meters carry late usage without limit)
 BILLING_LATE_LOOKBACK = timedelta(seconds=env.int("BILLING_LATE_LOOKBACK", default=62 * 86400))
+# Days a past_due subscription (a failed payment) keeps its benefits: a period starting later than
+# this after the failure gets its meter credits only when the subscription recovers. Billing reads
+# it (payments only sets and clears past_due).
+DUNNING_GRACE_DAYS = env.int("DUNNING_GRACE_DAYS", default=7)
 
 # Payments (docs/payments.md): Stripe keys, the installation's collection default and dunning.
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
@@ -230,8 +234,6 @@ DUNNING_SCHEDULE = [
 DUNNING_FINAL_ACTION = env.str("DUNNING_FINAL_ACTION", default="cancel")
 if DUNNING_FINAL_ACTION not in ("cancel", "keep"):
     raise ImproperlyConfigured("DUNNING_FINAL_ACTION must be cancel or keep.")
-# how long a past_due subscription keeps its benefits and meter credits after the first failure
-DUNNING_GRACE_DAYS = env.int("DUNNING_GRACE_DAYS", default=7)
 # a payment still pending this many seconds after it was recorded is settled from the provider
 PAYMENTS_RECONCILE_AFTER = env.int("PAYMENTS_RECONCILE_AFTER", default=300)
 

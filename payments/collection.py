@@ -313,7 +313,7 @@ def _failed(payment: Payment, collection: InvoiceCollection | None, as_of: datet
         invoice.subscription is not None
         and invoice.subscription.status == SubscriptionStatus.ACTIVE
     ):
-        subscriptions.set_past_due(invoice.subscription)
+        subscriptions.set_past_due(invoice.subscription, at=as_of)
     final = collection is not None and collection.state == CollectionState.EXHAUSTED
     if final and settings.DUNNING_FINAL_ACTION == "cancel" and invoice.status == InvoiceStatus.OPEN:
         invoices.mark_uncollectible(invoice)
