@@ -51,6 +51,7 @@ COLLECTABLE = (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)
 COLLECT_TASK = "payments.tasks.collect_invoice"
 RECEIPT_TASK = "payments.tasks.email_receipt"
 FAILED_TASK = "payments.tasks.email_payment_failed"
+NOTICE_TASK = "payments.tasks.email_invoice_notice"
 
 
 def amount_due(invoice: Invoice) -> int:
@@ -64,16 +65,29 @@ def amount_due(invoice: Invoice) -> int:
 
 def on_invoice_finalized(sender, invoice, **kwargs) -> None:
     """Automatic collection: the invoice is due for collection now; the attempt runs after the
-    finalizing transaction commits (a zero amount is paid by it without calling the provider)."""
-    _, collection, _ = resolved(invoice.organization_id)
-    if collection != Collection.AUTOMATIC:
-        return
-    InvoiceCollection.objects.create(
-        invoice=invoice,
-        organization_id=invoice.organization_id,
-        next_attempt_at=invoice.finalized_at or timezone.now(),
-    )
-    enqueue_on_commit(COLLECT_TASK, [str(invoice.pk)], {})
+    finalizing transaction commits (a zero amount is paid by it without calling the provider).
+    send_invoice: the invoice is emailed with its due date and the portal link to pay it; the
+    collection's first step is the due date."""
+    _, collection, days_until_due = resolved(invoice.organization_id)
+    finalized = invoice.finalized_at or timezone.now()
+    if collection == Collection.AUTOMATIC:
+        InvoiceCollection.objects.create(
+            invoice=invoice, organization_id=invoice.organization_id, next_attempt_at=finalized
+        )
+        enqueue_on_commit(COLLECT_TASK, [str(invoice.pk)], {})
+    elif collection == Collection.SEND_INVOICE:
+        due = finalized + timedelta(days=days_until_due)
+        owed = amount_due(invoice) > 0
+        InvoiceCollection.objects.create(
+            invoice=invoice,
+            organization_id=invoice.organization_id,
+            mode=Collection.SEND_INVOICE,
+            due_at=due,
+            # nothing owed: the next run marks it paid
+            next_attempt_at=due if owed else finalized,
+        )
+        if owed:
+            enqueue_on_commit(NOTICE_TASK, [str(invoice.pk), 1], {})
 
 
 # --- one attempt -------------------------------------------------------------------------------
@@ -88,7 +102,9 @@ def _trigger(invoice: Invoice, collection: InvoiceCollection) -> str:
 
 
 def _start(invoice_id, *, as_of: datetime, skip_locked: bool, trigger: str | None):
-    """Transaction 1: the pending payment (or None when there is nothing to do here)."""
+    """Transaction 1: the pending payment (or None when there is nothing to do here). An
+    attempt on request (`trigger`: staff, the customer, a new method) runs whenever it is
+    asked; a scheduled one when it is due."""
     with transaction.atomic():
         collection = (
             InvoiceCollection.objects.select_for_update(skip_locked=skip_locked)
@@ -97,7 +113,8 @@ def _start(invoice_id, *, as_of: datetime, skip_locked: bool, trigger: str | Non
         )
         if collection is None or collection.state != CollectionState.COLLECTING:
             return None
-        if collection.next_attempt_at is None or collection.next_attempt_at > as_of:
+        scheduled = trigger is None
+        if scheduled and (collection.next_attempt_at is None or collection.next_attempt_at > as_of):
             return None
         invoice = (
             Invoice.objects.select_for_update(of=("self",))
@@ -121,6 +138,10 @@ def _start(invoice_id, *, as_of: datetime, skip_locked: bool, trigger: str | Non
             invoices.mark_paid(invoice)
             collection.state, collection.next_attempt_at = CollectionState.PAID, None
             collection.save(update_fields=["state", "next_attempt_at", "modified_at"])
+            return None
+        if scheduled and collection.mode == Collection.SEND_INVOICE:
+            # the due date (or a reminder's date) passed unpaid: a dunning step without a charge
+            _dunning_step(collection, invoice, as_of)
             return None
         provider, _, _ = resolved(invoice.organization_id)
         if provider == Provider.MANUAL:
@@ -301,23 +322,44 @@ def next_retry(failures: int, failed_at: datetime) -> datetime | None:
 
 def _failed(payment: Payment, collection: InvoiceCollection | None, as_of: datetime) -> None:
     invoice = Invoice.objects.select_related("subscription").get(pk=payment.invoice_id)
-    if collection is not None:
-        collection.failures += 1
-        collection.first_failed_at = collection.first_failed_at or as_of
-        if collection.state == CollectionState.COLLECTING:
-            collection.next_attempt_at = next_retry(collection.failures, as_of)
-            if collection.next_attempt_at is None:
-                collection.state = CollectionState.EXHAUSTED
-        collection.save()
+    final = False
+    if collection is None:
+        _set_past_due(invoice, as_of)
+    elif collection.mode == Collection.SEND_INVOICE:
+        # the customer's own attempt (or staff's) failed: the invoice keeps its due date and
+        # reminders; only the date passing makes it overdue
+        pass
+    else:
+        final = _dunning_step(collection, invoice, as_of)
+    enqueue_on_commit(FAILED_TASK, [str(payment.pk), final], {})
+
+
+def _set_past_due(invoice: Invoice, as_of: datetime) -> None:
     if (
         invoice.subscription is not None
         and invoice.subscription.status == SubscriptionStatus.ACTIVE
     ):
         subscriptions.set_past_due(invoice.subscription, at=as_of)
-    final = collection is not None and collection.state == CollectionState.EXHAUSTED
+
+
+def _dunning_step(collection: InvoiceCollection, invoice: Invoice, as_of: datetime) -> bool:
+    """A declined attempt, or send_invoice's date passed unpaid: the next step of the schedule
+    (none left: exhausted, the final action), the subscription past due. True when final."""
+    collection.failures += 1
+    collection.first_failed_at = collection.first_failed_at or as_of
+    if collection.state == CollectionState.COLLECTING:
+        collection.next_attempt_at = next_retry(collection.failures, as_of)
+        if collection.next_attempt_at is None:
+            collection.state = CollectionState.EXHAUSTED
+    collection.save()
+    _set_past_due(invoice, as_of)
+    final = collection.state == CollectionState.EXHAUSTED
     if final and settings.DUNNING_FINAL_ACTION == "cancel" and invoice.status == InvoiceStatus.OPEN:
         invoices.mark_uncollectible(invoice)
-    enqueue_on_commit(FAILED_TASK, [str(payment.pk), final], {})
+    if collection.mode == Collection.SEND_INVOICE:
+        # reminder n is notice n + 1 (notice 1 told the due date)
+        enqueue_on_commit(NOTICE_TASK, [str(invoice.pk), collection.failures + 1], {})
+    return final
 
 
 def apply_final_actions() -> int:
@@ -420,19 +462,30 @@ def collect_due(as_of: datetime | None = None) -> CollectReport:
 
 def retry_after_new_method(customer) -> list[Payment]:
     """A new default method: the customer's invoices whose collection failed are tried again
-    at once (an exhausted one too, while it is still owed)."""
+    at once (an exhausted one too, while it is still owed). With send_invoice, saving a card is
+    the customer's consent to pay: an overdue invoice, or one whose "Pay now" was declined, is
+    charged; its due date and reminders stay if this charge fails too."""
     now = timezone.now()
     retried = []
-    candidates = InvoiceCollection.objects.filter(
-        Q(state=CollectionState.COLLECTING) | Q(state=CollectionState.EXHAUSTED),
-        invoice__customer=customer,
-        invoice__status__in=COLLECTABLE,
-        failures__gt=0,
-    ).values_list("invoice_id", flat=True)
-    for invoice_id in list(candidates):
+    candidates = (
         InvoiceCollection.objects.filter(
+            Q(state=CollectionState.COLLECTING) | Q(state=CollectionState.EXHAUSTED),
+            Q(failures__gt=0)
+            | Q(mode=Collection.SEND_INVOICE, invoice__payments__status=PaymentStatus.FAILED),
+            invoice__customer=customer,
+            invoice__status__in=COLLECTABLE,
+        )
+        .values_list("invoice_id", "mode")
+        .distinct()
+    )
+    for invoice_id, mode in list(candidates):
+        rows = InvoiceCollection.objects.filter(
             pk=invoice_id, state__in=(CollectionState.COLLECTING, CollectionState.EXHAUSTED)
-        ).update(state=CollectionState.COLLECTING, next_attempt_at=now)
+        )
+        if mode == Collection.SEND_INVOICE:
+            rows.update(state=CollectionState.COLLECTING)
+        else:
+            rows.update(state=CollectionState.COLLECTING, next_attempt_at=now)
         payment = attempt(invoice_id, as_of=now, trigger=PaymentTrigger.RETRY_PAYMENT_METHOD_UPDATE)
         if payment is not None:
             retried.append(payment)
@@ -466,7 +519,10 @@ def retry_now(invoice: Invoice, *, trigger: str = PaymentTrigger.RETRY_ADMIN) ->
             raise PaymentError(
                 f"A charge of {current.number} is already under way", field=("invoice",)
             )
-        row.state, row.next_attempt_at = CollectionState.COLLECTING, now
+        row.state = CollectionState.COLLECTING
+        if row.mode == Collection.AUTOMATIC:
+            # send_invoice keeps its due date and reminders if this attempt fails
+            row.next_attempt_at = now
         row.save(update_fields=["state", "next_attempt_at", "modified_at"])
     payment = attempt(invoice.pk, as_of=now, trigger=trigger)
     if payment is None:

@@ -169,7 +169,9 @@ class CollectionState(models.TextChoices):
 
 
 class InvoiceCollection(models.Model):
-    """The dunning state of one automatically collected invoice: when the next attempt is due."""
+    """The dunning state of one collected invoice: when the next attempt is due. With
+    `send_invoice` the invoice is emailed and paid by the customer: nothing is charged on
+    schedule, the due date and the dunning steps after it only send reminders."""
 
     invoice = models.OneToOneField(
         "billing.Invoice", on_delete=models.CASCADE, primary_key=True, related_name="collection"
@@ -180,8 +182,14 @@ class InvoiceCollection(models.Model):
     state = models.CharField(
         max_length=16, choices=CollectionState.choices, default=CollectionState.COLLECTING
     )
+    mode = models.CharField(max_length=16, choices=Collection.choices, default=Collection.AUTOMATIC)
+    # send_invoice: finalized + the organization's days until due
+    due_at = models.DateTimeField(null=True, blank=True)
+    # send_invoice: emails handed to the mail backend (1: the invoice due, n: reminder n - 1)
+    notices_sent = models.PositiveSmallIntegerField(default=0)
     attempts = models.PositiveSmallIntegerField(default=0)
-    # declined attempts (the dunning schedule counts these; an attempt never made doesn't)
+    # declined attempts, or send_invoice's due date and reminders passed unpaid (the dunning
+    # schedule counts these; an attempt never made doesn't)
     failures = models.PositiveSmallIntegerField(default=0)
     first_failed_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

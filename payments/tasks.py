@@ -29,3 +29,8 @@ def email_receipt(payment_id: str) -> None:
 @shared_task(acks_late=True, autoretry_for=(OSError,), retry_backoff=30, max_retries=12)
 def email_payment_failed(payment_id: str, final: bool) -> None:
     emails.send_payment_failed(payment_id, final)
+
+
+@shared_task(acks_late=True, autoretry_for=(OSError,), retry_backoff=30, max_retries=12)
+def email_invoice_notice(invoice_id: str, number: int) -> None:
+    emails.send_invoice_notice(invoice_id, number)
