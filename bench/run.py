@@ -8,6 +8,7 @@
     .venv/bin/python bench/run.py profile  # per-statement time of an ingest batch
     .venv/bin/python bench/run.py p5     # cycle close vs one GROUP BY (+ P6 closing RSS)
     .venv/bin/python bench/run.py dashboard  # the admin billing dashboard on P5's database
+    .venv/bin/python bench/run.py p8     # collect_payments vs the provider calls (localstripe)
 
 Extra arguments go to the benchmark (e.g. `bench/run.py p1 --events 200000`). The database is
 `DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/meterline_bench).
@@ -29,6 +30,7 @@ def main() -> None:
         "p5",
         "dashboard",
         "profile",
+        "p8",
     ):
         print(__doc__)
         raise SystemExit(2)
@@ -50,6 +52,10 @@ def main() -> None:
         from bench import p5_close
 
         p5_close.main(rest)
+    elif which == "p8":
+        from bench import p8_collect
+
+        p8_collect.main(rest)
     elif which == "dashboard":
         from bench import dashboard_page
 
