@@ -51,6 +51,12 @@ COLLECTABLE = (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)
 COLLECT_TASK = "payments.tasks.collect_invoice"
 RECEIPT_TASK = "payments.tasks.email_receipt"
 FAILED_TASK = "payments.tasks.email_payment_failed"
+# attempts someone asked for, outside the dunning schedule
+ON_REQUEST = (
+    PaymentTrigger.RETRY_CUSTOMER,
+    PaymentTrigger.RETRY_ADMIN,
+    PaymentTrigger.RETRY_PAYMENT_METHOD_UPDATE,
+)
 NOTICE_TASK = "payments.tasks.email_invoice_notice"
 
 
@@ -329,6 +335,13 @@ def _failed(payment: Payment, collection: InvoiceCollection | None, as_of: datet
         # the customer's own attempt (or staff's) failed: the invoice keeps its due date and
         # reminders; only the date passing makes it overdue
         pass
+    elif payment.trigger in ON_REQUEST and collection.failures:
+        # asked for while dunning (Pay now, staff, a new card): a decline leaves the schedule
+        # where it was, so clicking again can't bring the final action closer. A collection
+        # without a next attempt had run out of retries before this one.
+        if collection.next_attempt_at is None:
+            collection.state = CollectionState.EXHAUSTED
+            collection.save(update_fields=["state", "modified_at"])
     else:
         final = _dunning_step(collection, invoice, as_of)
     enqueue_on_commit(FAILED_TASK, [str(payment.pk), final], {})
@@ -475,17 +488,15 @@ def retry_after_new_method(customer) -> list[Payment]:
             invoice__customer=customer,
             invoice__status__in=COLLECTABLE,
         )
-        .values_list("invoice_id", "mode")
+        .values_list("invoice_id", flat=True)
         .distinct()
     )
-    for invoice_id, mode in list(candidates):
+    for invoice_id in list(candidates):
         rows = InvoiceCollection.objects.filter(
             pk=invoice_id, state__in=(CollectionState.COLLECTING, CollectionState.EXHAUSTED)
         )
-        if mode == Collection.SEND_INVOICE:
-            rows.update(state=CollectionState.COLLECTING)
-        else:
-            rows.update(state=CollectionState.COLLECTING, next_attempt_at=now)
+        # the dunning schedule stays as it is: this attempt is on request (see _failed)
+        rows.update(state=CollectionState.COLLECTING)
         payment = attempt(invoice_id, as_of=now, trigger=PaymentTrigger.RETRY_PAYMENT_METHOD_UPDATE)
         if payment is not None:
             retried.append(payment)
@@ -520,8 +531,9 @@ def retry_now(invoice: Invoice, *, trigger: str = PaymentTrigger.RETRY_ADMIN) ->
                 f"A charge of {current.number} is already under way", field=("invoice",)
             )
         row.state = CollectionState.COLLECTING
-        if row.mode == Collection.AUTOMATIC:
-            # send_invoice keeps its due date and reminders if this attempt fails
+        if row.mode == Collection.AUTOMATIC and not row.failures:
+            # not dunning yet: a decline here starts the schedule. While dunning (and with
+            # send_invoice's due date) a declined attempt on request leaves the schedule be.
             row.next_attempt_at = now
         row.save(update_fields=["state", "next_attempt_at", "modified_at"])
     payment = attempt(invoice.pk, as_of=now, trigger=trigger)

@@ -87,3 +87,48 @@ def test_a_duplicated_collection_task_charges_once(organization, plan, localstri
     (payment,) = Payment.objects.filter(invoice=invoice)
     assert payment.status == PaymentStatus.SUCCEEDED
     assert [c.amount for c in localstripe.succeeded_charges(stripe_customer(customer))] == [2900]
+
+
+def test_declines_on_request_while_dunning_leave_the_schedule_alone(
+    organization, plan, localstripe, settings
+):
+    """Pay now, staff's retry and a new card that is declined too don't count as dunning steps:
+    clicking Pay now ten times can't bring the final action closer."""
+    settings.DUNNING_FINAL_ACTION = "cancel"
+    customer, subscription, invoice = subscribe(
+        organization, plan, localstripe, "d@example.com", card="4000000000000341"
+    )
+    first = collection.attempt(invoice.pk, as_of=invoice.finalized_at)
+    assert first.status == PaymentStatus.FAILED
+    row = InvoiceCollection.objects.get(pk=invoice.pk)
+    scheduled = row.next_attempt_at
+    assert row.failures == 1
+    for trigger in ("retry_customer", "retry_admin", "retry_customer"):
+        assert collection.retry_now(invoice, trigger=trigger).status == PaymentStatus.FAILED
+    methods.set_default_method(customer, localstripe.card("4000000000000341"))
+    (declined,) = collection.retry_after_new_method(customer)
+    assert declined.status == PaymentStatus.FAILED
+    row.refresh_from_db()
+    subscription.refresh_from_db()
+    assert (row.state, row.failures, row.next_attempt_at, row.attempts) == (
+        CollectionState.COLLECTING,
+        1,
+        scheduled,
+        5,
+    )
+    assert subscription.status == SubscriptionStatus.PAST_DUE
+    # the scheduled retry is still the second step
+    assert collection.collect_due(scheduled).failed == 1
+    row.refresh_from_db()
+    assert row.failures == 2
+    # exhausted, then asked for again and declined: still exhausted, nothing else happens
+    for _ in range(3):
+        row.refresh_from_db()
+        collection.collect_due(row.next_attempt_at)
+    row.refresh_from_db()
+    assert (row.state, row.failures, row.next_attempt_at) == (CollectionState.EXHAUSTED, 5, None)
+    invoice.refresh_from_db()
+    assert invoice.status == InvoiceStatus.UNCOLLECTIBLE
+    assert collection.retry_now(invoice, trigger="retry_customer").status == PaymentStatus.FAILED
+    row.refresh_from_db()
+    assert (row.state, row.failures) == (CollectionState.EXHAUSTED, 5)
