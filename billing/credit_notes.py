@@ -10,6 +10,8 @@ Amounts are integer minor units. The tax part of a credit note is the invoice's 
 (half away from zero); the credit note that completes the invoice takes exactly the tax left, so
 an invoice's credit notes add up to its total and its tax to the cent."""
 
+from collections.abc import Callable
+
 from django.db import connection, transaction
 
 from billing import balance, discounts, signals
@@ -54,6 +56,20 @@ def next_number(invoice: Invoice) -> tuple[int, str]:
     return number, f"{prefix}-{number:04d}"
 
 
+# Apps above billing that hold part of an invoice's credit in flight (payments: refunds sent
+# to the provider and not yet settled) say how much, so a credit note of another kind can't
+# take what a settling refund's own credit note will need.
+_reservations: list[Callable[[Invoice], int]] = []
+
+
+def register_reservation(reserved_by: Callable[[Invoice], int]) -> None:
+    _reservations.append(reserved_by)
+
+
+def reserved(invoice: Invoice) -> int:
+    return sum(reserved_by(invoice) for reserved_by in _reservations)
+
+
 def left_to_credit(invoice: Invoice) -> int:
     """What credit notes of any kind may still credit: the invoice's total, less its credit notes."""
     return to_minor(invoice.total) - to_minor(invoice.credited_amount)
@@ -82,7 +98,7 @@ def _limit(invoice: Invoice, kind: str) -> tuple[int, str]:
             f"Only an open or paid invoice can be credited; {invoice.number} is {invoice.status}",
             field=("order_id",),
         )
-    return left_to_credit(invoice), "left to credit"
+    return max(left_to_credit(invoice) - reserved(invoice), 0), "left to credit"
 
 
 def tax_share(invoice: Invoice, amount: int) -> int:

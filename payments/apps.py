@@ -7,10 +7,11 @@ class PaymentsConfig(AppConfig):
 
     def ready(self):
         # Django's wiring: the app registry is ready only now
+        from billing import credit_notes
         from billing.signals import invoice_finalized, invoice_status_changed
         from core.schedules import SCHEDULES
         from core.signals import demo_seeded
-        from payments import collection, demo, manual, tasks
+        from payments import collection, demo, manual, refunds, tasks
 
         # importing the tasks registers them: web processes enqueue them by name
         SCHEDULES["collect payments"] = (tasks.collect_due_payments.name, 60)
@@ -23,3 +24,5 @@ class PaymentsConfig(AppConfig):
         )
         # after billing's (connected first): its subscriptions get cards and are collected
         demo_seeded.connect(demo.on_demo_seeded, dispatch_uid="payments-demo")
+        # a refund in flight holds its amount: a balance credit note can't take it meanwhile
+        credit_notes.register_reservation(refunds.pending_amount)

@@ -42,13 +42,19 @@ UNDECIDED = ("pending", "requires_action")
 SUCCEEDED, FAILED = "succeeded", "failed"
 
 
-def left_to_refund(invoice: Invoice) -> int:
-    """What a new refund of the invoice may still take, in minor units (read it under the
-    invoice's row lock to rely on it)."""
+def pending_amount(invoice: Invoice) -> int:
+    """What refunds sent to the provider and not yet settled hold of the invoice, in minor
+    units (billing's credit notes count it as reserved)."""
     pending = Refund.objects.filter(invoice=invoice, status=RefundStatus.PENDING).aggregate(
         total=Sum("amount")
     )["total"]
-    return max(credit_notes.refundable(invoice) - (pending or 0), 0)
+    return pending or 0
+
+
+def left_to_refund(invoice: Invoice) -> int:
+    """What a new refund of the invoice may still take, in minor units (read it under the
+    invoice's row lock to rely on it)."""
+    return max(credit_notes.refundable(invoice) - pending_amount(invoice), 0)
 
 
 def _check(amount, reason: str) -> None:

@@ -301,6 +301,13 @@ def test_unanswered_refund_stays_pending_and_is_reconciled(polar, localstripe, p
     )
     refunds._send(refunds.providers.get("stripe"), Refund.objects.get(pk=killed.pk))
     assert Refund.objects.get(pk=killed.pk).status == RefundStatus.PENDING
+    # the refunds in flight hold all 2904: a balance credit note can't take any of it
+    response = raw(polar).post(
+        "/v1/credit-notes/", json={"order_id": order.id, "amount": 1, "reason": "other"}
+    )
+    assert response.status_code == 422, response.text
+    assert "0 left to credit" in response.text
+    assert not CreditNote.objects.exists()
 
     out = StringIO()
     soon = timezone.now() + timedelta(seconds=settings.PAYMENTS_RECONCILE_AFTER - 60)
