@@ -24,7 +24,7 @@ from payments.api.response_serializers import (
 )
 from payments.api.serializers import PaymentMethodAttachSerializer
 from payments.errors import ProviderUnavailable, WebhookSignatureError
-from payments.models import Payment, PaymentStatus
+from payments.models import Payment, PaymentStatus, Provider
 
 register_domain_error(WebhookSignatureError, status_code=400, error="InvalidSignature")
 register_domain_error(ProviderUnavailable, status_code=502, error="PaymentProviderUnavailable")
@@ -38,7 +38,11 @@ SORTING = {
 
 
 def _payments(request):
-    return Payment.objects.filter(organization=request.auth.organization)
+    # Polar's Payment knows one processor, Stripe: a payment staff recorded by hand (provider
+    # `manual`) pays the order and shows in the admin, but is not one of Polar's payments
+    return Payment.objects.filter(organization=request.auth.organization).exclude(
+        provider=Provider.MANUAL
+    )
 
 
 class PaymentListView(GenericAPIView):

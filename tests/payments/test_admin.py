@@ -290,3 +290,7 @@ def test_api_mark_paid_records_a_manual_payment(api, organization, pro, settings
         1,
     )
     assert not InvoiceCollection.objects.filter(pk=invoice.pk).exists()
+    # not a Polar payment (its processor is Stripe only): the order is paid, the list is empty
+    listed = api.get(f"/v1/payments/?order_id={invoice.pk}")
+    assert listed.status_code == 200 and listed.json()["items"] == []
+    assert api.get(f"/v1/payments/{payment.pk}").status_code == 404
