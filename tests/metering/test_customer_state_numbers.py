@@ -101,6 +101,7 @@ def test_customer_state_query_count_does_not_grow_with_meters(organization, api)
     assert [m["consumed_units"] for m in state["active_meters"]] and len(
         state["active_meters"]
     ) == 6
-    # 9 for the meters, plus billing's constant 2 (live subscriptions for the state section, and
-    # those pricing the meters for the billing-period window), plus the API rate-limit counter
-    assert len(queries.captured_queries) <= 12, [q["sql"][:80] for q in queries.captured_queries]
+    # 9 for the meters, plus billing's constant 3 (live subscriptions for the state section,
+    # those pricing the meters for the billing-period window, and the customer's balances), plus
+    # the API rate-limit counter
+    assert len(queries.captured_queries) <= 13, [q["sql"][:80] for q in queries.captured_queries]
