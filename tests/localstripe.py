@@ -1,14 +1,7 @@
 """localstripe (a stateful Stripe stand-in from PyPI) as a real process for the tests, and a
-look at its state through the `stripe` library for assertions.
-
-`python -m tests.localstripe --port N` runs localstripe's own server with two adjustments made
-before its routes are built (docs/payments.md, "localstripe"):
-- its state stays in memory: localstripe pickles its whole store to one fixed file in /tmp after
-  every write, whatever `--from-scratch` says — shared by every instance on the machine, and a
-  cost that grows with every object;
-- `POST /v1/payment_intents/{id}/confirm` accepts `off_session` (real Stripe does; localstripe
-  refuses any parameter there). localstripe never asks for authentication off-session except
-  for its 3-D Secure test cards, so the flag changes nothing else."""
+look at its state through the `stripe` library for assertions. The process is
+`manage.py localstripe` (as `./dev run` starts it): state in memory, `off_session` accepted on
+confirm (docs/payments.md, "localstripe")."""
 
 import hashlib
 import hmac
@@ -28,24 +21,6 @@ PUBLISHABLE_KEY = "pk_test_meterline"
 WEBHOOK_SECRET = "whsec_meterline_tests"
 
 
-def _patch_and_serve() -> None:
-    from localstripe import resources
-
-    resources.Store.dump_to_disk = lambda self: None
-    resources.Store.try_load_from_disk = lambda self: None
-    confirm = resources.PaymentIntent._api_confirm
-
-    def confirm_with_off_session(id, off_session=None, **kwargs):
-        return confirm(id, **kwargs)
-
-    for index, (method, url, _func) in enumerate(resources.extra_apis):
-        if url == "/v1/payment_intents/{id}/confirm":
-            resources.extra_apis[index] = (method, url, confirm_with_off_session)
-    from localstripe import server  # builds its routes from extra_apis on import
-
-    server.start()
-
-
 class LocalStripe:
     """One localstripe process on a free port: `start()`, `stop()`, and readers of its state."""
 
@@ -59,7 +34,7 @@ class LocalStripe:
 
     def start(self, timeout: float = 20) -> "LocalStripe":
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.localstripe", "--port", str(self.port), "--from-scratch"],
+            [sys.executable, "manage.py", "localstripe", "--port", str(self.port)],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -127,7 +102,3 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-if __name__ == "__main__":
-    _patch_and_serve()
