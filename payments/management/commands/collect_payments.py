@@ -1,31 +1,15 @@
 """Collect what is due at --as-of (default now): dunning retries, reconciliation of payments a
 crash left pending, the final actions, refunds left pending."""
 
-from datetime import datetime
-
-from django.core.management.base import BaseCommand, CommandError
-
+from core.management.simulated_time import AsOfCommand
 from payments import collection, refunds
 
 
-class Command(BaseCommand):
+class Command(AsOfCommand):
     help = "Run due payment attempts and dunning retries, reconcile stale pending payments."
 
-    def add_arguments(self, parser):
-        parser.add_argument(
-            "--as-of",
-            help="ISO 8601 instant with offset (default: now). In the future it simulates time.",
-        )
-
     def handle(self, *args, as_of=None, **options):
-        moment = None
-        if as_of:
-            try:
-                moment = datetime.fromisoformat(as_of)
-            except ValueError:
-                raise CommandError(f"--as-of: not an ISO 8601 datetime: {as_of!r}")
-            if moment.tzinfo is None:
-                raise CommandError("--as-of needs a UTC offset (e.g. Z or +02:00)")
+        moment = self.as_of(as_of)
         report = collection.collect_due(moment)
         refunds_settled = refunds.reconcile_pending(moment)
         self.stdout.write(
