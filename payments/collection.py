@@ -10,6 +10,7 @@ with its charge id, which reconciliation settles from the provider's view; an at
 before confirming is cancelled at the provider before it is counted as never made."""
 
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -60,6 +61,15 @@ ON_REQUEST = (
 NOTICE_TASK = "payments.tasks.email_invoice_notice"
 
 
+# the invoice whose succeeded payment is being settled here: billing's paid signal then comes
+# from this module, and manual.py's receiver has nothing to record
+_settling: ContextVar = ContextVar("payments_settling", default=None)
+
+
+def is_settling(invoice_id) -> bool:
+    return _settling.get() == invoice_id
+
+
 def amount_due(invoice: Invoice) -> int:
     """What the customer still owes on the invoice, in minor units: the total less the
     customer balance applied at finalization."""
@@ -108,9 +118,9 @@ def _trigger(invoice: Invoice, collection: InvoiceCollection) -> str:
 
 
 def _start(invoice_id, *, as_of: datetime, skip_locked: bool, trigger: str | None):
-    """Transaction 1: the pending payment (or None when there is nothing to do here). An
-    attempt on request (`trigger`: staff, the customer, a new method) runs whenever it is
-    asked; a scheduled one when it is due."""
+    """Transaction 1: the pending payment and the customer's billing profile (None when there
+    is nothing to do here). An attempt on request (`trigger`: staff, the customer, a new
+    method) runs whenever it is asked; a scheduled one when it is due."""
     with transaction.atomic():
         collection = (
             InvoiceCollection.objects.select_for_update(skip_locked=skip_locked)
@@ -122,11 +132,7 @@ def _start(invoice_id, *, as_of: datetime, skip_locked: bool, trigger: str | Non
         scheduled = trigger is None
         if scheduled and (collection.next_attempt_at is None or collection.next_attempt_at > as_of):
             return None
-        invoice = (
-            Invoice.objects.select_for_update(of=("self",))
-            .select_related("customer")
-            .get(pk=invoice_id)
-        )
+        invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
         if invoice.status not in COLLECTABLE:
             collection.state = (
                 CollectionState.PAID
@@ -158,7 +164,7 @@ def _start(invoice_id, *, as_of: datetime, skip_locked: bool, trigger: str | Non
         profile = BillingProfile.objects.filter(customer_id=invoice.customer_id).first()
         collection.attempts += 1
         collection.save(update_fields=["attempts", "modified_at"])
-        return Payment.objects.create(
+        payment = Payment.objects.create(
             organization_id=invoice.organization_id,
             invoice=invoice,
             customer_id=invoice.customer_id,
@@ -172,6 +178,7 @@ def _start(invoice_id, *, as_of: datetime, skip_locked: bool, trigger: str | Non
             method_brand=profile.brand if profile else "",
             method_last4=profile.last4 if profile else "",
         )
+        return payment, profile
 
 
 def attempt(
@@ -184,10 +191,10 @@ def attempt(
     """Collect the invoice if its collection is due at `as_of` and no attempt is under way.
     The settled payment, or None when nothing was attempted here."""
     as_of = as_of or timezone.now()
-    payment = _start(invoice_id, as_of=as_of, skip_locked=skip_locked, trigger=trigger)
-    if payment is None:
+    started = _start(invoice_id, as_of=as_of, skip_locked=skip_locked, trigger=trigger)
+    if started is None:
         return None
-    profile = BillingProfile.objects.filter(customer_id=payment.customer_id).first()
+    payment, profile = started
     if profile is None or not profile.default_method_id or profile.provider != payment.provider:
         result = ChargeResult(
             ChargeStatus.FAILED,
@@ -195,7 +202,7 @@ def attempt(
             decline_code="payment_method_missing",
             decline_message="The customer has no payment method.",
         )
-        return settle(payment.pk, result, as_of=as_of)
+        return settle(payment.pk, result, as_of=as_of, invoice_id=payment.invoice_id)
     try:
         provider = providers.get(payment.provider)
         intent_id = provider.prepare_charge(
@@ -212,10 +219,10 @@ def attempt(
     except ProviderUnavailable as exc:
         # whatever the provider created was not confirmed: nothing was charged
         result = ChargeResult(ChargeStatus.NOT_CONFIRMED, "", "provider_unavailable", exc.message)
-        return settle(payment.pk, result, as_of=as_of)
+        return settle(payment.pk, result, as_of=as_of, invoice_id=payment.invoice_id)
     except ProviderError as exc:
         result = ChargeResult(ChargeStatus.FAILED, "", exc.code or "provider_error", exc.message)
-        return settle(payment.pk, result, as_of=as_of)
+        return settle(payment.pk, result, as_of=as_of, invoice_id=payment.invoice_id)
     # Committed before the confirmation: a crash after it leaves an id to reconcile by. If
     # reconciliation already gave up on this attempt, the charge is never confirmed.
     stored = Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PENDING).update(
@@ -231,7 +238,7 @@ def attempt(
     except ProviderError as exc:
         logger.warning("payment %s: confirmation unanswered (%s); reconciled later", payment, exc)
         return Payment.objects.get(pk=payment.pk)
-    return settle(payment.pk, result, as_of=as_of)
+    return settle(payment.pk, result, as_of=as_of, invoice_id=payment.invoice_id)
 
 
 def _cancel_quietly(provider, intent_id: str) -> None:
@@ -244,15 +251,19 @@ def _cancel_quietly(provider, intent_id: str) -> None:
 # --- settling -----------------------------------------------------------------------------------
 
 
-def settle(payment_id, result: ChargeResult, *, as_of: datetime | None = None) -> Payment:
+def settle(
+    payment_id, result: ChargeResult, *, as_of: datetime | None = None, invoice_id=None
+) -> Payment:
     """Transaction 2: apply the provider's outcome to a pending payment, once. A payment that
-    is no longer pending (settled by a webhook, a reconciliation or another worker) is left."""
+    is no longer pending (settled by a webhook, a reconciliation or another worker) is left.
+    `invoice_id`: the payment's invoice, when the caller knows it."""
     now = timezone.now()
     as_of = as_of or now
     if result.status == ChargeStatus.PROCESSING:
         return Payment.objects.get(pk=payment_id)
     with transaction.atomic():
-        invoice_id = Payment.objects.values_list("invoice_id", flat=True).get(pk=payment_id)
+        if invoice_id is None:
+            invoice_id = Payment.objects.values_list("invoice_id", flat=True).get(pk=payment_id)
         # the lock order of transaction 1: the collection, then the payment
         collection = InvoiceCollection.objects.select_for_update().filter(pk=invoice_id).first()
         payment = Payment.objects.select_for_update().get(pk=payment_id)
@@ -263,7 +274,9 @@ def settle(payment_id, result: ChargeResult, *, as_of: datetime | None = None) -
             payment.provider_payment_id = result.provider_payment_id
         if result.status == ChargeStatus.SUCCEEDED:
             payment.status = PaymentStatus.SUCCEEDED
-            payment.save()
+            payment.save(
+                update_fields=["status", "settled_at", "provider_payment_id", "modified_at"]
+            )
             _paid(payment, collection)
         elif result.status == ChargeStatus.NOT_CONFIRMED:
             payment.status = PaymentStatus.FAILED
@@ -297,7 +310,11 @@ def _paid(payment: Payment, collection: InvoiceCollection | None) -> None:
         .get(pk=payment.invoice_id)
     )
     if invoice.status in COLLECTABLE:
-        invoice = invoices.mark_paid(invoice)
+        token = _settling.set(invoice.pk)
+        try:
+            invoice = invoices.mark_paid(invoice)
+        finally:
+            _settling.reset(token)
     else:
         # charged for an invoice voided meanwhile: the money is kept for staff to refund
         logger.error(
@@ -410,7 +427,7 @@ def reconcile(payment: Payment, *, as_of: datetime | None = None) -> Payment:
         # the charge id was never committed, so the charge was never confirmed (the id is
         # committed first); a late worker finds the payment settled and cancels its charge
         result = ChargeResult(ChargeStatus.NOT_CONFIRMED, "", "not_confirmed", None)
-        return settle(payment.pk, result, as_of=as_of)
+        return settle(payment.pk, result, as_of=as_of, invoice_id=payment.invoice_id)
     provider = providers.get(payment.provider)
     result = provider.retrieve_charge(payment.provider_payment_id)
     if result.status == ChargeStatus.NOT_CONFIRMED:
@@ -419,7 +436,7 @@ def reconcile(payment: Payment, *, as_of: datetime | None = None) -> Payment:
             provider.cancel_charge(payment.provider_payment_id)
         except ProviderError:
             result = provider.retrieve_charge(payment.provider_payment_id)
-    return settle(payment.pk, result, as_of=as_of)
+    return settle(payment.pk, result, as_of=as_of, invoice_id=payment.invoice_id)
 
 
 def stale_pending(as_of: datetime):

@@ -116,7 +116,8 @@ def on_invoice_status_changed(sender, invoice, previous, **kwargs) -> None:
     payment that already succeeded (a charge, `record_manual_payment`) is the invoice's; a
     charge under way is left to settle (it then finds the invoice paid and keeps the money for
     staff to refund, as when an invoice is voided meanwhile)."""
-    if invoice.status != InvoiceStatus.PAID:
+    if invoice.status != InvoiceStatus.PAID or collection.is_settling(invoice.pk):
+        # not paid, or paid by the succeeded payment the collector is settling
         return
     # Billing holds the invoice's row lock here, and a collector takes the collection row and
     # then the invoice's: waiting for the collection row could deadlock. Whoever holds it is
