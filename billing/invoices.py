@@ -244,6 +244,24 @@ def mark_paid(invoice: Invoice) -> Invoice:
     return _transition(invoice, InvoiceStatus.PAID, "paid_at")
 
 
+def mark_many_paid(locked: list[Invoice]) -> None:
+    """mark_paid for invoices the caller has just locked and read (`select_for_update`), in its
+    transaction: one update for all, billing's signal for each (a collector settling a batch)."""
+    for invoice in locked:
+        if invoice.status not in TRANSITIONS[InvoiceStatus.PAID]:
+            raise InvoiceStateError(
+                f"An invoice in status '{invoice.status}' cannot become 'paid'", field=("status",)
+            )
+    now = timezone.now()
+    Invoice.objects.filter(pk__in=[invoice.pk for invoice in locked]).update(
+        status=InvoiceStatus.PAID, paid_at=now, modified_at=now
+    )
+    for invoice in locked:
+        previous = invoice.status
+        invoice.status, invoice.paid_at, invoice.modified_at = InvoiceStatus.PAID, now, now
+        signals.invoice_status_changed.send(sender=Invoice, invoice=invoice, previous=previous)
+
+
 def void(invoice: Invoice, *, rebill_fixed: bool = False) -> Invoice:
     """A correction is a void plus a new invoice; the voided one keeps its number and lines.
     What it billed is released (billing.voids): its usage is billed by the subscription's next

@@ -57,6 +57,19 @@ def enqueue_on_commit(name: str, args: list, kwargs: dict) -> uuid.UUID:
     return pending.pk
 
 
+def enqueue_many_on_commit(name: str, arg_lists: list[list]) -> None:
+    """enqueue_on_commit for many calls of one task, recorded in one insert."""
+    lease = timezone.now() + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS)
+    pending = PendingTask.objects.bulk_create(
+        PendingTask(
+            id=uuid.uuid4(), name=name, args=args, kwargs={}, attempts=1, next_attempt_at=lease
+        )
+        for args in arg_lists
+    )
+    for task in pending:
+        transaction.on_commit(partial(publish, task.pk, name, task.args, {}))
+
+
 def publish(task_id, name: str, args: list, kwargs: dict) -> bool:
     """Send one recorded task; its record already counts this attempt and holds its lease."""
     try:

@@ -29,7 +29,7 @@ from billing.models import (
     SubscriptionStatus,
 )
 from billing.money import to_minor
-from core.outbox import enqueue_on_commit
+from core.outbox import enqueue_many_on_commit, enqueue_on_commit
 from payments import providers
 from payments.configuration import resolved
 from payments.errors import PaymentError, ProviderError, ProviderUnavailable
@@ -59,15 +59,17 @@ ON_REQUEST = (
     PaymentTrigger.RETRY_PAYMENT_METHOD_UPDATE,
 )
 NOTICE_TASK = "payments.tasks.email_invoice_notice"
+# collect_due's due invoices per batch (two shared transactions a batch)
+BATCH = 50
 
 
-# the invoice whose succeeded payment is being settled here: billing's paid signal then comes
-# from this module, and manual.py's receiver has nothing to record
-_settling: ContextVar = ContextVar("payments_settling", default=None)
+# the invoices whose succeeded payments are being settled here: billing's paid signal then
+# comes from this module, and manual.py's receiver has nothing to record
+_settling: ContextVar = ContextVar("payments_settling", default=frozenset())
 
 
 def is_settling(invoice_id) -> bool:
-    return _settling.get() == invoice_id
+    return invoice_id in _settling.get()
 
 
 def amount_due(invoice: Invoice) -> int:
@@ -195,14 +197,22 @@ def attempt(
     if started is None:
         return None
     payment, profile = started
+    result = _charge(payment, profile)
+    if result is None:
+        return Payment.objects.get(pk=payment.pk)
+    return settle(payment.pk, result, as_of=as_of, invoice_id=payment.invoice_id)
+
+
+def _charge(payment: Payment, profile: BillingProfile | None) -> ChargeResult | None:
+    """The provider's outcome of a pending payment's charge; None when the payment is left as
+    it is (settled by reconciliation meanwhile, or its confirmation unanswered)."""
     if profile is None or not profile.default_method_id or profile.provider != payment.provider:
-        result = ChargeResult(
+        return ChargeResult(
             ChargeStatus.FAILED,
             "",
             decline_code="payment_method_missing",
             decline_message="The customer has no payment method.",
         )
-        return settle(payment.pk, result, as_of=as_of, invoice_id=payment.invoice_id)
     try:
         provider = providers.get(payment.provider)
         intent_id = provider.prepare_charge(
@@ -218,11 +228,9 @@ def attempt(
         )
     except ProviderUnavailable as exc:
         # whatever the provider created was not confirmed: nothing was charged
-        result = ChargeResult(ChargeStatus.NOT_CONFIRMED, "", "provider_unavailable", exc.message)
-        return settle(payment.pk, result, as_of=as_of, invoice_id=payment.invoice_id)
+        return ChargeResult(ChargeStatus.NOT_CONFIRMED, "", "provider_unavailable", exc.message)
     except ProviderError as exc:
-        result = ChargeResult(ChargeStatus.FAILED, "", exc.code or "provider_error", exc.message)
-        return settle(payment.pk, result, as_of=as_of, invoice_id=payment.invoice_id)
+        return ChargeResult(ChargeStatus.FAILED, "", exc.code or "provider_error", exc.message)
     # Committed before the confirmation: a crash after it leaves an id to reconcile by. If
     # reconciliation already gave up on this attempt, the charge is never confirmed.
     stored = Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PENDING).update(
@@ -230,15 +238,14 @@ def attempt(
     )
     if not stored:
         _cancel_quietly(provider, intent_id)
-        return Payment.objects.get(pk=payment.pk)
+        return None
     try:
-        result = provider.confirm_charge(
+        return provider.confirm_charge(
             provider_payment_id=intent_id, idempotency_key=payment.idempotency_key
         )
     except ProviderError as exc:
         logger.warning("payment %s: confirmation unanswered (%s); reconciled later", payment, exc)
-        return Payment.objects.get(pk=payment.pk)
-    return settle(payment.pk, result, as_of=as_of, invoice_id=payment.invoice_id)
+        return None
 
 
 def _cancel_quietly(provider, intent_id: str) -> None:
@@ -310,7 +317,7 @@ def _paid(payment: Payment, collection: InvoiceCollection | None) -> None:
         .get(pk=payment.invoice_id)
     )
     if invoice.status in COLLECTABLE:
-        token = _settling.set(invoice.pk)
+        token = _settling.set(frozenset((invoice.pk,)))
         try:
             invoice = invoices.mark_paid(invoice)
         finally:
@@ -324,6 +331,11 @@ def _paid(payment: Payment, collection: InvoiceCollection | None) -> None:
             invoice.status,
         )
     enqueue_on_commit(RECEIPT_TASK, [str(payment.pk)], {})
+    _recover(invoice)
+
+
+def _recover(invoice: Invoice) -> None:
+    """A past-due subscription recovers when none of its other invoices is failing."""
     subscription = invoice.subscription
     if subscription is not None and subscription.status == SubscriptionStatus.PAST_DUE:
         failing = InvoiceCollection.objects.filter(
@@ -477,14 +489,175 @@ def collect_due(as_of: datetime | None = None) -> CollectReport:
             # asked again by the next run; the payment stays pending meanwhile
             logger.warning("payment %s not reconciled now: %s", payment.pk, exc)
     ids = due_invoice_ids(as_of)
-    for invoice_id in ids:
-        payment = attempt(invoice_id, as_of=as_of, skip_locked=True)
-        if payment is not None:
+    for n in range(0, len(ids), BATCH):
+        for payment in _collect_batch(ids[n : n + BATCH], as_of):
             report.attempted += 1
             report.succeeded += payment.status == PaymentStatus.SUCCEEDED
             report.failed += payment.status == PaymentStatus.FAILED
     report.revoked = apply_final_actions()
     return report
+
+
+def _collect_batch(ids: list, as_of: datetime) -> list[Payment]:
+    """The attempts of a batch of due invoices, each as `attempt` makes it, with the database
+    work shared: one transaction records the pending payments of the plain cases (the others
+    go through `attempt` one by one), each is charged (its own calls, its charge id committed
+    before its confirmation), and one transaction settles the ones that succeeded."""
+    started, others = _start_batch(ids, as_of)
+    done = [payment for i in others if (payment := attempt(i, as_of=as_of, skip_locked=True))]
+    succeeded = []
+    for payment, profile in started:
+        result = _charge(payment, profile)
+        if result is None:
+            done.append(Payment.objects.get(pk=payment.pk))
+        elif result.status == ChargeStatus.SUCCEEDED:
+            succeeded.append((payment, result))
+        else:
+            done.append(settle(payment.pk, result, as_of=as_of, invoice_id=payment.invoice_id))
+    if succeeded:
+        done.extend(_settle_succeeded(succeeded))
+    return done
+
+
+def _start_batch(ids: list, as_of: datetime) -> tuple[list, list]:
+    """Transaction 1 of a batch: under the collection and invoice row locks (rows another
+    collector holds are skipped), the pending payments of the due automatic collections whose
+    invoice is owed and has no attempt under way or succeeded, and their billing profiles.
+    Every other locked invoice is left to `attempt`, after this commit."""
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(
+            InvoiceCollection.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=ids)
+            .order_by("pk")
+        )
+        locked = {
+            invoice.pk: invoice
+            for invoice in Invoice.objects.select_for_update()
+            .filter(pk__in=[row.pk for row in rows])
+            .order_by("pk")
+        }
+        busy = set(
+            Payment.objects.filter(
+                invoice_id__in=locked,
+                status__in=(PaymentStatus.PENDING, PaymentStatus.SUCCEEDED),
+            ).values_list("invoice_id", flat=True)
+        )
+        providers_of = {}
+        plain, others = [], []
+        for row in rows:
+            invoice = locked[row.pk]
+            if invoice.organization_id not in providers_of:
+                providers_of[invoice.organization_id] = resolved(invoice.organization_id)[0]
+            if (
+                row.state == CollectionState.COLLECTING
+                and row.next_attempt_at is not None
+                and row.next_attempt_at <= as_of
+                and row.mode == Collection.AUTOMATIC
+                and invoice.status in COLLECTABLE
+                and invoice.pk not in busy
+                and amount_due(invoice) > 0
+                and providers_of[invoice.organization_id] != Provider.MANUAL
+            ):
+                plain.append((row, invoice))
+            elif invoice.pk not in busy:
+                others.append(row.pk)
+        profiles = {
+            profile.customer_id: profile
+            for profile in BillingProfile.objects.filter(
+                customer_id__in={invoice.customer_id for _, invoice in plain}
+            )
+        }
+        payments = []
+        for row, invoice in plain:
+            row.attempts += 1
+            row.modified_at = now
+            profile = profiles.get(invoice.customer_id)
+            payments.append(
+                Payment(
+                    organization_id=invoice.organization_id,
+                    invoice=invoice,
+                    customer_id=invoice.customer_id,
+                    attempt=row.attempts,
+                    trigger=_trigger(invoice, row),
+                    status=PaymentStatus.PENDING,
+                    amount=amount_due(invoice),
+                    currency=invoice.currency,
+                    provider=providers_of[invoice.organization_id],
+                    idempotency_key=f"{invoice.pk}:{row.attempts}",
+                    method_brand=profile.brand if profile else "",
+                    method_last4=profile.last4 if profile else "",
+                )
+            )
+        if plain:
+            InvoiceCollection.objects.bulk_update(
+                [row for row, _ in plain], ["attempts", "modified_at"]
+            )
+            Payment.objects.bulk_create(payments)
+    return [(payment, profiles.get(payment.customer_id)) for payment in payments], others
+
+
+def _settle_succeeded(charged: list) -> list[Payment]:
+    """Transaction 2 of a batch, for the charges that succeeded: `settle` with a succeeded
+    outcome for each, in the same lock order (collections, payments, invoices), the updates
+    shared. A payment no longer pending is left as it is."""
+    now = timezone.now()
+    outcome = {payment.pk: result for payment, result in charged}
+    with transaction.atomic():
+        list(
+            InvoiceCollection.objects.select_for_update()
+            .filter(pk__in=[payment.invoice_id for payment, _ in charged])
+            .order_by("pk")
+        )
+        payments = list(
+            Payment.objects.select_for_update().filter(pk__in=outcome).order_by("invoice_id")
+        )
+        pending = [payment for payment in payments if payment.status == PaymentStatus.PENDING]
+        if not pending:
+            return payments
+        for payment in pending:
+            payment.status, payment.settled_at, payment.modified_at = (
+                PaymentStatus.SUCCEEDED,
+                now,
+                now,
+            )
+            payment.provider_payment_id = (
+                outcome[payment.pk].provider_payment_id or payment.provider_payment_id
+            )
+        Payment.objects.bulk_update(
+            pending, ["status", "settled_at", "provider_payment_id", "modified_at"]
+        )
+        paid_ids = [payment.invoice_id for payment in pending]
+        InvoiceCollection.objects.filter(pk__in=paid_ids).update(
+            state=CollectionState.PAID, next_attempt_at=None, modified_at=now
+        )
+        # locked before their status is read: billing's mark paid may be committing meanwhile
+        locked = list(
+            Invoice.objects.select_for_update(of=("self",))
+            .select_related("subscription")
+            .filter(pk__in=paid_ids)
+            .order_by("pk")
+        )
+        owed = [invoice for invoice in locked if invoice.status in COLLECTABLE]
+        owed_ids = frozenset(invoice.pk for invoice in owed)
+        token = _settling.set(owed_ids)
+        try:
+            invoices.mark_many_paid(owed)
+        finally:
+            _settling.reset(token)
+        by_invoice = {payment.invoice_id: payment for payment in pending}
+        for invoice in locked:
+            if invoice.pk not in owed_ids:
+                # charged for an invoice voided meanwhile: the money is kept for staff to refund
+                logger.error(
+                    "payment %s succeeded for invoice %s in status %s",
+                    by_invoice[invoice.pk].pk,
+                    invoice.pk,
+                    invoice.status,
+                )
+            _recover(invoice)
+        enqueue_many_on_commit(RECEIPT_TASK, [[str(payment.pk)] for payment in pending])
+    return payments
 
 
 # --- retries on request -------------------------------------------------------------------------
