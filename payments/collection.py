@@ -206,6 +206,23 @@ def attempt(
 def _charge(payment: Payment, profile: BillingProfile | None) -> ChargeResult | None:
     """The provider's outcome of a pending payment's charge; None when the payment is left as
     it is (settled by reconciliation meanwhile, or its confirmation unanswered)."""
+    prepared = _prepare(payment, profile)
+    if isinstance(prepared, ChargeResult):
+        return prepared
+    # Committed before the confirmation: a crash after it leaves an id to reconcile by. If
+    # reconciliation already gave up on this attempt, the charge is never confirmed.
+    stored = Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PENDING).update(
+        provider_payment_id=prepared, modified_at=timezone.now()
+    )
+    if not stored:
+        _cancel_quietly(providers.get(payment.provider), prepared)
+        return None
+    return _confirm(payment, prepared)
+
+
+def _prepare(payment: Payment, profile: BillingProfile | None) -> str | ChargeResult:
+    """The provider's charge for a pending payment, not confirmed: its id, or the outcome when
+    there is nothing to confirm."""
     if profile is None or not profile.default_method_id or profile.provider != payment.provider:
         return ChargeResult(
             ChargeStatus.FAILED,
@@ -214,8 +231,7 @@ def _charge(payment: Payment, profile: BillingProfile | None) -> ChargeResult | 
             decline_message="The customer has no payment method.",
         )
     try:
-        provider = providers.get(payment.provider)
-        intent_id = provider.prepare_charge(
+        return providers.get(payment.provider).prepare_charge(
             amount=payment.amount,
             currency=payment.currency,
             provider_customer_id=profile.provider_customer_id,
@@ -231,16 +247,12 @@ def _charge(payment: Payment, profile: BillingProfile | None) -> ChargeResult | 
         return ChargeResult(ChargeStatus.NOT_CONFIRMED, "", "provider_unavailable", exc.message)
     except ProviderError as exc:
         return ChargeResult(ChargeStatus.FAILED, "", exc.code or "provider_error", exc.message)
-    # Committed before the confirmation: a crash after it leaves an id to reconcile by. If
-    # reconciliation already gave up on this attempt, the charge is never confirmed.
-    stored = Payment.objects.filter(pk=payment.pk, status=PaymentStatus.PENDING).update(
-        provider_payment_id=intent_id, modified_at=timezone.now()
-    )
-    if not stored:
-        _cancel_quietly(provider, intent_id)
-        return None
+
+
+def _confirm(payment: Payment, intent_id: str) -> ChargeResult | None:
+    """Only once the charge's id is committed with the pending payment."""
     try:
-        return provider.confirm_charge(
+        return providers.get(payment.provider).confirm_charge(
             provider_payment_id=intent_id, idempotency_key=payment.idempotency_key
         )
     except ProviderError as exc:
@@ -501,13 +513,39 @@ def collect_due(as_of: datetime | None = None) -> CollectReport:
 def _collect_batch(ids: list, as_of: datetime) -> list[Payment]:
     """The attempts of a batch of due invoices, each as `attempt` makes it, with the database
     work shared: one transaction records the pending payments of the plain cases (the others
-    go through `attempt` one by one), each is charged (its own calls, its charge id committed
-    before its confirmation), and one transaction settles the ones that succeeded."""
+    go through `attempt` one by one); their charges are created, their ids committed together,
+    then each is confirmed; one transaction settles the ones that succeeded."""
     started, others = _start_batch(ids, as_of)
     done = [payment for i in others if (payment := attempt(i, as_of=as_of, skip_locked=True))]
-    succeeded = []
+    outcomes, prepared = [], {}
     for payment, profile in started:
-        result = _charge(payment, profile)
+        result = _prepare(payment, profile)
+        if isinstance(result, ChargeResult):
+            outcomes.append((payment, result))
+        else:
+            prepared[payment.pk] = (payment, result)
+    if prepared:
+        with transaction.atomic():
+            # reconciliation may have given up on an attempt meanwhile: its charge is not
+            # confirmed
+            pending = list(
+                Payment.objects.select_for_update()
+                .filter(pk__in=prepared, status=PaymentStatus.PENDING)
+                .order_by("pk")
+            )
+            now = timezone.now()
+            for row in pending:
+                row.provider_payment_id, row.modified_at = prepared[row.pk][1], now
+            Payment.objects.bulk_update(pending, ["provider_payment_id", "modified_at"])
+        stored = {row.pk for row in pending}
+        for payment, intent_id in prepared.values():
+            if payment.pk not in stored:
+                _cancel_quietly(providers.get(payment.provider), intent_id)
+                done.append(Payment.objects.get(pk=payment.pk))
+                continue
+            outcomes.append((payment, _confirm(payment, intent_id)))
+    succeeded = []
+    for payment, result in outcomes:
         if result is None:
             done.append(Payment.objects.get(pk=payment.pk))
         elif result.status == ChargeStatus.SUCCEEDED:
