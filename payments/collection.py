@@ -10,6 +10,7 @@ with its charge id, which reconciliation settles from the provider's view; an at
 before confirming is cancelled at the provider before it is counted as never made."""
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -61,6 +62,8 @@ ON_REQUEST = (
 NOTICE_TASK = "payments.tasks.email_invoice_notice"
 # collect_due's due invoices per batch (two shared transactions a batch)
 BATCH = 50
+# provider calls at once within a batch
+CHARGE_THREADS = 4
 
 
 # the invoices whose succeeded payments are being settled here: billing's paid signal then
@@ -501,8 +504,12 @@ def collect_due(as_of: datetime | None = None) -> CollectReport:
             # asked again by the next run; the payment stays pending meanwhile
             logger.warning("payment %s not reconciled now: %s", payment.pk, exc)
     ids = due_invoice_ids(as_of)
-    for n in range(0, len(ids), BATCH):
-        for payment in _collect_batch(ids[n : n + BATCH], as_of):
+    with ThreadPoolExecutor(CHARGE_THREADS) as calls:
+        batches = [
+            _collect_batch(ids[n : n + BATCH], as_of, calls) for n in range(0, len(ids), BATCH)
+        ]
+    for batch in batches:
+        for payment in batch:
             report.attempted += 1
             report.succeeded += payment.status == PaymentStatus.SUCCEEDED
             report.failed += payment.status == PaymentStatus.FAILED
@@ -510,16 +517,18 @@ def collect_due(as_of: datetime | None = None) -> CollectReport:
     return report
 
 
-def _collect_batch(ids: list, as_of: datetime) -> list[Payment]:
+def _collect_batch(ids: list, as_of: datetime, calls: ThreadPoolExecutor) -> list[Payment]:
     """The attempts of a batch of due invoices, each as `attempt` makes it, with the database
     work shared: one transaction records the pending payments of the plain cases (the others
     go through `attempt` one by one); their charges are created, their ids committed together,
-    then each is confirmed; one transaction settles the ones that succeeded."""
+    then each is confirmed; one transaction settles the ones that succeeded. The provider
+    calls of a batch run in `calls`' threads, which touch no database: one call's wait is
+    another's work."""
     started, others = _start_batch(ids, as_of)
     done = [payment for i in others if (payment := attempt(i, as_of=as_of, skip_locked=True))]
     outcomes, prepared = [], {}
-    for payment, profile in started:
-        result = _prepare(payment, profile)
+    charges = calls.map(lambda item: _prepare(*item), started)
+    for (payment, _), result in zip(started, charges, strict=True):
         if isinstance(result, ChargeResult):
             outcomes.append((payment, result))
         else:
@@ -542,8 +551,9 @@ def _collect_batch(ids: list, as_of: datetime) -> list[Payment]:
             if payment.pk not in stored:
                 _cancel_quietly(providers.get(payment.provider), intent_id)
                 done.append(Payment.objects.get(pk=payment.pk))
-                continue
-            outcomes.append((payment, _confirm(payment, intent_id)))
+        confirm = [item for item in prepared.values() if item[0].pk in stored]
+        results = calls.map(lambda item: _confirm(*item), confirm)
+        outcomes.extend(zip([payment for payment, _ in confirm], results, strict=True))
     succeeded = []
     for payment, result in outcomes:
         if result is None:
