@@ -132,3 +132,65 @@ def test_declines_on_request_while_dunning_leave_the_schedule_alone(
     assert collection.retry_now(invoice, trigger="retry_customer").status == PaymentStatus.FAILED
     row.refresh_from_db()
     assert (row.state, row.failures) == (CollectionState.EXHAUSTED, 5)
+
+
+def test_collect_due_in_batches_settles_each_invoice_as_one_attempt_would(
+    organization, plan, localstripe, monkeypatch
+):
+    """Batches of 2 across five due invoices: a good card, a declined one, none, an invoice
+    whose attempt is under way (left alone) and a second good card."""
+    monkeypatch.setattr(collection, "BATCH", 2)
+    paid_customer, _, paid = subscribe(organization, plan, localstripe, "p@example.com")
+    _, declined_subscription, declined = subscribe(
+        organization, plan, localstripe, "x@example.com", card="4000000000000341"
+    )
+    _, _, no_card = subscribe(organization, plan, localstripe, "n@example.com", card=None)
+    busy_customer, _, busy = subscribe(organization, plan, localstripe, "u@example.com")
+    Payment.objects.create(
+        organization=organization,
+        invoice=busy,
+        customer=busy_customer,
+        attempt=1,
+        trigger="purchase",
+        status=PaymentStatus.PENDING,
+        amount=2900,
+        currency="USD",
+        provider="stripe",
+        idempotency_key=f"{busy.pk}:1",
+    )
+    second_customer, _, second = subscribe(
+        organization, plan, localstripe, "s@example.com", credit=900
+    )
+    report = collection.collect_due()
+    assert (report.attempted, report.succeeded, report.failed) == (4, 2, 2)
+    for invoice, customer, amount in ((paid, paid_customer, 2900), (second, second_customer, 2000)):
+        (payment,) = Payment.objects.filter(invoice=invoice)
+        assert (payment.status, payment.amount, payment.attempt, payment.idempotency_key) == (
+            PaymentStatus.SUCCEEDED,
+            amount,
+            1,
+            f"{invoice.pk}:1",
+        )
+        assert payment.settled_at is not None
+        charges = localstripe.succeeded_charges(stripe_customer(customer))
+        assert [(c.amount, c.payment_intent) for c in charges] == [
+            (amount, payment.provider_payment_id)
+        ]
+        invoice.refresh_from_db()
+        assert invoice.status == InvoiceStatus.PAID
+        row = InvoiceCollection.objects.get(pk=invoice.pk)
+        assert (row.state, row.next_attempt_at, row.attempts) == (CollectionState.PAID, None, 1)
+    (failed,) = Payment.objects.filter(invoice=declined)
+    assert (failed.status, failed.decline_reason) == (PaymentStatus.FAILED, "card_declined")
+    declined_subscription.refresh_from_db()
+    assert declined_subscription.status == SubscriptionStatus.PAST_DUE
+    assert InvoiceCollection.objects.get(pk=declined.pk).failures == 1
+    (missing,) = Payment.objects.filter(invoice=no_card)
+    assert (missing.status, missing.decline_reason) == (
+        PaymentStatus.FAILED,
+        "payment_method_missing",
+    )
+    (pending,) = Payment.objects.filter(invoice=busy)
+    assert pending.status == PaymentStatus.PENDING
+    assert localstripe.charges(stripe_customer(busy_customer)) == []
+    assert InvoiceCollection.objects.get(pk=busy.pk).attempts == 0
