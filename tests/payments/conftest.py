@@ -31,6 +31,27 @@ def stripe_env(localstripe, api_base: str | None = None) -> dict[str, str]:
 
 
 @pytest.fixture
+def product(polar, stripe_settings, eager_tasks):
+    """The scenario's plan, created through polar-sdk: $29 a month and 0.5 ¢ an API call."""
+    meter = polar.meters.create(
+        name="API calls",
+        filter={
+            "conjunction": "and",
+            "clauses": [{"property": "name", "operator": "eq", "value": "api.call"}],
+        },
+        aggregation={"func": "count"},
+    )
+    return polar.products.create(
+        name="Pro",
+        recurring_interval="month",
+        prices=[
+            {"amount_type": "fixed", "price_amount": 2900},
+            {"amount_type": "metered_unit", "meter_id": meter.id, "unit_amount": "0.5"},
+        ],
+    )
+
+
+@pytest.fixture
 def eager_tasks():
     from config.celery import app
 

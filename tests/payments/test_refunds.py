@@ -36,26 +36,6 @@ def receiver(settings):
     server.close()
 
 
-@pytest.fixture
-def product(polar, stripe_settings, eager_tasks):
-    meter = polar.meters.create(
-        name="API calls",
-        filter={
-            "conjunction": "and",
-            "clauses": [{"property": "name", "operator": "eq", "value": "api.call"}],
-        },
-        aggregation={"func": "count"},
-    )
-    return polar.products.create(
-        name="Pro",
-        recurring_interval="month",
-        prices=[
-            {"amount_type": "fixed", "price_amount": 2900},
-            {"amount_type": "metered_unit", "meter_id": meter.id, "unit_amount": "0.5"},
-        ],
-    )
-
-
 def paid_cycle_order(polar, localstripe, product, name="ada"):
     """A renewal paid 2904 by card: $29 + 7 units at 0.5 ¢."""
     customer = customer_with_card(polar, localstripe, name, GOOD)

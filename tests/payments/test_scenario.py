@@ -19,26 +19,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 GOOD, DECLINED = "4242424242424242", "4000000000000341"
 
 
-@pytest.fixture
-def product(polar, stripe_settings, eager_tasks):
-    meter = polar.meters.create(
-        name="API calls",
-        filter={
-            "conjunction": "and",
-            "clauses": [{"property": "name", "operator": "eq", "value": "api.call"}],
-        },
-        aggregation={"func": "count"},
-    )
-    return polar.products.create(
-        name="Pro",
-        recurring_interval="month",
-        prices=[
-            {"amount_type": "fixed", "price_amount": 2900},
-            {"amount_type": "metered_unit", "meter_id": meter.id, "unit_amount": "0.5"},
-        ],
-    )
-
-
 def attach(polar, customer_id, method_id):
     response = polar._client._client.post(
         f"/v1/customers/{customer_id}/payment-methods", json={"payment_method_id": method_id}
