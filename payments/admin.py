@@ -1,6 +1,6 @@
 """Payments in the admin: the payments and credit notes of an invoice (inlines on billing's
 invoice page), staff's actions on it (retry now, record a manual payment, refund), the dunning
-list, an organization's payment settings, and a customer's payment method and balance.
+list, an organization's payment settings, and a customer's payment method (billing's admin shows the balance).
 
 Billing's admin can't know payments (payments sits above billing), so this module replaces
 billing's registered invoice admin with a subclass that adds them."""

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from billing import credit_notes, subscriptions
 from billing.errors import SubscriptionEnded
-from billing.models import CreditNoteKind, Invoice, InvoiceStatus
+from billing.models import LIVE_STATUSES, CreditNoteKind, Invoice, InvoiceStatus
 from billing.money import to_minor
 from core.errors import DomainError
 from payments import providers, signals
@@ -213,13 +213,27 @@ def settle(refund_id, result: RefundResult, *, failure_message: str | None = Non
     return refund
 
 
-def _revoke_subscription(refund: Refund) -> None:
-    # after the commit: revoking closes the period (its final invoice) in transactions of its own
+def _revoke_subscription(refund: Refund) -> bool:
+    # after the commit: revoking closes the period (its final invoice) in transactions of its
+    # own; a crash before it is caught up by `revoke_skipped_benefits`
     invoice = Invoice.objects.select_related("subscription").get(pk=refund.invoice_id)
     if invoice.subscription is None or credit_notes.refundable(invoice):
-        return
+        return False
     with contextlib.suppress(SubscriptionEnded):  # revoked meanwhile: nothing left to do
         subscriptions.revoke(invoice.subscription)
+        return True
+    return False
+
+
+def revoke_skipped_benefits() -> int:
+    """The revocations that succeeded refunds asked for and a crash after their settling commit
+    skipped: subscriptions still live behind a fully refunded invoice with `revoke_benefits`."""
+    skipped = Refund.objects.filter(
+        status=RefundStatus.SUCCEEDED,
+        revoke_benefits=True,
+        invoice__subscription__status__in=LIVE_STATUSES,
+    )
+    return sum(_revoke_subscription(refund) for refund in skipped.order_by("created_at"))
 
 
 # --- reconciliation -----------------------------------------------------------------------------
@@ -257,4 +271,5 @@ def reconcile_pending(as_of: datetime | None = None) -> int:
         except DomainError as exc:
             # e.g. its credit note refused: one refund must not stop the others' reconciliation
             logger.error("refund %s can't be settled: %s", refund.pk, exc)
+    revoke_skipped_benefits()
     return settled

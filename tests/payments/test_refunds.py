@@ -341,6 +341,35 @@ def test_full_refund_with_revoke_benefits_revokes_the_subscription(polar, locals
     assert polar.subscriptions.get(id=subscription.id).status == "canceled"
 
 
+def test_a_revocation_skipped_by_a_crash_is_caught_up_by_collect_payments(
+    polar, localstripe, product, monkeypatch
+):
+    customer = customer_with_card(polar, localstripe, "kim", GOOD)
+    subscription = polar.subscriptions.create(product_id=product.id, customer_id=customer.id)
+    order = first_order(polar, subscription.id)
+
+    def crash(refund):
+        raise SystemExit("killed after the refund's settling commit")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(refunds, "_revoke_subscription", crash)
+        with pytest.raises(SystemExit):
+            refunds.create_refund(
+                Invoice.objects.get(pk=order.id),
+                amount=2900,
+                reason="fraudulent",
+                comment="",
+                revoke_benefits=True,
+                metadata={},
+            )
+    assert Refund.objects.get().status == RefundStatus.SUCCEEDED
+    assert polar.subscriptions.get(id=subscription.id).status == "active"
+    call_command("collect_payments", stdout=StringIO())
+    assert polar.subscriptions.get(id=subscription.id).status == "canceled"
+    # once: a second run finds nothing to revoke
+    assert refunds.revoke_skipped_benefits() == 0
+
+
 def test_concurrent_refunds_never_refund_more_than_was_paid(
     polar, localstripe, product, live_url, live_org_token
 ):
