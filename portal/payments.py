@@ -16,7 +16,7 @@ from billing.money import to_money
 from payments import self_service
 from payments.configuration import resolved
 from payments.errors import PaymentError
-from payments.models import BillingProfile, Payment, PaymentStatus, Provider
+from payments.models import BillingProfile, Payment, PaymentStatus, Provider, Refund
 from payments.self_service import NotPayable, SetupSessionNotFound
 
 # the payments refusals the views handle
@@ -78,6 +78,30 @@ def invoice_payment(invoice: Invoice, payment_id: str | None) -> Payment | None:
 
 def payment_succeeded(payment: Payment) -> bool:
     return payment.status == PaymentStatus.SUCCEEDED
+
+
+@dataclass(frozen=True)
+class RefundRow:
+    created_at: datetime
+    amount: Money
+    status: str
+    reason: str
+    credit_note: object | None  # billing's CreditNote, once the refund succeeded
+
+
+def invoice_refunds(invoice: Invoice) -> list[RefundRow]:
+    """The invoice's refunds, oldest first, each with its credit note when it has one."""
+    refunds = Refund.objects.filter(invoice=invoice).select_related("credit_note")
+    return [
+        RefundRow(
+            created_at=refund.created_at,
+            amount=to_money(refund.amount, refund.currency),
+            status=refund.get_status_display(),
+            reason=refund.get_reason_display(),
+            credit_note=refund.credit_note,
+        )
+        for refund in refunds.order_by("created_at")
+    ]
 
 
 @dataclass(frozen=True)

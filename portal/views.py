@@ -344,6 +344,7 @@ def _invoice_document(request, invoice_id):
         payable=invoice.status in billing.PAYABLE_STATUSES,
         payment=payments.invoice_payment(invoice, request.GET.get("payment")),
         refusal=PAY_NOW_REFUSALS.get(request.GET.get("refused", "")),
+        refunds=payments.invoice_refunds(invoice),
         **_card_context(request),
     )
     return invoice, render(request, "portal/invoice.html", context)

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from billing import credit_notes
 from billing.models import Invoice, InvoiceStatus, SubscriptionStatus
+from payments import refunds
 from payments.models import BillingProfile, Payment, PaymentStatus, PaymentTrigger
 
 from .conftest import DECLINED, GOOD, portal_path, subscribe
@@ -305,3 +306,28 @@ def test_refunds_and_credit_notes_are_listed_and_downloadable(world, signed_in, 
     assert fields(bob_html, "credit-note-number") == [bobs.number]
     assert fields(bob_html, "credit-note-kind") == ["Account credit"]
     assert Client().get(portal_path(alice, f"credit-notes/{first.pk}/download")).status_code == 404
+
+
+def test_the_invoice_page_lists_its_refunds_with_their_credit_notes(
+    world, signed_in, stripe_settings
+):
+    alice = world.alice
+    _, invoice = subscribe(alice)
+    client = signed_in(alice)
+    add_card(client, alice, stripe_settings, GOOD)
+    client.post(portal_path(alice, f"invoices/{invoice.pk}/pay"))
+    invoice.refresh_from_db()
+    page = client.get(portal_path(alice, f"invoices/{invoice.pk}")).content.decode()
+    assert 'data-section="refunds"' not in page
+
+    first = refunds.create_refund(invoice, amount=1000, reason="customer_request")
+    second = refunds.create_refund(invoice, amount=1900, reason="duplicate")
+    page = client.get(portal_path(alice, f"invoices/{invoice.pk}")).content.decode()
+    assert fields(page, "refund-amount") == ["$10.00", "$19.00"]
+    assert fields(page, "refund-status") == ["Succeeded", "Succeeded"]
+    assert fields(page, "refund-reason") == ["Customer request", "Duplicate"]
+    assert fields(page, "refund-credit-note") == [
+        first.credit_note.number,
+        second.credit_note.number,
+    ]
+    assert f"credit-notes/{first.credit_note.pk}/download" in page
