@@ -7,7 +7,7 @@ class PaymentsConfig(AppConfig):
 
     def ready(self):
         # Django's wiring: the app registry is ready only now
-        from billing import credit_notes
+        from billing import credit_notes, invoices
         from billing.signals import invoice_finalized, invoice_status_changed
         from core.schedules import SCHEDULES
         from core.signals import demo_seeded
@@ -26,3 +26,5 @@ class PaymentsConfig(AppConfig):
         demo_seeded.connect(demo.on_demo_seeded, dispatch_uid="payments-demo")
         # a refund in flight holds its amount: a balance credit note can't take it meanwhile
         credit_notes.register_reservation(refunds.pending_amount)
+        # a charge under way: the invoice isn't voided under it
+        invoices.register_void_blocker(collection.void_blocker)

@@ -471,6 +471,14 @@ def stale_pending(as_of: datetime):
     return Payment.objects.filter(status=PaymentStatus.PENDING, created_at__lte=cutoff)
 
 
+def void_blocker(invoice: Invoice) -> str | None:
+    """Billing asks before voiding (under the invoice's lock, which recording an attempt takes
+    too): a charge under way could still take the money for a void invoice."""
+    if Payment.objects.filter(invoice_id=invoice.pk, status=PaymentStatus.PENDING).exists():
+        return "a charge of it is under way; void it once that charge has settled"
+    return None
+
+
 # --- the scheduled job --------------------------------------------------------------------------
 
 

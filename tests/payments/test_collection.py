@@ -4,8 +4,9 @@ changes nothing."""
 
 import pytest
 
-from billing import balance, catalog, subscriptions
+from billing import balance, catalog, invoices, subscriptions
 from billing.catalog import PriceSpec
+from billing.errors import InvoiceStateError
 from billing.models import InvoiceStatus, SubscriptionStatus
 from customers.services import create_customer
 from payments import collection, methods, tasks
@@ -194,3 +195,24 @@ def test_collect_due_in_batches_settles_each_invoice_as_one_attempt_would(
     assert pending.status == PaymentStatus.PENDING
     assert localstripe.charges(stripe_customer(busy_customer)) == []
     assert InvoiceCollection.objects.get(pk=busy.pk).attempts == 0
+
+
+def test_an_invoice_is_not_voided_while_its_charge_is_under_way(organization, plan, localstripe):
+    """A void cutting in between the charge's confirmation and its settling would leave money
+    taken for a void invoice: refused (422) while a payment is pending, allowed once settled."""
+    customer, _, invoice = subscribe(
+        organization, plan, localstripe, "v@example.com", card="4000000000000341"
+    )
+    started = collection._start(
+        invoice.pk, as_of=invoice.finalized_at, skip_locked=False, trigger=None
+    )
+    assert started is not None
+    with pytest.raises(InvoiceStateError) as refused:
+        invoices.void(invoice)
+    assert "a charge of it is under way" in refused.value.message
+    invoice.refresh_from_db()
+    assert invoice.status == InvoiceStatus.OPEN
+    payment, _ = started
+    collection.reconcile(payment)
+    assert Payment.objects.get(pk=payment.pk).status == PaymentStatus.FAILED
+    assert invoices.void(invoice).status == InvoiceStatus.VOID
