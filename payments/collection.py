@@ -167,23 +167,30 @@ def _start(invoice_id, *, as_of: datetime, skip_locked: bool, trigger: str | Non
             collection.save(update_fields=["state", "next_attempt_at", "modified_at"])
             return None
         profile = BillingProfile.objects.filter(customer_id=invoice.customer_id).first()
-        collection.attempts += 1
+        payment = _next_attempt(collection, invoice, provider, profile, trigger)
         collection.save(update_fields=["attempts", "modified_at"])
-        payment = Payment.objects.create(
-            organization_id=invoice.organization_id,
-            invoice=invoice,
-            customer_id=invoice.customer_id,
-            attempt=collection.attempts,
-            trigger=trigger or _trigger(invoice, collection),
-            status=PaymentStatus.PENDING,
-            amount=amount,
-            currency=invoice.currency,
-            provider=provider,
-            idempotency_key=f"{invoice.pk}:{collection.attempts}",
-            method_brand=profile.brand if profile else "",
-            method_last4=profile.last4 if profile else "",
-        )
+        payment.save(force_insert=True)
         return payment, profile
+
+
+def _next_attempt(collection, invoice, provider: str, profile, trigger: str | None) -> Payment:
+    """The collection's next attempt as a pending payment (unsaved; the collection's count
+    taken): one idempotency key per attempt, the method it is made with."""
+    collection.attempts += 1
+    return Payment(
+        organization_id=invoice.organization_id,
+        invoice=invoice,
+        customer_id=invoice.customer_id,
+        attempt=collection.attempts,
+        trigger=trigger or _trigger(invoice, collection),
+        status=PaymentStatus.PENDING,
+        amount=amount_due(invoice),
+        currency=invoice.currency,
+        provider=provider,
+        idempotency_key=f"{invoice.pk}:{collection.attempts}",
+        method_brand=profile.brand if profile else "",
+        method_last4=profile.last4 if profile else "",
+    )
 
 
 def attempt(
@@ -325,28 +332,38 @@ def _paid(payment: Payment, collection: InvoiceCollection | None) -> None:
     if collection is not None:
         collection.state, collection.next_attempt_at = CollectionState.PAID, None
         collection.save(update_fields=["state", "next_attempt_at", "modified_at"])
-    # locked before its status is read: billing's mark paid may be committing meanwhile
-    invoice = (
+    _pay_invoices([payment])
+
+
+def _pay_invoices(succeeded: list[Payment]) -> None:
+    """The invoices of succeeded payments become paid (the collector's own paid signal, so
+    manual.py records nothing), their subscriptions recover, their receipts are queued."""
+    # locked before their status is read: billing's mark paid may be committing meanwhile
+    locked = list(
         Invoice.objects.select_for_update(of=("self",))
         .select_related("subscription")
-        .get(pk=payment.invoice_id)
+        .filter(pk__in=[payment.invoice_id for payment in succeeded])
+        .order_by("pk")
     )
-    if invoice.status in COLLECTABLE:
-        token = _settling.set(frozenset((invoice.pk,)))
-        try:
-            invoice = invoices.mark_paid(invoice)
-        finally:
-            _settling.reset(token)
-    else:
-        # charged for an invoice voided meanwhile: the money is kept for staff to refund
-        logger.error(
-            "payment %s succeeded for invoice %s in status %s",
-            payment.pk,
-            invoice.pk,
-            invoice.status,
-        )
-    enqueue_on_commit(RECEIPT_TASK, [str(payment.pk)], {})
-    _recover(invoice)
+    owed = [invoice for invoice in locked if invoice.status in COLLECTABLE]
+    owed_ids = frozenset(invoice.pk for invoice in owed)
+    token = _settling.set(owed_ids)
+    try:
+        invoices.mark_many_paid(owed)
+    finally:
+        _settling.reset(token)
+    by_invoice = {payment.invoice_id: payment for payment in succeeded}
+    for invoice in locked:
+        if invoice.pk not in owed_ids:
+            # charged for an invoice voided meanwhile: the money is kept for staff to refund
+            logger.error(
+                "payment %s succeeded for invoice %s in status %s",
+                by_invoice[invoice.pk].pk,
+                invoice.pk,
+                invoice.status,
+            )
+        _recover(invoice)
+    enqueue_many_on_commit(RECEIPT_TASK, [[str(payment.pk)] for payment in succeeded])
 
 
 def _recover(invoice: Invoice) -> None:
@@ -626,25 +643,10 @@ def _start_batch(ids: list, as_of: datetime) -> tuple[list, list]:
         }
         payments = []
         for row, invoice in plain:
-            row.attempts += 1
             row.modified_at = now
+            provider = providers_of[invoice.organization_id]
             profile = profiles.get(invoice.customer_id)
-            payments.append(
-                Payment(
-                    organization_id=invoice.organization_id,
-                    invoice=invoice,
-                    customer_id=invoice.customer_id,
-                    attempt=row.attempts,
-                    trigger=_trigger(invoice, row),
-                    status=PaymentStatus.PENDING,
-                    amount=amount_due(invoice),
-                    currency=invoice.currency,
-                    provider=providers_of[invoice.organization_id],
-                    idempotency_key=f"{invoice.pk}:{row.attempts}",
-                    method_brand=profile.brand if profile else "",
-                    method_last4=profile.last4 if profile else "",
-                )
-            )
+            payments.append(_next_attempt(row, invoice, provider, profile, None))
         if plain:
             InvoiceCollection.objects.bulk_update(
                 [row for row, _ in plain], ["attempts", "modified_at"]
@@ -687,32 +689,7 @@ def _settle_succeeded(charged: list) -> list[Payment]:
         InvoiceCollection.objects.filter(pk__in=paid_ids).update(
             state=CollectionState.PAID, next_attempt_at=None, modified_at=now
         )
-        # locked before their status is read: billing's mark paid may be committing meanwhile
-        locked = list(
-            Invoice.objects.select_for_update(of=("self",))
-            .select_related("subscription")
-            .filter(pk__in=paid_ids)
-            .order_by("pk")
-        )
-        owed = [invoice for invoice in locked if invoice.status in COLLECTABLE]
-        owed_ids = frozenset(invoice.pk for invoice in owed)
-        token = _settling.set(owed_ids)
-        try:
-            invoices.mark_many_paid(owed)
-        finally:
-            _settling.reset(token)
-        by_invoice = {payment.invoice_id: payment for payment in pending}
-        for invoice in locked:
-            if invoice.pk not in owed_ids:
-                # charged for an invoice voided meanwhile: the money is kept for staff to refund
-                logger.error(
-                    "payment %s succeeded for invoice %s in status %s",
-                    by_invoice[invoice.pk].pk,
-                    invoice.pk,
-                    invoice.status,
-                )
-            _recover(invoice)
-        enqueue_many_on_commit(RECEIPT_TASK, [[str(payment.pk)] for payment in pending])
+        _pay_invoices(pending)
     return payments
 
 
