@@ -242,7 +242,10 @@ def _transition(invoice: Invoice, status: str, stamp: str | None) -> Invoice:
 
 
 def mark_paid(invoice: Invoice) -> Invoice:
-    return _transition(invoice, InvoiceStatus.PAID, "paid_at")
+    with transaction.atomic():
+        locked = Invoice.objects.select_for_update().get(pk=invoice.pk)
+        mark_many_paid([locked])
+    return locked
 
 
 def mark_many_paid(locked: list[Invoice]) -> None:

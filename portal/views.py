@@ -368,10 +368,7 @@ def credit_note_download(request, credit_note_id):
     note = billing.own_credit_note(request.customer, credit_note_id)
     if note is None:
         raise Http404("No such credit note")
-    name, pdf = billing.credit_note_pdf(note)
-    response = HttpResponse(pdf, content_type="application/pdf")
-    response["Content-Disposition"] = f'attachment; filename="{name}"'
-    return response
+    return _pdf_attachment(*billing.credit_note_pdf(note))
 
 
 def _payment_rate_limited(request) -> HttpResponse | None:
@@ -503,7 +500,10 @@ def invoice_download(request, invoice_id):
     invoice = billing.own_invoice(request.customer, invoice_id)
     if invoice is None:
         raise Http404("No such invoice")
-    name, pdf = billing.invoice_pdf(invoice)
+    return _pdf_attachment(*billing.invoice_pdf(invoice))
+
+
+def _pdf_attachment(name: str, pdf: bytes) -> HttpResponse:
     response = HttpResponse(pdf, content_type="application/pdf")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
