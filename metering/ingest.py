@@ -5,7 +5,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import simplejson
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 
@@ -14,7 +13,7 @@ from core.db import bound_cursor
 from core.errors import ErrorList
 from core.metadata import describe, validate_metadata
 from customers.models import Customer, Organization
-from metering import hooks, locks, rollups
+from metering import hooks, jsonio, locks, rollups
 from metering.errors import InvalidEvents
 
 EVENT_FIELDS = {
@@ -287,7 +286,7 @@ ON CONFLICT (organization_id, name, source) DO UPDATE SET
 
 def _dump_metadata(metadata: dict) -> str:
     # Decimals go to jsonb as the number written by the sender (exact), not as a float.
-    return simplejson.dumps(metadata, use_decimal=True)
+    return jsonio.dumps(metadata)
 
 
 def insert_events(
