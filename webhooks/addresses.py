@@ -24,11 +24,42 @@ class Target:
     address: str  # the checked IP the request connects to
 
 
-def is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+# IPv6 ranges whose addresses carry an IPv4 one that a router or the host's stack may deliver
+# to: NAT64 (the well-known and the local-use prefix) and the deprecated IPv4-compatible form
+NAT64_PREFIXES = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address stands for: mapped (::ffff:a.b.c.d), compatible
+    (::a.b.c.d), NAT64 (64:ff9b::a.b.c.d), 6to4 (2002:aabb:ccdd::) and Teredo (server, client)."""
+    found = []
+    if ip.ipv4_mapped:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour:
+        found.append(ip.sixtofour)
+    if ip.teredo:
+        found.extend(ip.teredo)
+    if ip in IPV4_COMPATIBLE or any(ip in prefix for prefix in NAT64_PREFIXES):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
+def _global(ip) -> bool:
     return ip.is_global and not ip.is_multicast
+
+
+def is_public(address: str) -> bool:
+    """Every address the connection could reach is public: the address itself and any IPv4
+    address embedded in it (a private IPv4 inside IPv6 reaches the private network too)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if ip.version == 6:
+        embedded = embedded_ipv4(ip)
+        if ip.ipv4_mapped:
+            # the mapped range is not global itself: the IPv4 address decides
+            return _global(ip.ipv4_mapped)
+        return _global(ip) and all(_global(inner) for inner in embedded)
+    return _global(ip)
 
 
 def resolve(url: str, *, loc=("url",)) -> Target:
