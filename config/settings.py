@@ -194,6 +194,14 @@ INGEST_MAX_EVENTS = env.int("INGEST_MAX_EVENTS", default=10_000)
 INGEST_MAX_BODY_BYTES = env.int("INGEST_MAX_BODY_BYTES", default=16 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
 EVENT_FUTURE_TOLERANCE_SECONDS = 300
+# Where events are stored and aggregated (docs/scaling.md): "postgres" (default) or "clickhouse"
+# at CLICKHOUSE_URL (http(s)://user:password@host:8123/database, or chdb:///path in-process).
+EVENT_STORE = env.str("EVENT_STORE", default="postgres")
+if EVENT_STORE not in ("postgres", "clickhouse"):
+    raise ImproperlyConfigured("EVENT_STORE must be postgres or clickhouse.")
+CLICKHOUSE_URL = env.str("CLICKHOUSE_URL", default="")
+# a cluster name: the schema command creates Replicated tables and a Distributed one ON CLUSTER
+CLICKHOUSE_CLUSTER = env.str("CLICKHOUSE_CLUSTER", default="")
 # API token last_used_at is written at most this often per token (no write on every request)
 API_TOKEN_TOUCH_INTERVAL_SECONDS = 300
 

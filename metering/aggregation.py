@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import connection
 
 from core.metadata import NUMBER_LIMIT_DIGITS, NUMBER_MAX_PLACES, metadata_value_candidates
-from metering import filters, rollups
+from metering import filters, rollups, stores
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -221,8 +221,29 @@ def compute(
     metadata: dict | None = None,
     per_customer: bool = False,
 ) -> tuple[list, object]:
-    """Partials per bucket and for the whole range. With `per_customer`, each is a dict
-    {customer_id: Partial} (customers with at least one matching event)."""
+    """Partials per bucket and for the whole range, from the configured event store. With
+    `per_customer`, each is a dict {customer_id: Partial} (customers with at least one matching
+    event)."""
+    return stores.current().compute(
+        meter,
+        buckets=buckets,
+        customer_ids=customer_ids,
+        use_rollups=use_rollups,
+        metadata=metadata,
+        per_customer=per_customer,
+    )
+
+
+def postgres_compute(
+    meter,
+    *,
+    buckets: list[tuple[datetime, datetime]],
+    customer_ids: list | None = None,
+    use_rollups: bool = True,
+    metadata: dict | None = None,
+    per_customer: bool = False,
+) -> tuple[list, object]:
+    """`compute` on the PostgreSQL store: rollups for whole hours, raw events for the rest."""
     if metadata:
         use_rollups = False  # rollups don't keep metadata: filtered reads use raw events
     the_plan = plan(buckets, use_rollups=use_rollups)

@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from customers.models import Customer
-from metering import aggregation, hooks, ingest, rollups
+from metering import aggregation, hooks, ingest, rollups, stores
 from metering.errors import InvalidCredit, OrganizationMismatch
 from metering.ingest import EventRow
 from metering.models import CustomerMeter, Meter, MeterState
@@ -212,7 +212,7 @@ def _computed_numbers(customer_meters: list[CustomerMeter]) -> dict:
         if cm.meter.state == MeterState.READY
         and windows[cm.customer_id].get(str(cm.meter_id), (None, 0))[0] is None
     ]
-    partials = _all_time_partials(fast)
+    partials = stores.current().all_time_partials(fast)
     fast_ids = {cm.pk for cm in fast}
     result = {}
     for cm in customer_meters:

@@ -13,7 +13,7 @@ from core.db import bound_cursor
 from core.errors import ErrorList
 from core.metadata import describe, validate_metadata
 from customers.models import Customer, Organization
-from metering import hooks, jsonio, locks, rollups
+from metering import hooks, jsonio, locks, rollups, stores
 from metering.errors import InvalidEvents
 
 EVENT_FIELDS = {
@@ -357,7 +357,7 @@ def ingest_events(*, organization: Organization, events: list) -> IngestResult:
     for attempt in range(1, INGEST_ATTEMPTS + 1):
         try:
             with transaction.atomic():
-                ids = insert_events(organization=organization, rows=unique)
+                ids = stores.current().write(organization=organization, rows=unique)
                 if ids:
                     hooks.events_ingested.send(
                         sender=Organization, organization=organization, event_ids=ids

@@ -10,7 +10,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from customers.models import Organization
-from metering import hooks, locks, rollups
+from metering import hooks, locks, rollups, stores
 from metering.errors import InvalidMeter
 from metering.models import Meter, MeterState, MeterUnit
 from metering.tasks import backfill_meter
@@ -148,13 +148,7 @@ def set_archived(*, meter: Meter, archived: bool) -> Meter:
 
 
 def _organization_has_events(organization_id) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM metering_event WHERE organization_id = %s "
-            "AND customer_id IS NOT NULL AND source = 'user')",
-            [organization_id],
-        )
-        return cursor.fetchone()[0]
+    return stores.current().has_user_events(organization_id)
 
 
 def _enqueue_backfill(meter: Meter) -> None:

@@ -1,0 +1,135 @@
+"""The event store interface: what metering asks of the place user events live (docs/scaling.md).
+
+PostgreSQL keeps everything else in both modes — organizations, customers and the external id →
+customer mapping, meters, customer meters, the idempotency keys, and the system events (credits
+and resets: written by Meterline inside billing's transactions, so they must commit with them).
+A store holds the **user** events and answers the aggregate reads over them; `metering.queries`
+and `metering.aggregation.compute` put every read of the product through it.
+
+The shapes a read names (windows, boundaries) are defined here so that both stores and the query
+API share them without importing each other.
+"""
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+Range = tuple[datetime, datetime]
+
+
+@dataclass(frozen=True)
+class ReadBoundary:
+    """What a read saw: a committed snapshot (`token`, opaque to callers: store it as text) and
+    the time it was taken."""
+
+    token: str
+    taken_at: datetime
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """Events with timestamps in `ranges` that arrived after the boundary `since`."""
+
+    ranges: tuple[Range, ...]
+    since: ReadBoundary
+
+
+@dataclass(frozen=True)
+class Window:
+    """Usage of `meter` by `customer_id` with event timestamps in any of `ranges` (sorted,
+    disjoint, each [start, end)). `late` (avg/min/max/unique) adds earlier events that arrived
+    after a boundary: they join the window's set."""
+
+    key: object
+    meter: object
+    customer_id: object
+    ranges: tuple[Range, ...]
+    late: Arrivals | None = None
+
+
+@dataclass(frozen=True)
+class WindowValue:
+    value: Decimal
+    late_events: int = 0  # how many late arrivals joined the window's set
+
+
+@dataclass(frozen=True)
+class WindowEvent:
+    id: object
+    timestamp: datetime
+    number: Decimal | None  # the aggregated property as a number (sum/avg/min/max)
+    value_key: str | None  # the aggregated property's identity (unique)
+    arrival_txid: int | None
+
+
+def utc_ranges(ranges) -> list[Range]:
+    return [(lo.astimezone(UTC), hi.astimezone(UTC)) for lo, hi in ranges if lo < hi]
+
+
+class EventStore:
+    """One implementation per `EVENT_STORE`. Writes run inside the caller's ingest transaction;
+    reads see every batch whose ingest has returned (read-your-writes), and inside
+    `metering.queries.consistent_read()` exactly the batches of the boundary."""
+
+    name: str = ""
+    # PostgreSQL keeps per-meter rollups maintained at ingest; a column store aggregates events
+    rollups: bool = False
+
+    # --- writes -------------------------------------------------------------------------------
+    def write(self, *, organization, rows: list) -> list:
+        """Store validated, de-duplicated rows in the current transaction; returns the ids of
+        the events inserted (an `external_id` already stored is skipped)."""
+        raise NotImplementedError
+
+    def link(self, *, customer) -> int:
+        """A customer received an external id: the events sent earlier with it become its
+        usage, in the caller's transaction. Returns how many."""
+        raise NotImplementedError
+
+    # --- boundaries ---------------------------------------------------------------------------
+    @contextmanager
+    def reading(self, snapshot: ReadBoundary):
+        """The boundary of a consistent read given its PostgreSQL snapshot, for the reads made
+        inside the block. PostgreSQL's own snapshot is the boundary; a store whose batches reach
+        it after their commit narrows it to the batches that did."""
+        yield snapshot
+
+    # --- reads --------------------------------------------------------------------------------
+    def compute(
+        self,
+        meter,
+        *,
+        buckets,
+        customer_ids=None,
+        use_rollups=True,
+        metadata=None,
+        per_customer=False,
+    ):
+        """Partials per bucket and for the whole range (`metering.aggregation.compute`)."""
+        raise NotImplementedError
+
+    def additive_values(self, meter, windows: list[Window]) -> dict:
+        """count/sum of one meter over many windows: window index → Decimal."""
+        raise NotImplementedError
+
+    def late_partial(self, window: Window, own_ranges: list[Range]):
+        """The window's late arrivals as a Partial whose `distinct` counts only values its own
+        events lack, or None when nothing arrived."""
+        raise NotImplementedError
+
+    def window_events(self, window: Window, seen_by: ReadBoundary | None) -> list[WindowEvent]:
+        raise NotImplementedError
+
+    def customers_of_events(self, event_ids: list) -> list:
+        raise NotImplementedError
+
+    def daily_values(self, *, organization_id, since: datetime, until: datetime) -> list:
+        raise NotImplementedError
+
+    def all_time_partials(self, customer_meters: list) -> dict:
+        """(customer id, meter id) → Partial over all of the customer's matching events."""
+        raise NotImplementedError
+
+    def has_user_events(self, organization_id) -> bool:
+        raise NotImplementedError
