@@ -114,66 +114,72 @@ def ensure_customer_meter(*, customer: Customer, meter: Meter) -> CustomerMeter:
 
 
 # Whole history = the daily tier + pending deltas (the hourly tier holds the same as the daily
-# one), in one statement each: a few dozen rows per customer meter whatever the history length.
-ALL_TIME_TOTALS_SQL = f"""
-WITH k AS (SELECT * FROM unnest(%s::uuid[], %s::uuid[]) AS k(customer_id, meter_id))
-SELECT customer_id, meter_id, sum(event_count), sum(numeric_count),
-       COALESCE(sum(numeric_sum), 0), min(numeric_min), max(numeric_max)
-FROM (
-    SELECT r.customer_id, r.meter_id, {rollups.PARTIAL_COLUMNS} FROM k
-    JOIN {rollups.DAY_TABLE} r ON r.customer_id = k.customer_id AND r.meter_id = k.meter_id
-    UNION ALL
-    SELECT r.customer_id, r.meter_id, {rollups.PARTIAL_COLUMNS} FROM k
-    JOIN {rollups.DELTA_TABLE} r ON r.customer_id = k.customer_id AND r.meter_id = k.meter_id
-) r
-GROUP BY customer_id, meter_id
-"""
-
-ALL_TIME_DISTINCT_SQL = f"""
-WITH k AS (SELECT * FROM unnest(%s::uuid[], %s::uuid[]) AS k(customer_id, meter_id))
-SELECT customer_id, meter_id, count(DISTINCT value_key)
-FROM (
-    SELECT r.customer_id, r.meter_id, r.value_key FROM k
-    JOIN {rollups.UNIQUE_DAY_TABLE} r ON r.customer_id = k.customer_id AND r.meter_id = k.meter_id
-    UNION ALL
-    SELECT r.customer_id, r.meter_id, r.value_key FROM k
-    JOIN {rollups.UNIQUE_DELTA_TABLE} r
-      ON r.customer_id = k.customer_id AND r.meter_id = k.meter_id
-) r
-GROUP BY customer_id, meter_id
+# one): a few dozen rows per customer meter whatever the history length.
+# One statement for every pair, `unique` meters' distinct values included (a round trip
+# saved per customer-state read).
+ALL_TIME_SQL = f"""
+WITH k AS (
+    SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::bool[]) AS k(customer_id, meter_id, distinct_values)
+), t AS (
+    SELECT customer_id, meter_id, sum(event_count) AS c, sum(numeric_count) AS nc,
+           COALESCE(sum(numeric_sum), 0) AS s, min(numeric_min) AS mn, max(numeric_max) AS mx
+    FROM (
+        SELECT r.customer_id, r.meter_id, {rollups.PARTIAL_COLUMNS} FROM k
+        JOIN {rollups.DAY_TABLE} r ON r.customer_id = k.customer_id AND r.meter_id = k.meter_id
+        UNION ALL
+        SELECT r.customer_id, r.meter_id, {rollups.PARTIAL_COLUMNS} FROM k
+        JOIN {rollups.DELTA_TABLE} r ON r.customer_id = k.customer_id AND r.meter_id = k.meter_id
+    ) r
+    GROUP BY customer_id, meter_id
+), d AS (
+    SELECT customer_id, meter_id, count(DISTINCT value_key) AS n
+    FROM (
+        SELECT r.customer_id, r.meter_id, r.value_key FROM k
+        JOIN {rollups.UNIQUE_DAY_TABLE} r
+          ON r.customer_id = k.customer_id AND r.meter_id = k.meter_id
+        WHERE k.distinct_values
+        UNION ALL
+        SELECT r.customer_id, r.meter_id, r.value_key FROM k
+        JOIN {rollups.UNIQUE_DELTA_TABLE} r
+          ON r.customer_id = k.customer_id AND r.meter_id = k.meter_id
+        WHERE k.distinct_values
+    ) r
+    GROUP BY customer_id, meter_id
+)
+SELECT customer_id, meter_id, t.c, t.nc, t.s, t.mn, t.mx, d.n
+FROM t FULL JOIN d USING (customer_id, meter_id)
 """
 
 
 def _all_time_partials(pairs: list[CustomerMeter]) -> dict:
     """(customer id, meter id) → Partial over all of that customer's rollups, for any number of
-    pairs in one or two statements. Only valid for ready meters whose window is all time:
+    pairs in one statement. Only valid for ready meters whose window is all time:
     rollups then hold every matching event, so no raw edge is needed."""
     if not pairs:
         return {}
     partials: dict = {}
     with connection.cursor() as cursor:
         cursor.execute(
-            ALL_TIME_TOTALS_SQL,
-            [[str(cm.customer_id) for cm in pairs], [str(cm.meter_id) for cm in pairs]],
+            ALL_TIME_SQL,
+            [
+                [str(cm.customer_id) for cm in pairs],
+                [str(cm.meter_id) for cm in pairs],
+                [cm.meter.aggregation.get("func") == "unique" for cm in pairs],
+            ],
         )
-        for customer_id, meter_id, count, numeric_count, total, low, high in cursor.fetchall():
-            partials[customer_id, meter_id] = aggregation.Partial(
+        for customer_id, meter_id, count, numeric_count, total, low, high, distinct in (
+            cursor.fetchall()
+        ):
+            partial = aggregation.Partial(
                 event_count=count or 0,
                 numeric_count=numeric_count or 0,
-                numeric_sum=decimal.Decimal(total),
+                numeric_sum=decimal.Decimal(total) if total is not None else decimal.Decimal(0),
                 numeric_min=low,
                 numeric_max=high,
             )
-        unique = [cm for cm in pairs if cm.meter.aggregation.get("func") == "unique"]
-        if unique:
-            cursor.execute(
-                ALL_TIME_DISTINCT_SQL,
-                [[str(cm.customer_id) for cm in unique], [str(cm.meter_id) for cm in unique]],
-            )
-            for customer_id, meter_id, distinct in cursor.fetchall():
-                partials.setdefault(
-                    (customer_id, meter_id), aggregation.Partial()
-                ).distinct = distinct
+            if distinct is not None:
+                partial.distinct = distinct
+            partials[customer_id, meter_id] = partial
     return partials
 
 
@@ -257,14 +263,41 @@ def _backfilling_matches(customer: Customer) -> None:
             ensure_customer_meter(customer=customer, meter=meter)
 
 
+# Every non-archived meter of the organization with the customer's customer meter, if any: the
+# customer meters to show and whether a backfilling meter may still lack one, in one statement
+# (the customer state's metering part runs on a fixed budget of round trips).
+METERS_WITH_CUSTOMER_METER_SQL = """
+SELECT m.*, cm.id AS cm_id, cm.created_at AS cm_created_at, cm.modified_at AS cm_modified_at
+FROM metering_meter m
+LEFT JOIN metering_customermeter cm ON cm.meter_id = m.id AND cm.customer_id = %s
+WHERE m.organization_id = %s AND m.archived_at IS NULL
+ORDER BY m.name, m.id
+"""
+
+
+def _meters_with_customer_meter(customer: Customer) -> list[Meter]:
+    return list(
+        Meter.objects.raw(METERS_WITH_CUSTOMER_METER_SQL, [customer.pk, customer.organization_id])
+    )
+
+
 def active_customer_meters(*, customer: Customer) -> list[tuple[CustomerMeter, MeterNumbers]]:
     """The customer's meters of non-archived meters with their numbers, by meter name."""
-    _backfilling_matches(customer)
-    customer_meters = (
-        CustomerMeter.objects.filter(customer=customer, meter__archived_at__isnull=True)
-        .select_related("meter", "customer")
-        .order_by("meter__name", "meter_id")
-    )
+    meters = _meters_with_customer_meter(customer)
+    if any(m.cm_id is None and m.state == MeterState.BACKFILLING for m in meters):
+        _backfilling_matches(customer)
+        meters = _meters_with_customer_meter(customer)
+    customer_meters = []
+    for meter in meters:
+        if meter.cm_id is None:
+            continue
+        customer_meter = CustomerMeter.from_db(
+            "default",
+            None,
+            [meter.cm_id, customer.pk, meter.pk, meter.cm_created_at, meter.cm_modified_at],
+        )
+        customer_meter.customer, customer_meter.meter = customer, meter
+        customer_meters.append(customer_meter)
     return customer_meters_with_numbers(customer_meters)
 
 
