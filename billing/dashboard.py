@@ -1,6 +1,12 @@
 """The billing dashboard's figures for one organization, each one set-based (a grouped query,
 never a loop over invoices or subscriptions): revenue per month and per product, MRR, usage per
-meter per day, open and overdue invoices. Amounts are Decimal major units per currency."""
+meter per day, open and overdue invoices. Amounts are Decimal major units per currency.
+
+Revenue is counted on the invoice's date, the day a billing tool would have issued it, not the
+day the row was written: a cycle invoice is dated at the end of its period, a subscription's
+first invoice at its start, anything else (plan change, spend threshold) when it was finalized —
+and never later than it was finalized. A subscription backdated three months therefore puts its
+three invoices in the three months they bill, not all in the month someone created it."""
 
 from collections import defaultdict
 from dataclasses import dataclass
@@ -9,17 +15,20 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, F, Q, Sum
-from django.db.models.functions import TruncMonth
+from django.db.models import Case, Count, DateTimeField, F, Q, Sum, When
+from django.db.models.functions import Least, TruncMonth
 
 from billing import periods
 from billing.models import (
+    LIVE_STATUSES,
+    BillingReason,
     Invoice,
     InvoiceStatus,
     PriceType,
     SubscriptionPrice,
     SubscriptionStatus,
 )
+from customers.models import Organization
 from metering import queries
 
 # what counts as revenue: finalized and not voided (uncollectible was still invoiced)
@@ -66,15 +75,44 @@ def month_start(moment: datetime, months_back: int) -> datetime:
     )
 
 
-def _revenue(organization):
-    return Invoice.objects.filter(organization=organization, status__in=REVENUE_STATUSES)
+# The invoice's date (see the module's docstring), as SQL.
+INVOICE_DATE = Case(
+    When(
+        billing_reason=BillingReason.SUBSCRIPTION_CYCLE,
+        then=Least("period_end", "finalized_at"),
+    ),
+    When(
+        billing_reason=BillingReason.SUBSCRIPTION_CREATE,
+        then=Least("period_start", "finalized_at"),
+    ),
+    default=F("finalized_at"),
+    output_field=DateTimeField(),
+)
+
+
+def invoice_date(invoice: Invoice) -> datetime | None:
+    """INVOICE_DATE of one invoice (None while it is a draft)."""
+    if invoice.finalized_at is None:
+        return None
+    if invoice.billing_reason == BillingReason.SUBSCRIPTION_CYCLE:
+        return min(invoice.period_end, invoice.finalized_at)
+    if invoice.billing_reason == BillingReason.SUBSCRIPTION_CREATE:
+        return min(invoice.period_start, invoice.finalized_at)
+    return invoice.finalized_at
+
+
+def _revenue(organization, *, since: datetime):
+    return (
+        Invoice.objects.filter(organization=organization, status__in=REVENUE_STATUSES)
+        .annotate(invoice_date=INVOICE_DATE)
+        .filter(invoice_date__gte=since)
+    )
 
 
 def revenue_by_month(organization, *, now: datetime, months: int = 12) -> list[MonthRevenue]:
     rows = (
-        _revenue(organization)
-        .filter(finalized_at__gte=month_start(now, months - 1))
-        .annotate(month=TruncMonth("finalized_at"))
+        _revenue(organization, since=month_start(now, months - 1))
+        .annotate(month=TruncMonth("invoice_date"))
         .values("month", "net_currency")
         .annotate(invoiced=Sum("net"), paid=Sum("net", filter=Q(status=InvoiceStatus.PAID)))
         .order_by("month", "net_currency")
@@ -87,8 +125,7 @@ def revenue_by_month(organization, *, now: datetime, months: int = 12) -> list[M
 
 def revenue_by_product(organization, *, now: datetime, months: int = 12) -> list[ProductRevenue]:
     rows = (
-        _revenue(organization)
-        .filter(finalized_at__gte=month_start(now, months - 1))
+        _revenue(organization, since=month_start(now, months - 1))
         .values("product__name", "net_currency")
         .annotate(invoiced=Sum("net"), invoices=Count("id"))
         .order_by("-invoiced", "product__name")
@@ -99,6 +136,18 @@ def revenue_by_product(organization, *, now: datetime, months: int = 12) -> list
         )
         for row in rows
     ]
+
+
+def busiest_organization() -> Organization | None:
+    """The organization with the most live subscriptions (then by name): where the dashboard
+    opens when staff haven't chosen one. One grouped query over subscriptions."""
+    return (
+        Organization.objects.annotate(
+            live=Count("subscriptions", filter=Q(subscriptions__status__in=LIVE_STATUSES))
+        )
+        .order_by("-live", "name")
+        .first()
+    )
 
 
 def mrr(organization, *, now: datetime) -> dict[str, Decimal]:

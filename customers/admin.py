@@ -25,13 +25,15 @@ from core.forms import OptionalJSONField
 from customers.models import APIToken, Customer, Organization
 from customers.services import create_customer, delete_customer, update_customer
 
-# Sections the apps above customers add to a customer's admin page (title, render(customer) ->
-# safe HTML): metering adds its recent events, billing its subscriptions.
-ACTIVITY_SECTIONS: list[tuple[str, Callable]] = []
+# Sections the apps above customers add to a customer's admin page (order, title,
+# render(customer) -> safe HTML), shown by order: billing's subscriptions, invoices and balance,
+# metering's meters and credits, payments' method, then metering's recent events.
+ACTIVITY_SECTIONS: list[tuple[int, str, Callable]] = []
 
 
-def register_activity_section(title: str, render: Callable) -> None:
-    ACTIVITY_SECTIONS.append((title, render))
+def register_activity_section(title: str, render: Callable, *, order: int = 50) -> None:
+    ACTIVITY_SECTIONS.append((order, title, render))
+    ACTIVITY_SECTIONS.sort(key=lambda section: section[0])
 
 
 # djangorestframework-api-key registers its own concrete APIKey model; Meterline uses APIToken
@@ -212,6 +214,7 @@ class CustomerAdmin(MeterlineModelAdmin):
         "activity",
     )
     fieldsets = (
+        ("Overview", {"fields": ("activity",)}),
         (None, {"fields": ("id", "organization", "external_id", "email", "email_verified")}),
         ("Profile", {"fields": ("name", "locale", "metadata")}),
         ("Billing", {"fields": ("billing_name", "billing_address", "tax_id")}),
@@ -223,7 +226,6 @@ class CustomerAdmin(MeterlineModelAdmin):
                     "created_at",
                     "modified_at",
                     "deleted_at",
-                    "activity",
                 )
             },
         ),
@@ -238,21 +240,25 @@ class CustomerAdmin(MeterlineModelAdmin):
         return readonly
 
     def get_fieldsets(self, request, obj=None):
-        if obj is None:  # nothing to show yet in the activity part
-            return self.fieldsets[:3]
+        if obj is None:  # nothing to show yet in the overview and activity parts
+            return self.fieldsets[1:4]
         return self.fieldsets
 
     @admin.display(boolean=True, description="Active", ordering="deleted_at")
     def is_active(self, obj):
         return obj.deleted_at is None
 
-    @admin.display(description="Activity")
+    @admin.display(description="Overview")
     def activity(self, obj):
+        """Like a billing tool's customer page: subscriptions, invoices, balance, credits,
+        payment method, latest events — each section a bounded query or two."""
         if obj is None or obj.pk is None:
             return "—"
         return (
             format_html_join(
-                "", "<h4>{}</h4>{}", ((title, render(obj)) for title, render in ACTIVITY_SECTIONS)
+                "",
+                '<section class="ml-section"><h3>{}</h3>{}</section>',
+                ((title, render(obj)) for _order, title, render in ACTIVITY_SECTIONS),
             )
             or "—"
         )

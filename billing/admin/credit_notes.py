@@ -8,9 +8,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from billing import balance, documents
-from billing.admin.display import cents
+from billing.admin.display import amount_cell, day, money, money_minor
 from billing.models import BalanceTransaction, CreditNote
-from billing.money import format_amount, to_minor, to_money
 from core.admin import MeterlineModelAdmin
 from customers.admin import register_activity_section
 
@@ -27,9 +26,30 @@ class CreditNoteInline(admin.TabularInline):
     model = CreditNote
     extra = 0
     can_delete = False
-    fields = ("number", "kind", "amount", "tax_amount", "reason", "refund_id", "created_at", "pdf")
+    fields = (
+        "number",
+        "kind",
+        "amount_display",
+        "tax_display",
+        "reason",
+        "refund_id",
+        "issued",
+        "pdf",
+    )
     readonly_fields = fields
     show_change_link = True
+
+    @admin.display(description="Amount")
+    def amount_display(self, obj):
+        return amount_cell(money(obj.amount))
+
+    @admin.display(description="Tax")
+    def tax_display(self, obj):
+        return amount_cell(money(obj.tax_amount))
+
+    @admin.display(description="Issued")
+    def issued(self, obj):
+        return day(obj.created_at)
 
     @admin.display(description="PDF")
     def pdf(self, obj):
@@ -84,9 +104,9 @@ class CreditNoteAdmin(MeterlineModelAdmin):
     def pdf(self, obj):
         return pdf_link(obj)
 
-    @admin.display(description="Amount")
+    @admin.display(description="Amount", ordering="amount")
     def amount_display(self, obj):
-        return f"{cents(to_minor(obj.amount))} {obj.currency}"
+        return amount_cell(money(obj.amount))
 
     def has_add_permission(self, request):
         return False
@@ -118,11 +138,11 @@ def balance_section(customer) -> str:
     )
     rows = format_html_join(
         "",
-        "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+        '<tr><td class="ml-nowrap">{}</td><td class="ml-num">{}</td><td>{}</td></tr>',
         (
             (
                 f"{movement.created_at:%Y-%m-%d %H:%M}",
-                format_amount(movement.amount.amount, movement.currency),
+                money(movement.amount),
                 _source(movement),
             )
             for movement in movements
@@ -137,7 +157,7 @@ def balance_section(customer) -> str:
 
 
 def format_amount_minor(minor: int, currency: str) -> str:
-    return format_amount(to_money(minor, currency).amount, currency)
+    return money_minor(minor, currency)
 
 
 def _source(movement: BalanceTransaction) -> str:
@@ -149,4 +169,4 @@ def _source(movement: BalanceTransaction) -> str:
     return "—"
 
 
-register_activity_section("Customer balance", balance_section)
+register_activity_section("Customer balance", balance_section, order=30)

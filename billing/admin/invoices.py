@@ -1,5 +1,10 @@
-"""Invoices in the admin (read-only: a finalized invoice never changes; mark paid and void are
-actions through the invoice services), their PDF, and the billing dashboard."""
+"""Invoices in the admin, their PDF, and the billing dashboard.
+
+An invoice's page is a read-only document, like a billing tool's: a header (number, status,
+customer, dates, amounts), its lines, credit notes (and payments, added by the payments app);
+the copied columns (seller, tax, usage boundaries) are under "Details". A finalized invoice never
+changes, so the page offers no Save; status changes go through the list's actions (mark paid,
+void) and the invoice services."""
 
 from collections import defaultdict
 from datetime import timedelta
@@ -12,71 +17,111 @@ from django.http import Http404, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from billing import dashboard, documents, invoices
 from billing.admin.credit_notes import CreditNoteInline
-from billing.admin.display import cents
+from billing.admin.display import (
+    amount_cell,
+    customer_cell,
+    day,
+    money,
+    number,
+    span,
+    unit_price,
+)
 from billing.charts import Bar, bar_chart
 from billing.errors import BillingError
 from billing.models import Invoice, InvoiceLine
-from billing.money import format_amount, to_minor
 from core.admin import MeterlineModelAdmin
+from core.display import currency_places
+from customers.admin import register_activity_section
 from customers.models import Organization
+
+# the session key remembering the organization staff last chose on the dashboard
+DASHBOARD_CHOICE = "billing_dashboard_organization"
+
+
+def compact(amount: Decimal, currency: str) -> str:
+    """A bar's label: whole units with separators, or millions/thousands when long."""
+    value = abs(amount)
+    if value >= 1_000_000:
+        text = f"{value / 1_000_000:,.1f}M"
+    elif value >= 100_000:
+        text = f"{value / 1_000:,.0f}k"
+    elif value >= 1_000:
+        text = f"{value:,.0f}"
+    else:
+        text = f"{value:,.{currency_places(currency)}f}"
+    return f"\u2212{text}" if amount < 0 else text
 
 
 def dashboard_context(organization, *, now) -> dict:
     by_currency = defaultdict(list)
     for row in dashboard.revenue_by_month(organization, now=now):
-        by_currency[row.currency].append(
+        by_currency[row.currency].append(row)
+    revenue = []
+    for currency, rows in sorted(by_currency.items()):
+        bars = [
             Bar(
                 label=f"{row.month:%b %Y}",
                 value=row.invoiced,
-                tooltip=f"{row.month:%B %Y}: {format_amount(row.invoiced, row.currency)} "
-                f"invoiced, {format_amount(row.paid, row.currency)} paid",
+                tooltip=f"{row.month:%B %Y}: {money(row.invoiced, currency)} invoiced, "
+                f"{money(row.paid, currency)} paid",
+                value_label=compact(row.invoiced, currency),
             )
-        )
+            for row in rows
+        ]
+        table = [
+            (f"{row.month:%B %Y}", money(row.invoiced, currency), money(row.paid, currency))
+            for row in rows
+        ]
+        chart = bar_chart(bars, title=f"Revenue per month ({currency})")
+        revenue.append((currency, chart, table))
     days = [(now - timedelta(days=n)).date() for n in range(89, -1, -1)]
     usage_charts = []
     usage_read = dashboard.meter_usage(organization, now=now, days=len(days))
     for one in usage_read.series:
+        values = [one.values.get(d, Decimal(0)) for d in days]
         bars = [
             Bar(
-                label=f"{day:%b %d}" if day.day == 1 else "",
-                value=one.values.get(day, Decimal(0)),
-                tooltip=f"{day:%Y-%m-%d}: {one.values.get(day, Decimal(0)).normalize():f}",
+                label=f"{d:%b %d}" if d.day == 1 else "",
+                value=value,
+                tooltip=f"{d:%Y-%m-%d}: {number(value)}",
             )
-            for day in days
+            for d, value in zip(days, values, strict=True)
         ]
-        total = sum(one.values.values(), Decimal(0)).normalize()
+        peak = max(values, default=Decimal(0))
+        summable = one.func in ("count", "sum")
         usage_charts.append(
-            (
-                one.meter.name,
-                one.func,
-                f"{total:f}",
-                bar_chart(bars, title=f"{one.meter.name} per day"),
-            )
+            {
+                "name": one.meter.name,
+                "func": one.func,
+                "total": number(sum(values, Decimal(0))) if summable else None,
+                "peak": number(peak),
+                "today": number(values[-1]) if values else "0",
+                "chart": bar_chart(
+                    bars, title=f"{one.meter.name} per day", top_label=f"peak {number(peak)}"
+                ),
+            }
         )
     return {
-        "revenue_charts": [
-            (currency, bar_chart(bars, title=f"Revenue per month ({currency})"))
-            for currency, bars in sorted(by_currency.items())
-        ],
+        "revenue_charts": revenue,
         "products": [
-            (row.product, format_amount(row.invoiced, row.currency), row.invoices)
+            (row.product, money(row.invoiced, row.currency), row.invoices)
             for row in dashboard.revenue_by_product(organization, now=now)
         ],
         "mrr": [
-            format_amount(amount, currency)
+            money(amount, currency)
             for currency, amount in dashboard.mrr(organization, now=now).items()
         ],
         "receivables": [
             (
                 row.currency,
                 row.open_count,
-                format_amount(row.open_total, row.currency),
+                money(row.open_total, row.currency),
                 row.overdue_count,
-                format_amount(row.overdue_total, row.currency),
+                money(row.overdue_total, row.currency),
             )
             for row in dashboard.receivables(organization, now=now)
         ],
@@ -91,40 +136,90 @@ class InvoiceLineInline(admin.TabularInline):
     model = InvoiceLine
     extra = 0
     can_delete = False
-    fields = (
-        "position",
-        "label",
-        "period_start",
-        "period_end",
-        "quantity",
-        "late_units",
-        "credited_units",
-        "unit_amount",
-        "amount",
-        "discount_amount",
-        "tax_amount",
-    )
+    verbose_name_plural = "Lines"
+    fields = ("description", "qty", "unit_price_display", "amount_display", "discount", "tax")
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Description")
+    def description(self, line):
+        notes = []
+        if line.late_units:
+            notes.append(f"incl. {number(line.late_units)} late units")
+        if line.credited_units:
+            notes.append(f"{number(line.credited_units)} units credited")
+        if line.proration:
+            notes.append("prorated")
+        return format_html(
+            '{}<div class="ml-sub">{}{}</div>',
+            line.label,
+            span(line.period_start, line.period_end),
+            f" · {', '.join(notes)}" if notes else "",
+        )
+
+    @admin.display(description="Qty")
+    def qty(self, line):
+        return amount_cell(number(line.quantity))
+
+    @admin.display(description="Unit price")
+    def unit_price_display(self, line):
+        if line.unit_amount is None:
+            return "—"
+        return amount_cell(unit_price(line.unit_amount, str(line.amount.currency)))
+
+    @admin.display(description="Amount")
+    def amount_display(self, line):
+        return amount_cell(money(line.amount))
+
+    @admin.display(description="Discount")
+    def discount(self, line):
+        return amount_cell(money(line.discount_amount))
+
+    @admin.display(description="Tax")
+    def tax(self, line):
+        return amount_cell(money(line.tax_amount))
+
+
+STATUS_CLASS = {"open": "open", "paid": "paid", "void": "void", "uncollectible": "void"}
+
+# the invoice's own columns shown under "Details" (the header shows the rest)
+DETAIL_FIELDS = (
+    "id",
+    "organization",
+    "billing_reason",
+    "billing_name",
+    "billing_address",
+    "seller_name",
+    "seller_address",
+    "tax_name",
+    "tax_basis_points",
+    "tax_inclusive",
+    "tax_country",
+    "tax_state",
+    "usage_snapshot",
+    "usage_read_at",
+    "late_since_snapshot",
+    "late_since_at",
+    "created_at",
+    "modified_at",
+    "emailed_at",
+)
+
 
 @admin.register(Invoice)
 class InvoiceAdmin(MeterlineModelAdmin):
-    """Finalized invoices are immutable: every field is read-only; status changes go through the
-    actions (mark paid, void)."""
+    """Finalized invoices are immutable: the page is a read-only document; status changes go
+    through the actions (mark paid, void)."""
 
-    list_display = (
-        "number",
-        "customer",
-        "billing_reason",
-        "status",
-        "total_display",
-        "period_start",
-        "period_end",
-    )
-    list_filter = ("status", "billing_reason")
+    # five columns that fit beside the sidebar and the filters at 1440 px: the organization
+    # under the customer, the period under the invoice date
+    list_display = ("number_display", "customer_display", "status_badge", "total_display", "dated")
+    list_filter = ("organization", "status", "billing_reason")
     list_select_related = ("customer", "organization")
     search_fields = ("=number", "customer__email", "=customer__external_id")
     show_full_result_count = False
@@ -133,7 +228,36 @@ class InvoiceAdmin(MeterlineModelAdmin):
     actions = ("mark_paid", "void", "void_rebill_fixed")
 
     def get_readonly_fields(self, request, obj=None):
-        return [*(field.name for field in Invoice._meta.fields), "pdf_link"]
+        return [*(field.name for field in Invoice._meta.fields), "pdf_link", "summary"]
+
+    def get_fieldsets(self, request, obj=None):
+        known = {field.name for field in Invoice._meta.fields} | {"pdf_link", "summary"}
+        # read-only fields a subclass adds (payments: the collection state) join the header
+        added = [name for name in self.get_readonly_fields(request, obj) if name not in known]
+        return [
+            (None, {"fields": ("summary", *added)}),
+            ("Details", {"classes": ("collapse",), "fields": DETAIL_FIELDS}),
+        ]
+
+    def has_change_permission(self, request, obj=None):
+        # the list's actions need the model's permission; an invoice itself is never edited
+        return obj is None and super().has_change_permission(request)
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("customer", "organization", "subscription", "product", "discount")
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        invoice = self.get_object(request, object_id)
+        extra = {"subtitle": None, "invoice": invoice, **(extra_context or {})}
+        if invoice is not None:
+            extra["title"] = f"Invoice {invoice.number or '(draft)'}"
+            if invoice.is_finalized:
+                extra["pdf_url"] = reverse("admin:billing_invoice_pdf", args=[invoice.pk])
+        return super().change_view(request, object_id, form_url, extra)
 
     def get_urls(self):
         pdf = path(
@@ -150,14 +274,20 @@ class InvoiceAdmin(MeterlineModelAdmin):
 
     def dashboard_view(self, request):
         """Revenue per month and per product, MRR, usage per meter (90 days), open and
-        overdue invoices — of one organization (a selector when there are several)."""
+        overdue invoices — of one organization: the one chosen (remembered in the session),
+        else the one with the most live subscriptions."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         organizations = list(Organization.objects.order_by("name"))
+        by_pk = {str(o.pk): o for o in organizations}
         chosen = request.GET.get("organization")
-        organization = next((o for o in organizations if str(o.pk) == chosen), None) or (
-            organizations[0] if organizations else None
-        )
+        if chosen in by_pk:
+            request.session[DASHBOARD_CHOICE] = chosen
+        else:
+            chosen = request.session.get(DASHBOARD_CHOICE)
+        organization = by_pk.get(chosen) if chosen else None
+        if organization is None and organizations:
+            organization = dashboard.busiest_organization()
         context = {
             **self.admin_site.each_context(request),
             "title": "Billing dashboard",
@@ -188,15 +318,117 @@ class InvoiceAdmin(MeterlineModelAdmin):
             '<a href="{}">{}</a>', reverse("admin:billing_invoice_pdf", args=[obj.pk]), "Open PDF"
         )
 
+    @admin.display(description="Invoice")
+    def summary(self, invoice):
+        """The header: who, when, how much — what staff look for first."""
+        customer = invoice.customer
+        facts = [
+            (
+                "Customer",
+                format_html(
+                    '<a href="{}">{}</a>{}',
+                    reverse("admin:customers_customer_change", args=[customer.pk]),
+                    customer.email,
+                    f" · {customer.name}" if customer.name else "",
+                ),
+            ),
+            ("Organization", invoice.organization.name),
+        ]
+        if invoice.subscription_id:
+            facts.append(
+                (
+                    "Subscription",
+                    format_html(
+                        '<a href="{}">{}</a>',
+                        reverse(
+                            "admin:billing_subscription_change", args=[invoice.subscription_id]
+                        ),
+                        invoice.product.name if invoice.product else "subscription",
+                    ),
+                )
+            )
+        facts += [
+            ("Billing reason", invoice.get_billing_reason_display()),
+            ("Invoice date", day(dashboard.invoice_date(invoice))),
+            ("Period", span(invoice.period_start, invoice.period_end)),
+        ]
+        if invoice.finalized_at:
+            due = invoice.finalized_at + timedelta(days=settings.BILLING_INVOICE_DUE_DAYS)
+            facts += [("Finalized", day(invoice.finalized_at)), ("Due", day(due))]
+        if invoice.paid_at:
+            facts.append(("Paid", day(invoice.paid_at)))
+        if invoice.voided_at:
+            facts.append(("Voided", day(invoice.voided_at)))
+        if invoice.discount_id:
+            facts.append(("Discount", str(invoice.discount)))
+        amounts = [
+            ("Subtotal", invoice.subtotal),
+            ("Discount", -invoice.discount_amount.amount),
+            (documents.tax_label(invoice), invoice.tax),
+            ("Total", invoice.total),
+        ]
+        if invoice.balance_applied.amount:
+            amounts.append(("Customer balance applied", -invoice.balance_applied.amount))
+        amounts.append(("Amount due", invoice.amount_due))
+        if invoice.credited_amount.amount:
+            amounts.append(("Credited", invoice.credited_amount))
+        if invoice.refunded_amount.amount:
+            amounts.append(("Refunded", invoice.refunded_amount))
+        currency = invoice.currency
+        return format_html(
+            '<div class="ml-doc"><div class="ml-doc-head"><span class="ml-doc-number">{}</span>'
+            '<span class="ml-status ml-status-{}">{}</span>'
+            '<span class="ml-doc-total ml-num">{}</span></div>'
+            '<div class="ml-doc-body"><dl class="ml-facts">{}</dl>'
+            '<table class="ml-amounts"><tbody>{}</tbody></table></div></div>',
+            invoice.number or "Draft",
+            STATUS_CLASS.get(invoice.status, "draft"),
+            invoice.get_status_display(),
+            money(invoice.total),
+            format_html_join("", "<dt>{}</dt><dd>{}</dd>", facts),
+            format_html_join(
+                "",
+                '<tr><th scope="row">{}</th><td class="ml-num">{}</td></tr>',
+                (
+                    (label, money(value if isinstance(value, Decimal) else value.amount, currency))
+                    for label, value in amounts
+                ),
+            ),
+        )
+
     def has_add_permission(self, request):
         return False
 
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.display(description="Total")
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj):
+        return format_html(
+            '<span class="ml-status ml-status-{}">{}</span>',
+            STATUS_CLASS.get(obj.status, "draft"),
+            obj.get_status_display(),
+        )
+
+    @admin.display(description="Total", ordering="total")
     def total_display(self, obj):
-        return f"{cents(to_minor(obj.total))} {obj.currency}"
+        return amount_cell(money(obj.total))
+
+    @admin.display(description="Number", ordering="sequence")
+    def number_display(self, obj):
+        return format_html('<span class="ml-nowrap">{}</span>', obj.number or "Draft")
+
+    @admin.display(description="Customer", ordering="customer__email")
+    def customer_display(self, obj):
+        return customer_cell(obj.customer, obj.organization)
+
+    @admin.display(description="Invoice date · period", ordering="period_start")
+    def dated(self, obj):
+        return format_html(
+            '<span class="ml-nowrap">{}</span><div class="ml-sub">{}</div>',
+            day(dashboard.invoice_date(obj)),
+            span(obj.period_start, obj.period_end),
+        )
 
     def has_mark_paid_permission(self, request):
         return request.user.has_perm("billing.mark_paid_invoice")
@@ -230,3 +462,47 @@ class InvoiceAdmin(MeterlineModelAdmin):
             lambda invoice: invoices.void(invoice, rebill_fixed=True),
             "Voided",
         )
+
+
+RECENT_INVOICES = 10
+
+
+def invoices_section(customer) -> str:
+    """The customer's latest invoices (one range scan of the (customer, -created_at) index) and
+    a link to all of them."""
+    rows = list(Invoice.objects.filter(customer=customer).order_by("-created_at")[:RECENT_INVOICES])
+    if not rows:
+        return format_html("<p>{}</p>", "No invoices.")
+    all_url = reverse("admin:billing_invoice_changelist") + f"?customer__id__exact={customer.pk}"
+    return format_html(
+        '<table class="ml-table"><thead><tr><th>Number</th><th>Status</th>'
+        '<th class="ml-right">Total</th><th class="ml-right">Amount due</th>'
+        "<th>Invoice date</th><th>Period</th></tr></thead><tbody>{}</tbody></table>"
+        '<p><a href="{}">All invoices of this customer →</a></p>',
+        format_html_join(
+            "",
+            '<tr><td class="ml-nowrap"><a href="{}">{}</a></td><td>{}</td>'
+            '<td class="ml-right ml-num">{}</td><td class="ml-right ml-num">{}</td>'
+            '<td class="ml-nowrap">{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:billing_invoice_change", args=[i.pk]),
+                    i.number or "Draft",
+                    format_html(
+                        '<span class="ml-status ml-status-{}">{}</span>',
+                        STATUS_CLASS.get(i.status, "draft"),
+                        i.get_status_display(),
+                    ),
+                    money(i.total),
+                    money(i.amount_due),
+                    day(dashboard.invoice_date(i)),
+                    span(i.period_start, i.period_end),
+                )
+                for i in rows
+            ),
+        ),
+        all_url,
+    )
+
+
+register_activity_section("Invoices", invoices_section, order=20)

@@ -7,14 +7,24 @@ from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminSplitDateTime
 from django.core.exceptions import ValidationError
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from billing import cycles, plan_changes, subscriptions
-from billing.admin.display import cents, units
+from billing.admin.display import (
+    customer_cell,
+    day,
+    money,
+    money_minor,
+    number,
+    short_id,
+    span,
+)
 from billing.errors import BillingError
 from billing.models import Product, Subscription
 from core.admin import MeterlineModelAdmin
+from customers.admin import register_activity_section
 
 
 class FlaggedFilter(admin.SimpleListFilter):
@@ -61,16 +71,15 @@ class ChangeProductForm(forms.Form):
 @admin.register(Subscription)
 class SubscriptionAdmin(MeterlineModelAdmin):
     list_display = (
-        "id",
-        "customer",
+        "id_display",
+        "customer_display",
         "product",
         "status",
-        "current_period_start",
-        "current_period_end",
-        "cancel_at_period_end",
+        "current_period",
+        "cancels",
         "flagged",
     )
-    list_filter = (FlaggedFilter, "status", "cancel_at_period_end")
+    list_filter = (FlaggedFilter, "organization", "status", "cancel_at_period_end")
     list_select_related = ("customer", "product", "organization")
     search_fields = ("=id", "customer__email", "=customer__external_id")
     autocomplete_fields = ("customer",)
@@ -116,6 +125,24 @@ class SubscriptionAdmin(MeterlineModelAdmin):
             return ("customer", "product", "discount", "started_at", "metadata")
         return (*self.readonly_fields, "metadata")
 
+    @admin.display(description="Id", ordering="id")
+    def id_display(self, obj):
+        return short_id(obj.pk)
+
+    @admin.display(description="Customer", ordering="customer__email")
+    def customer_display(self, obj):
+        return customer_cell(obj.customer, obj.organization)
+
+    @admin.display(description="Current period", ordering="current_period_start")
+    def current_period(self, obj):
+        if obj.current_period_start is None or obj.current_period_end is None:
+            return "—"
+        return span(obj.current_period_start, obj.current_period_end)
+
+    @admin.display(description="Cancels", boolean=True, ordering="cancel_at_period_end")
+    def cancels(self, obj):
+        return obj.cancel_at_period_end
+
     @admin.display(description="Flagged", boolean=True)
     def flagged(self, obj):
         return obj.billing_error is not None
@@ -146,15 +173,15 @@ class SubscriptionAdmin(MeterlineModelAdmin):
             "<th>Amount so far</th></tr>{}</table>",
             format_html_join(
                 "",
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td></tr>",
+                "<tr><td>{}</td><td class=ml-num>{}</td><td class=ml-num>{}</td>"
+                "<td class=ml-num>{}</td><td class=ml-num>{}</td></tr>",
                 (
                     (
                         line.price.meter.name,
-                        units(line.consumed),
-                        units(line.late),
-                        line.credited,
-                        cents(line.amount),
-                        obj.currency,
+                        number(line.consumed),
+                        number(line.late),
+                        number(line.credited),
+                        money_minor(line.amount, obj.currency),
                     )
                     for line in lines
                 ),
@@ -169,23 +196,29 @@ class SubscriptionAdmin(MeterlineModelAdmin):
             draft = subscriptions.upcoming_invoice(obj)
         except BillingError as exc:
             return format_html("<strong>Can't be computed:</strong> {}", exc.message)
+        currency = obj.currency
         rows = format_html_join(
             "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=ml-num>{}</td><td class=ml-num>{}</td>"
+            "<td class=ml-num>{}</td></tr>",
             (
-                (line.label, units(line.quantity), cents(line.amount), cents(line.tax_amount))
+                (
+                    line.label,
+                    number(line.quantity),
+                    money_minor(line.amount, currency),
+                    money_minor(line.tax_amount, currency),
+                )
                 for line in draft.lines
             ),
         )
         return format_html(
             "<table><tr><th>Line</th><th>Qty</th><th>Amount</th><th>Tax</th></tr>{}</table>"
-            "<p>Subtotal {} · discount {} · tax {} · <strong>total {} {}</strong></p>",
+            "<p>Subtotal {} · discount {} · tax {} · <strong>total {}</strong></p>",
             rows,
-            cents(draft.subtotal),
-            cents(draft.discount_amount),
-            cents(draft.tax),
-            cents(draft.total),
-            obj.currency,
+            money_minor(draft.subtotal, currency),
+            money_minor(draft.discount_amount, currency),
+            money_minor(draft.tax, currency),
+            money_minor(draft.total, currency),
         )
 
     @admin.display(description="Recent invoices")
@@ -194,8 +227,8 @@ class SubscriptionAdmin(MeterlineModelAdmin):
         return (
             format_html_join(
                 ", ",
-                '<a href="../../../invoice/{}/change/">{}</a> ({})',
-                ((i.pk, i.number, i.status) for i in recent),
+                '<a href="../../../invoice/{}/change/">{}</a> ({}, {})',
+                ((i.pk, i.number, i.get_status_display().lower(), money(i.total)) for i in recent),
             )
             or "—"
         )
@@ -265,3 +298,40 @@ class SubscriptionAdmin(MeterlineModelAdmin):
             subscriptions.revoke(subscription)
             done += 1
         self.message_user(request, f"Revoked {done} subscription(s).")
+
+
+RECENT_SUBSCRIPTIONS = 10
+
+
+def subscriptions_section(customer) -> str:
+    """The customer's subscriptions, newest first (one query)."""
+    rows = list(
+        Subscription.objects.filter(customer=customer)
+        .select_related("product")
+        .order_by("-started_at")[:RECENT_SUBSCRIPTIONS]
+    )
+    if not rows:
+        return format_html("<p>{}</p>", "No subscriptions.")
+    return format_html(
+        '<table class="ml-table"><thead><tr><th>Product</th><th>Status</th>'
+        "<th>Current period</th><th>Since</th><th>Id</th></tr></thead><tbody>{}</tbody></table>",
+        format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:billing_subscription_change", args=[s.pk]),
+                    s.product.name,
+                    s.get_status_display()
+                    + (" · ends with its period" if s.cancel_at_period_end else ""),
+                    span(s.current_period_start, s.current_period_end),
+                    day(s.started_at),
+                    short_id(s.pk),
+                )
+                for s in rows
+            ),
+        ),
+    )
+
+
+register_activity_section("Subscriptions", subscriptions_section, order=10)

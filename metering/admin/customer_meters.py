@@ -7,12 +7,22 @@ from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.views.main import ChangeList
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from core.admin import MeterlineModelAdmin
+from core.display import number
+from customers.admin import register_activity_section
 from metering import customer_meters
 from metering.models import CustomerMeter
 
 MAX_UNITS = 10**12
+
+
+def exact_title(value) -> str:
+    """A meter value rounded for reading (averages have long fractions), exact in the tooltip."""
+    exact = f"{value.normalize():f}" if hasattr(value, "normalize") else str(value)
+    return format_html('<span class="ml-num" title="{}">{}</span>', exact, number(value))
 
 
 class CreditForm(forms.Form):
@@ -75,7 +85,7 @@ class NumbersChangeList(ChangeList):
 
 @admin.register(CustomerMeter)
 class CustomerMeterAdmin(MeterlineModelAdmin):
-    list_display = ("customer", "meter", "consumed", "credited", "balance", "modified_at")
+    list_display = ("customer", "meter", "consumed", "credited", "balance", "modified")
     list_select_related = ("customer", "meter")
     list_filter = ("meter__organization",)
     search_fields = ("customer__external_id", "customer__email", "meter__name")
@@ -106,17 +116,21 @@ class CustomerMeterAdmin(MeterlineModelAdmin):
             numbers = obj.numbers = customer_meters.numbers_for(obj.meter, obj.customer)
         return numbers
 
+    @admin.display(description="modified", ordering="modified_at")
+    def modified(self, obj):
+        return format_html('<span class="ml-nowrap">{}</span>', f"{obj.modified_at:%Y-%m-%d %H:%M}")
+
     @admin.display(description="consumed")
     def consumed(self, obj):
-        return self._numbers(obj).consumed_units
+        return exact_title(self._numbers(obj).consumed_units)
 
     @admin.display(description="credited")
     def credited(self, obj):
-        return self._numbers(obj).credited_units
+        return exact_title(self._numbers(obj).credited_units)
 
     @admin.display(description="balance")
     def balance(self, obj):
-        return self._numbers(obj).balance
+        return exact_title(self._numbers(obj).balance)
 
     @admin.action(
         description="Grant or revoke credits (with a reason)", permissions=["grant_credits"]
@@ -161,3 +175,38 @@ class CustomerMeterAdmin(MeterlineModelAdmin):
             action="reset_meters",
             apply=apply,
         )
+
+
+def meters_section(customer) -> str:
+    """The customer's meters with what was consumed, credited (benefits, grants) and the balance
+    left — numbers computed in one batch for all of them."""
+    rows = customer_meters.customer_meters_with_numbers(
+        CustomerMeter.objects.filter(customer=customer)
+        .select_related("customer", "meter")
+        .order_by("meter__name")
+    )
+    if not rows:
+        return format_html("<p>{}</p>", "No meters yet.")
+    return format_html(
+        '<table class="ml-table"><thead><tr><th>Meter</th><th class="ml-right">Consumed</th>'
+        '<th class="ml-right">Credited</th><th class="ml-right">Balance</th></tr></thead>'
+        "<tbody>{}</tbody></table>",
+        format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td class="ml-right">{}</td>'
+            '<td class="ml-right">{}</td><td class="ml-right">{}</td></tr>',
+            (
+                (
+                    reverse("admin:metering_customermeter_change", args=[cm.pk]),
+                    cm.meter.name,
+                    exact_title(numbers.consumed_units),
+                    exact_title(numbers.credited_units),
+                    exact_title(numbers.balance),
+                )
+                for cm, numbers in rows
+            ),
+        ),
+    )
+
+
+register_activity_section("Meters and credits", meters_section, order=40)

@@ -396,7 +396,8 @@ def recent_events_section(customer: Customer) -> str:
         return format_html("<p>{}</p>", "No events yet.")
     rows = format_html_join(
         "",
-        '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>',
+        '<tr><td class="ml-nowrap"><a href="{}">{}</a></td><td>{}</td><td>{}</td>'
+        "<td><code>{}</code></td></tr>",
         (
             (
                 reverse("admin:metering_event_change", args=[event.pk]),
@@ -420,4 +421,4 @@ def recent_events_section(customer: Customer) -> str:
     )
 
 
-register_activity_section(f"Recent events (last {RECENT_EVENTS})", recent_events_section)
+register_activity_section(f"Recent events (last {RECENT_EVENTS})", recent_events_section, order=90)

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from billing import cycles, dashboard, invoices, subscriptions
 from billing.models import Invoice
-from customers.models import Customer
+from customers.models import Customer, Organization
 from tests.billing.conftest import at, fixed_price, unit_price
 
 pytestmark = pytest.mark.django_db
@@ -85,6 +85,30 @@ def test_figures_are_exact(org, book, settings, send):
     assert (again.as_of, again.series[0].values[date(2024, 2, 5)]) == (NOW, Decimal(50))
 
 
+def test_backdated_invoices_count_in_the_months_they_bill(org, book):
+    """All of the book's invoices written on March 15 (a subscription backdated from another
+    system): revenue is still per invoice date (a cycle invoice at its period's end, a first
+    invoice at the subscription's start), not all in March."""
+    Invoice.objects.update(finalized_at=NOW - timedelta(hours=1))
+    assert [(r.month.date(), r.invoiced) for r in dashboard.revenue_by_month(org, now=NOW)] == [
+        (date(2024, 1, 1), Decimal("29.00")),
+        (date(2024, 2, 1), Decimal("151.00")),
+        (date(2024, 3, 1), Decimal("30.00")),
+    ]
+    # the rule in Python agrees with the SQL
+    dates = {i.number: dashboard.invoice_date(i).date() for i in Invoice.objects.all()}
+    assert dates == {
+        "ACME-0001": date(2024, 1, 1),  # Ada's first invoice: her start
+        "ACME-0002": date(2024, 2, 1),  # January's cycle: its end
+        "ACME-0003": date(2024, 3, 1),  # February's cycle
+        "ACME-0004": date(2024, 2, 10),  # Bob's first invoice
+    }
+    # an invoice is never dated after it was finalized
+    early = Invoice.objects.get(number="ACME-0003")
+    early.finalized_at = at("2024-02-20T00:00:00")
+    assert dashboard.invoice_date(early) == at("2024-02-20T00:00:00")
+
+
 def test_revoked_and_trialing_subscriptions_are_not_recurring(org, book, make_product):
     subscriptions.revoke(book, at=at("2024-03-10T00:00:00"))
     assert dashboard.mrr(org, now=NOW) == {"USD": Decimal("10.00")}
@@ -94,23 +118,53 @@ def test_admin_dashboard_renders_svg_charts_with_bounded_queries(
     org, book, send, django_assert_max_num_queries
 ):
     now = timezone.now()
-    Invoice.objects.update(finalized_at=now - timedelta(hours=2))
+    # every invoice dated two hours ago (their periods end, or the first ones start, then)
+    earlier = now - timedelta(hours=2)
+    Invoice.objects.filter(billing_reason="subscription_cycle").update(
+        finalized_at=earlier, period_end=earlier
+    )
+    Invoice.objects.filter(billing_reason="subscription_create").update(
+        finalized_at=earlier, period_start=earlier
+    )
     send("api.call", "ada", (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S"), count=7)
     user = get_user_model().objects.create_superuser("root", "root@example.com", "pw-123456")
     client = Client()
     client.force_login(user)
     url = reverse("admin:billing_dashboard")
-    with django_assert_max_num_queries(12):
+    # 13: the session remembers the organization chosen
+    with django_assert_max_num_queries(13):
         response = client.get(url, {"organization": str(org.pk)})
     assert response.status_code == 200
     body = response.content.decode()
-    assert "<strong>39.00 USD</strong>" in body  # MRR
+    assert '<div class="ml-value" data-field="mrr">39.00 USD</div>' in body  # MRR
     assert f"{now:%B %Y}: 210.00 USD invoiced, 149.00 USD paid" in body
-    assert "<td>Pro</td><td>90.00 USD</td><td>3</td>" in body
+    # the month's figures are on the page, not only in the tooltip
+    assert (
+        f'<tr><td class="ml-nowrap">{now:%B %Y}</td><td class="ml-right ml-num">210.00 USD</td>'
+        '<td class="ml-right ml-num">149.00 USD</td></tr>'
+    ) in body
+    assert ">210.00</text>" in body  # above its bar
+    assert (
+        '<td>Pro</td><td class="ml-right ml-num">90.00 USD</td><td class="ml-right">3</td>'
+    ) in body
     assert body.count('<svg xmlns="http://www.w3.org/2000/svg" role="img"') == 2  # revenue, meter
     assert f"{now:%Y-%m-%d}: 7</title>" in body
-    assert "total 7" in body
+    assert 'Total <strong class="ml-num">7</strong>' in body
 
     changelist = client.get(reverse("admin:billing_invoice_changelist"))
     assert f'href="{url}"' in changelist.content.decode()
     assert Client().get(url).status_code == 302  # staff only
+
+
+def test_dashboard_opens_on_the_busiest_organization_and_remembers_the_choice(org, book):
+    # alphabetically first, but without a subscription
+    quiet = Organization.objects.create(name="Aardvark Labs")
+    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw-123456")
+    client = Client()
+    client.force_login(user)
+    url = reverse("admin:billing_dashboard")
+    assert f"<h2>{org.name}</h2>" in client.get(url).content.decode()
+    assert f"<h2>{quiet.name}</h2>" in client.get(url, {"organization": quiet.pk}).content.decode()
+    assert f"<h2>{quiet.name}</h2>" in client.get(url).content.decode()  # remembered
+    # an unknown organization falls back to the remembered one, not to an error
+    assert f"<h2>{quiet.name}</h2>" in client.get(url, {"organization": "nope"}).content.decode()

@@ -129,11 +129,17 @@ _LABELS_CUT = (
       for (let a = el; a && a !== document.documentElement; a = a.parentElement) {
         if (a.tagName === 'BODY') break;
         const st = getComputedStyle(a);
-        const clips = [st.overflowX, st.overflowY].some((o) =>
-          o === 'hidden' || o === 'clip' || (!allowScroll && (o === 'auto' || o === 'scroll')));
-        if (!clips || a.tagName.toLowerCase() === 'svg') continue;
+        // Hidden/clip cut both ways. A scroll box cuts sideways (a table's right-hand columns
+        // behind a scrollbar) but not downwards (a sidebar taller than the window).
+        const cuts = (o) => o === 'hidden' || o === 'clip';
+        const scrolls = (o) => !allowScroll && (o === 'auto' || o === 'scroll');
+        const cutX = cuts(st.overflowX) || scrolls(st.overflowX);
+        const cutY = cuts(st.overflowY);
+        if (!(cutX || cutY) || a.tagName.toLowerCase() === 'svg') continue;
         const box = a.getBoundingClientRect();
-        const hit = rects.find((r) => outside(r, box));
+        const hit = rects.find((r) =>
+          (cutX && outsideX(r, box)) ||
+          (cutY && (r.top < box.top - tolerance || r.bottom > box.bottom + tolerance)));
         if (hit) {
           problems.push(`"${text}" ${fmt(hit)} is cut by ${describe(a)} ${fmt(box)}`);
           break;
@@ -151,8 +157,9 @@ _WRAPPED_NUMBERS = (
     + r"""
 ([selector]) => {
   const problems = [];
-  // a sign, a currency symbol, digits joined by separators (, . no-break and thin spaces ')
-  const number = /[-\u2212+]?[$€£¥]?\d(?:[\d,.'\u00a0\u202f\u2009]*\d)?%?/g;
+  // a sign (not a hyphen after a word: INV-0025), a currency symbol, digits joined by
+  // separators (, . no-break and thin spaces ')
+  const number = /(?:(?<![\w.])[-\u2212+](?=[$€£¥\d]))?[$€£¥]?\d(?:[\d,.'\u00a0\u202f\u2009]*\d)?%?/g;
   for (const root of document.querySelectorAll(selector)) {
     for (const node of textNodes(root)) {
       const text = node.textContent;
