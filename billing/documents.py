@@ -18,6 +18,7 @@ from billing.errors import InvoiceStateError
 from billing.models import CreditNote, CreditNoteDocument, Invoice, InvoiceDocument, InvoiceStatus
 from billing.money import format_amount as money
 from billing.money import to_money
+from core.display import unit_price
 
 DOWNLOAD_SALT = "billing.invoice-document"
 ADDRESS_FIELDS = ("line1", "line2", "postal_code", "city", "state", "country")
@@ -67,7 +68,8 @@ def document_context(invoice: Invoice) -> dict:
         "organization_address": [
             line.strip() for line in invoice.seller_address.splitlines() if line.strip()
         ],
-        "bill_to": invoice.billing_name or invoice.customer.name or invoice.customer.email,
+        # a name when there is one; the email is on its own line below either way
+        "bill_to": invoice.billing_name or invoice.customer.name or "",
         "email": invoice.customer.email,
         "address": [str(address[key]) for key in ADDRESS_FIELDS if address.get(key)],
         "issued": f"{invoice.finalized_at:%b %d, %Y}",
@@ -78,8 +80,11 @@ def document_context(invoice: Invoice) -> dict:
                 period=period(line.period_start, line.period_end),
                 quantity=units(line.quantity),
                 late_units=units(line.late_units) if line.late_units else None,
-                # rates are exact minor units per unit ("0.5" = half a cent), shown unrounded
-                unit_amount=units(line.unit_amount) if line.unit_amount is not None else None,
+                # rates are stored in minor units ("0.5" = half a cent): the customer reads an
+                # amount of the currency, with every significant digit ("0.005 USD")
+                unit_amount=unit_price(line.unit_amount, currency)
+                if line.unit_amount is not None
+                else None,
                 amount=money(line.amount.amount, currency),
                 proration=line.proration,
             )
@@ -194,7 +199,8 @@ def credit_note_context(note: CreditNote) -> dict:
         "organization_address": [
             line.strip() for line in invoice.seller_address.splitlines() if line.strip()
         ],
-        "bill_to": invoice.billing_name or invoice.customer.name or invoice.customer.email,
+        # a name when there is one; the email is on its own line below either way
+        "bill_to": invoice.billing_name or invoice.customer.name or "",
         "email": invoice.customer.email,
         "issued": f"{note.created_at:%b %d, %Y}",
         "kind": "Refunded to the payment method"

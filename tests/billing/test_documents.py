@@ -93,8 +93,12 @@ def test_pdf_shows_number_lines_late_units_discount_tax_and_total(billed_invoice
         "VAT 20%",
         "5.27 USD",  # tax
         "31.64 USD",  # total
+        "Unit price",
+        "0.02 USD",  # 2 cents a call, in the currency
     ):
         assert expected in text, expected
+    assert "minor units" not in text
+    assert text.count(february.customer.email) == 1  # under the billing name, once
     assert "Total" in text and text.index("Total") < text.rindex("31.64 USD")
 
     page = pdf_page_image(pdf, tmp_path)
@@ -190,3 +194,24 @@ def test_order_invoice_through_polar_sdk_is_a_signed_download_url(polar, live_ur
     forged = httpx.get(f"{live_url}/v1/orders/{order.id}/invoice.pdf?token=forged")
     assert forged.status_code == 422
     assert forged.json()["detail"][0]["loc"] == ["query", "token"]
+
+
+@pytest.mark.django_db
+def test_a_fraction_of_a_cent_reads_as_an_amount_and_the_email_is_not_repeated(
+    org, customer, make_product, api_calls, send, tmp_path
+):
+    """Half a cent a call is "0.005 USD"; without a billing name or a name, "Bill to" is the
+    email, once."""
+    customer.name = None
+    customer.billing_name = None
+    customer.save()
+    product = make_product(fixed_price(100), unit_price(api_calls, "0.5"), name="Tiny")
+    subscription = subscriptions.create_subscription(
+        customer=customer, product=product, started_at=at("2024-01-01T00:00:00")
+    )
+    send("api.call", "ada", "2024-01-10T00:00:00", count=3)
+    cycles.close_due(as_of=at("2024-02-01T02:00:00"))
+    cycle = subscription.invoices.get(billing_reason="subscription_cycle")
+    text = pdf_text(documents.invoice_pdf(cycle.pk), tmp_path)
+    assert "0.005 USD" in text and "minor units" not in text
+    assert text.count(customer.email) == 1
