@@ -18,3 +18,5 @@ class MeteringConfig(AppConfig):
             "metering.tasks.compact_rollups",
             settings.ROLLUP_COMPACTION_INTERVAL_SECONDS,
         )
+        if settings.EVENT_STORE == "clickhouse":
+            SCHEDULES["relay event batches"] = ("metering.tasks.relay_event_batches", 10)

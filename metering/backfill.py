@@ -7,7 +7,7 @@ above the cursor at the event's commit, by ingestion otherwise."""
 from django.db import connection, transaction
 from django.utils import timezone
 
-from metering import locks, rollups
+from metering import locks, rollups, stores
 from metering.models import Meter, MeterState
 
 BACKFILL_CHUNK_EVENTS = 200_000
@@ -45,6 +45,14 @@ def backfill_step(meter_id, version=None, *, chunk_events: int = BACKFILL_CHUNK_
         if meter.state != MeterState.BACKFILLING or (
             version is not None and meter.definition_version != version
         ):
+            return True
+        store = stores.current()
+        if not store.rollups:
+            # no rollups to build: the customer meters of the customers with matching events
+            store.backfill(meter)
+            meter.state = MeterState.READY
+            meter.backfill_finished_at = timezone.now()
+            meter.save()
             return True
         if not meter.backfill_events_total:
             cursor.execute(

@@ -1,5 +1,6 @@
 import uuid
 
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.functions import RandomUUID
 from django.db import models
 
@@ -335,3 +336,84 @@ class UniqueRollupDelta(RollupKey):
 
     class Meta:
         db_table = "metering_meteruniquerollup_delta"
+
+
+# --- the ClickHouse event store's PostgreSQL side (metering.stores.clickhouse) ---------------
+
+
+class EventKey(models.Model):
+    """An idempotency key claimed by an ingest when events live in ClickHouse: written in the
+    ingest transaction (`ON CONFLICT DO NOTHING RETURNING`), so `{inserted, duplicates}` stays
+    exact forever while the events themselves are in another database."""
+
+    pk = models.CompositePrimaryKey("organization", "external_id")
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    external_id = models.CharField(max_length=256)
+    event_id = models.UUIDField()
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class EventBatch(models.Model):
+    """The outbox of the ClickHouse store: one row per accepted batch, written in the ingest
+    transaction with the rows to insert. After the commit the batch goes to ClickHouse with
+    its id as deduplication token and is marked delivered; the relay resends what is not.
+    Undelivered batches bound what a consistent read sees (the watermark)."""
+
+    id = models.BigAutoField(primary_key=True)
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    txid = models.BigIntegerField()  # the ingest transaction: the events' arrival
+    created_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    event_count = models.PositiveIntegerField()
+    first_event_id = models.UUIDField()
+    customer_ids = ArrayField(models.UUIDField(), default=list, blank=True)
+    rows = models.TextField(null=True, blank=True)  # JSON, cleared once delivered
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["id"],
+                name="eventbatch_undelivered",
+                condition=models.Q(delivered_at__isnull=True),
+            ),
+            models.Index(fields=["first_event_id"], name="eventbatch_first_event"),
+            models.Index(fields=["created_at"], name="eventbatch_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.id} ({self.event_count} events)"
+
+
+class CustomerLink(models.Model):
+    """When events live in ClickHouse, linking never rewrites them: events sent with an external
+    customer id before that customer existed stay unlinked there, and this row makes them the
+    customer's usage from the linking transaction (`txid`: their arrival for billing) on. The
+    first customer to hold an external id keeps it."""
+
+    customer = models.OneToOneField(
+        "customers.Customer", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    external_customer_id = models.CharField(max_length=256)
+    txid = models.BigIntegerField()
+    linked_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "external_customer_id"], name="customer_link_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.external_customer_id

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from metering import backfill, compaction
+from metering import backfill, compaction, stores
 from metering.models import Meter
 
 
@@ -14,6 +14,12 @@ def backfill_meter(meter_id: str, version: int | None = None) -> None:
     except Exception as exc:  # recorded on the meter for the admin, then re-raised
         Meter.objects.filter(pk=meter_id).update(backfill_error=f"{type(exc).__name__}: {exc}")
         raise
+
+
+@shared_task(ignore_result=True)
+def relay_event_batches() -> None:
+    """Resend event batches the event store has not received (ClickHouse; a no-op otherwise)."""
+    stores.current().relay()
 
 
 @shared_task(ignore_result=True)

@@ -133,3 +133,12 @@ class EventStore:
 
     def has_user_events(self, organization_id) -> bool:
         raise NotImplementedError
+
+    def backfill(self, meter) -> None:
+        """A store without rollups: what a new or redefined meter needs at once (its customer
+        meters). The PostgreSQL store backfills rollups in chunks instead (metering.backfill)."""
+        raise NotImplementedError
+
+    def relay(self) -> int:
+        """Deliver batches accepted but not received yet; returns how many (the beat runs it)."""
+        return 0

@@ -1,0 +1,1086 @@
+"""The ClickHouse event store (`EVENT_STORE=clickhouse`, docs/scaling.md).
+
+Writes: the ingest transaction in PostgreSQL claims the idempotency keys (`EventKey`), creates
+the customer meters, updates first-event times and event names, and records the batch in the
+outbox (`EventBatch`) with the rows to insert. After the commit the batch is inserted into
+ClickHouse with `insert_deduplication_token` = the batch id and marked delivered; a batch whose
+insert failed (or whose process died) is resent by the relay with the same token.
+
+Reads: events are aggregated where they are, with `FINAL` (a retried insert never counts twice),
+typed columns computed at ingest (numbers as Decimal(76, 20), strings, booleans: no JSON
+function on a billing path) and the arithmetic of `metering.aggregation` (avg in Python from sum
+and count). A consistent read (`reading`) is PostgreSQL's snapshot less the batches not yet
+delivered (the watermark): those count as arriving after it, so a cycle close never misses a
+batch in flight nor reads it twice.
+
+Customers: events sent with an external customer id nobody had yet keep it (the zero customer);
+a `CustomerLink` row written when a customer gets that id makes them its usage."""
+
+import logging
+import os
+import secrets
+import threading
+import time
+import uuid
+from collections import defaultdict
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from urllib.parse import urlparse
+
+import clickhouse_connect
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from core.db import bound_cursor
+from core.metadata import metadata_value_candidates
+from metering import aggregation, filters, jsonio, locks, rollups, series
+from metering.models import CustomerLink, EventBatch, Meter
+from metering.stores import clickhouse_schema
+from metering.stores.base import (
+    EventStore,
+    Range,
+    ReadBoundary,
+    Window,
+    WindowEvent,
+    utc_ranges,
+)
+
+logger = logging.getLogger(__name__)
+
+ZERO = uuid.UUID(int=0)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# DateTime64's range: query bounds outside it (all time, far future) are clamped
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2299, 12, 31, tzinfo=UTC)
+COLUMNS = [
+    "organization_id",
+    "customer_id",
+    "timestamp",
+    "id",
+    "name",
+    "source",
+    "external_customer_id",
+    "external_id",
+    "parent_reference",
+    "ingested_at",
+    "arrival_txid",
+    "batch_id",
+    "numbers",
+    "strings",
+    "booleans",
+    "metadata",
+]
+READ_SETTINGS = {
+    # FINAL within each partition only: a row and its retried copy share the partition
+    "do_not_merge_across_partitions_select_final": 1,
+    # set-based reads name many windows/customers in one statement
+    "max_query_size": 64 * 1024 * 1024,
+}
+# a backdated import may span many months
+INSERT_SETTINGS = {"max_partitions_per_insert_block": 0}
+# the relay leaves batches younger than this to the request that wrote them
+RELAY_MIN_AGE = timedelta(seconds=5)
+RELAY_BATCHES = 100
+# delivered batches are kept this long (the ingest signal looks its batch up), then deleted
+KEEP_DELIVERED = timedelta(days=1)
+
+# the boundary of the consistent read in progress (None: read everything delivered)
+_reading: ContextVar[ReadBoundary | None] = ContextVar("clickhouse_reading", default=None)
+_local = threading.local()
+
+
+# --- connection -----------------------------------------------------------------------------
+
+
+def layout() -> clickhouse_schema.Layout:
+    url = urlparse(settings.CLICKHOUSE_URL)
+    database = "default"
+    if url.scheme != "chdb":
+        database = url.path.strip("/") or "default"
+    return clickhouse_schema.Layout(database, settings.CLICKHOUSE_CLUSTER)
+
+
+def client():
+    """One client per thread (a client is not thread-safe); chdb's engine is shared by all the
+    clients of the process."""
+    key = (settings.CLICKHOUSE_URL, os.getpid())
+    cached = getattr(_local, "client", None)
+    if cached is None or cached[0] != key:
+        if not settings.CLICKHOUSE_URL:
+            raise RuntimeError("EVENT_STORE=clickhouse needs CLICKHOUSE_URL")
+        made = clickhouse_connect.get_client(dsn=settings.CLICKHOUSE_URL, settings=READ_SETTINGS)
+        cached = (key, made)
+        _local.client = cached
+    return cached[1]
+
+
+def insert_settings() -> dict:
+    extra = dict(INSERT_SETTINGS)
+    if settings.CLICKHOUSE_CLUSTER:
+        # read-your-writes across replicas: the insert returns once a majority has the block
+        extra.update(insert_quorum="auto", insert_quorum_parallel=1)
+    return extra
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+def micros(moment: datetime) -> int:
+    moment = min(max(moment.astimezone(UTC), EARLIEST), LATEST)
+    delta = moment - EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def trimmed(value) -> Decimal | None:
+    """ClickHouse returns every number at scale 20: drop the trailing zeros."""
+    if value is None:
+        return None
+    value = Decimal(value)
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1), context=aggregation.EXACT)
+    return value.normalize(context=aggregation.EXACT)
+
+
+def uuid7() -> uuid.UUID:
+    """Time-ordered ids, as the PostgreSQL store makes them."""
+    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return uuid.UUID(int=value)
+
+
+def typed_paths(metadata: dict) -> tuple[dict, dict, dict]:
+    """Every property path of the metadata with a scalar value, by type: a flat key by its
+    name, a nested value by its dotted path unless a flat key of that name exists (the
+    resolution rule of `metering.filters.resolve`)."""
+    numbers, strings, booleans = {}, {}, {}
+
+    def put(path, value):
+        if isinstance(value, bool):
+            booleans[path] = value
+        elif isinstance(value, str):
+            strings[path] = value
+        elif isinstance(value, int | float | Decimal):
+            numbers[path] = filters._as_decimal(value)
+
+    def walk(prefix, value):
+        for key, item in value.items():
+            path = f"{prefix}.{key}"
+            if isinstance(item, dict):
+                walk(path, item)
+            elif path not in metadata:
+                put(path, item)
+
+    for key, value in metadata.items():
+        if isinstance(value, dict):
+            walk(key, value)
+        else:
+            put(key, value)
+    return numbers, strings, booleans
+
+
+# --- SQL over the typed columns ---------------------------------------------------------------
+
+
+class Params:
+    """Named parameters, bound client-side by clickhouse-connect (quoted and escaped)."""
+
+    def __init__(self):
+        self.values: dict = {}
+
+    def __call__(self, value) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return f"%({name})s"
+
+    def decimal(self, value) -> str:
+        return f"toDecimal256({self(str(filters._as_decimal(value)))}, 20)"
+
+
+SECONDS_SQL = (
+    "(intDiv(toUnixTimestamp64Micro(timestamp), 1000000) - "
+    "(modulo(toUnixTimestamp64Micro(timestamp), 1000000) < 0))"
+)
+OPS = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def _path(prop: str) -> str:
+    return filters.metadata_path(prop)
+
+
+def clause_sql(clause: dict, p: Params) -> str:
+    """One clause by the typed comparison rule (docs/meters.md), never NULL."""
+    prop, operator, expected = clause["property"], clause["operator"], clause["value"]
+    if prop in ("name", "source"):
+        if not isinstance(expected, str):
+            return "0"
+        if operator == "like":
+            return f"(position({prop}, {p(expected)}) > 0)"
+        if operator == "not_like":
+            return f"(position({prop}, {p(expected)}) = 0)"
+        return f"({prop} {OPS[operator]} {p(expected)})"
+    if prop == "timestamp":
+        if isinstance(expected, bool) or not filters._is_number(expected):
+            return "0"
+        if operator in ("like", "not_like"):
+            return "0"
+        return f"(toDecimal256({SECONDS_SQL}, 20) {OPS[operator]} {p.decimal(expected)})"
+    key = p(_path(prop))
+    if isinstance(expected, bool):
+        if operator not in ("eq", "ne"):
+            return "0"
+        return (
+            f"(mapContains(booleans, {key}) AND booleans[{key}] "
+            f"{OPS[operator]} {'true' if expected else 'false'})"
+        )
+    if isinstance(expected, str):
+        if operator == "like":
+            return f"(mapContains(strings, {key}) AND position(strings[{key}], {p(expected)}) > 0)"
+        if operator == "not_like":
+            return f"(mapContains(strings, {key}) AND position(strings[{key}], {p(expected)}) = 0)"
+        return f"(mapContains(strings, {key}) AND strings[{key}] {OPS[operator]} {p(expected)})"
+    if operator in ("like", "not_like"):
+        return "0"
+    return f"(mapContains(numbers, {key}) AND numbers[{key}] {OPS[operator]} {p.decimal(expected)})"
+
+
+def filter_sql(filter_: dict, p: Params) -> str:
+    clauses = filter_.get("clauses") or []
+    if not clauses:
+        return "1"
+    parts = [
+        filter_sql(clause, p) if "clauses" in clause else clause_sql(clause, p)
+        for clause in clauses
+    ]
+    return "(" + (" AND " if filter_["conjunction"] == "and" else " OR ").join(parts) + ")"
+
+
+def number_sql(meter: Meter, p: Params) -> str:
+    func, prop = meter.aggregation["func"], meter.aggregation.get("property")
+    if func not in filters.PROPERTY_FUNCS:
+        return "CAST(NULL, 'Nullable(Decimal(76, 20))')"
+    if prop == "timestamp":
+        return f"toNullable(toDecimal256({SECONDS_SQL}, 20))"
+    if prop in ("name", "source"):
+        return "CAST(NULL, 'Nullable(Decimal(76, 20))')"
+    key = p(_path(prop))
+    return f"if(mapContains(numbers, {key}), toNullable(numbers[{key}]), NULL)"
+
+
+def key_sql(meter: Meter, p: Params) -> str:
+    """The typed distinct key of `unique` (`s:`, `n:`, `b:`), as the PostgreSQL store spells
+    it: numbers have one scale here, so equal numbers have one text."""
+    func, prop = meter.aggregation["func"], meter.aggregation.get("property")
+    if func != "unique":
+        return "CAST(NULL, 'Nullable(String)')"
+    if prop in ("name", "source"):
+        return f"toNullable(concat('s:', {prop}))"
+    if prop == "timestamp":
+        return f"toNullable(concat('n:', toString({SECONDS_SQL})))"
+    key = p(_path(prop))
+    return (
+        f"multiIf(mapContains(numbers, {key}), toNullable(concat('n:', toString(numbers[{key}]))), "
+        f"mapContains(strings, {key}), toNullable(concat('s:', strings[{key}])), "
+        f"mapContains(booleans, {key}), toNullable(if(booleans[{key}], 'b:true', 'b:false')), "
+        "NULL)"
+    )
+
+
+def metadata_filter_sql(metadata: dict | None, p: Params) -> str:
+    """`metadata[key]=value` query filters (values of a key OR-ed, keys AND-ed): a value
+    matches the string, and also `true`/`false` and numbers (as the PostgreSQL store)."""
+    if not metadata:
+        return "1"
+    parts = []
+    for key, raw_values in metadata.items():
+        alternatives = []
+        for raw in raw_values:
+            for candidate in metadata_value_candidates(raw):
+                clause = {"property": key, "operator": "eq", "value": candidate}
+                if isinstance(candidate, str | bool) or filters._is_number(candidate):
+                    alternatives.append(clause_sql({**clause, "property": f"metadata.{key}"}, p))
+        parts.append("(" + (" OR ".join(alternatives) or "0") + ")")
+    return "(" + " AND ".join(parts) + ")"
+
+
+# --- boundaries -------------------------------------------------------------------------------
+
+
+def _snapshot(token: str) -> tuple[int, int, list[int]]:
+    xmin, xmax, running = token.split(":")
+    return int(xmin), int(xmax), [int(x) for x in running.split(",") if x]
+
+
+def visible(txid: int, token: str) -> bool:
+    """`pg_visible_in_snapshot` in Python."""
+    xmin, xmax, running = _snapshot(token)
+    return txid < xmin or (txid < xmax and txid not in running)
+
+
+def visible_sql(token: str, column: str = "arrival_txid") -> str:
+    xmin, xmax, running = _snapshot(token)  # integers: safe to write into the text
+    listed = ",".join(map(str, running))
+    return (
+        f"({column} < {xmin} OR ({column} < {xmax} AND NOT has([{listed}]::Array(UInt64), "
+        f"{column})))"
+        if running
+        else f"({column} < {xmin} OR {column} < {xmax})"
+    )
+
+
+def without(token: str, pending: list[int]) -> str:
+    """The snapshot with the transactions in `pending` counted as not committed yet."""
+    xmin, xmax, running = _snapshot(token)
+    extra = {t for t in pending if t < xmax}
+    if not extra:
+        return token
+    ids = sorted(set(running) | extra)
+    return f"{min(xmin, ids[0])}:{xmax}:{','.join(map(str, ids))}"
+
+
+# --- customers ----------------------------------------------------------------------------------
+
+
+class Scope:
+    """Whose events a read takes: linked events by customer id, plus unlinked ones by the
+    external id a linked customer holds (when its link is visible to the read)."""
+
+    def __init__(self, organization_id, customer_ids, links: dict):
+        self.organization_id = organization_id
+        self.customer_ids = customer_ids  # None: every customer of the organization
+        self.links = links  # external id → customer id
+
+    def where(self, p: Params) -> str:
+        org = f"organization_id = {p(str(self.organization_id))}"
+        linked = (
+            "customer_id != toUUID('00000000-0000-0000-0000-000000000000')"
+            if self.customer_ids is None
+            else f"customer_id IN {p([str(c) for c in self.customer_ids] or [str(ZERO)])}"
+        )
+        if not self.links:
+            return f"({org} AND {linked})"
+        unlinked = (
+            "(customer_id = toUUID('00000000-0000-0000-0000-000000000000') AND "
+            f"external_customer_id IN {p(list(self.links))})"
+        )
+        return f"({org} AND ({linked} OR {unlinked}))"
+
+    def customer(self, p: Params) -> str:
+        if not self.links:
+            return "customer_id"
+        return (
+            "if(customer_id = toUUID('00000000-0000-0000-0000-000000000000'), "
+            f"toUUID(transform(external_customer_id, {p(list(self.links))}, "
+            f"{p([str(c) for c in self.links.values()])}, "
+            "'00000000-0000-0000-0000-000000000000')), customer_id)"
+        )
+
+
+def _links(organization_id, *, customer_ids=None, external_ids=None, boundary=None) -> dict:
+    rows = CustomerLink.objects.filter(organization_id=organization_id)
+    if customer_ids is not None:
+        rows = rows.filter(customer_id__in=list(customer_ids))
+    if external_ids is not None:
+        rows = rows.filter(external_customer_id__in=list(external_ids))
+    return {
+        ext: customer
+        for ext, customer, txid in rows.values_list("external_customer_id", "customer_id", "txid")
+        if boundary is None or visible(txid, boundary.token)
+    }
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+CLAIM_SQL = """
+INSERT INTO metering_eventkey (organization_id, external_id, event_id)
+SELECT %(org)s, k, e FROM unnest(%(keys)s::text[], %(ids)s::uuid[]) AS t(k, e)
+ORDER BY k
+ON CONFLICT DO NOTHING
+RETURNING external_id
+"""
+
+RESOLVE_SQL = """
+SELECT external_id, id FROM customers_customer
+WHERE organization_id = %(org)s AND external_id = ANY(%(ids)s::text[]) AND deleted_at IS NULL
+"""
+
+CUSTOMER_METERS_SQL = """
+INSERT INTO metering_customermeter AS m (id, customer_id, meter_id, created_at, modified_at)
+SELECT gen_random_uuid(), c, mt, now(), now()
+FROM unnest(%(customers)s::uuid[], %(meters)s::uuid[]) AS t(c, mt)
+WHERE NOT EXISTS (SELECT 1 FROM metering_customermeter o WHERE o.customer_id = t.c
+                  AND o.meter_id = t.mt)
+ORDER BY mt, c
+ON CONFLICT (customer_id, meter_id) DO NOTHING
+"""
+
+FIRST_EVENT_SQL = """
+WITH m AS (
+    SELECT * FROM unnest(%(customers)s::uuid[], %(firsts)s::timestamptz[]) AS m(customer_id, first)
+), locked AS (
+    SELECT c.id, m.first FROM customers_customer c JOIN m ON c.id = m.customer_id
+    WHERE c.first_user_event_at IS NULL OR c.first_user_event_at > m.first
+    ORDER BY c.id FOR NO KEY UPDATE OF c
+)
+UPDATE customers_customer c
+SET first_user_event_at = LEAST(COALESCE(c.first_user_event_at, locked.first), locked.first)
+FROM locked WHERE c.id = locked.id
+"""
+
+EVENT_NAMES_SQL = """
+INSERT INTO metering_eventname (organization_id, name, source, occurrences, first_seen, last_seen)
+SELECT %(org)s, n, 'user', c, f, l
+FROM unnest(%(names)s::text[], %(counts)s::bigint[], %(firsts)s::timestamptz[],
+            %(lasts)s::timestamptz[]) AS t(n, c, f, l)
+ORDER BY n
+ON CONFLICT (organization_id, name, source) DO UPDATE SET
+    occurrences = metering_eventname.occurrences + EXCLUDED.occurrences,
+    first_seen = LEAST(metering_eventname.first_seen, EXCLUDED.first_seen),
+    last_seen = GREATEST(metering_eventname.last_seen, EXCLUDED.last_seen)
+"""
+
+OUTBOX_SQL = """
+INSERT INTO metering_eventbatch (organization_id, txid, created_at, attempts, last_error,
+                                 event_count, first_event_id, customer_ids, rows)
+VALUES (%(org)s, pg_current_xact_id()::text::bigint, now(), 0, '', %(count)s, %(first)s,
+        %(customers)s::uuid[], %(rows)s)
+RETURNING id, txid
+"""
+
+
+def _payload(row: list) -> list:
+    """A ClickHouse row as JSON (UUIDs and times as text and microseconds, decimals exact)."""
+    numbers, strings, booleans = row[12], row[13], row[14]
+    return [
+        str(row[0]),
+        str(row[1]),
+        micros(row[2]),
+        str(row[3]),
+        *row[4:9],
+        micros(row[9]),
+        row[10],
+        row[11],
+        numbers,
+        strings,
+        booleans,
+        row[15],
+    ]
+
+
+def _from_payload(item: list, batch_id: int) -> list:
+    return [
+        uuid.UUID(item[0]),
+        uuid.UUID(item[1]),
+        from_micros(item[2]),
+        uuid.UUID(item[3]),
+        *item[4:9],
+        from_micros(item[9]),
+        item[10],
+        batch_id,
+        {k: Decimal(v) for k, v in item[12].items()},
+        item[13],
+        item[14],
+        item[15],
+    ]
+
+
+def _insert(rows: list, batch_id: int) -> None:
+    """The one insert of a batch: its id is the deduplication token, so a resend (relay, or the
+    request and the relay racing) is stored once."""
+    if not rows:
+        return
+    client().insert(
+        layout().events,
+        rows,
+        column_names=COLUMNS,
+        settings={**insert_settings(), "insert_deduplication_token": f"batch-{batch_id}"},
+    )
+
+
+def _mark_delivered(batch_ids: list[int]) -> None:
+    EventBatch.objects.filter(pk__in=batch_ids, delivered_at__isnull=True).update(
+        delivered_at=timezone.now(), rows=None
+    )
+
+
+def deliver(batch_id: int, rows: list) -> bool:
+    """Insert a committed batch and mark it delivered; on failure leave it to the relay."""
+    try:
+        _insert(rows, batch_id)
+    except Exception as exc:  # noqa: BLE001 - the relay resends it; the ingest stays accepted
+        logger.warning(
+            "clickhouse: batch %s not delivered (%s); the relay resends it", batch_id, exc
+        )
+        EventBatch.objects.filter(pk=batch_id).update(
+            attempts=F("attempts") + 1, last_error=str(exc)[:2000]
+        )
+        return False
+    _mark_delivered([batch_id])
+    return True
+
+
+def relay(*, min_age: timedelta = RELAY_MIN_AGE, organization_id=None, limit=RELAY_BATCHES) -> int:
+    """Resend undelivered batches older than `min_age` (oldest first); returns how many were
+    delivered. Safe to run anywhere, any number of times: the token makes a resend a no-op."""
+    delivered = 0
+    while True:
+        with transaction.atomic():
+            pending = EventBatch.objects.select_for_update(skip_locked=True).filter(
+                delivered_at__isnull=True, created_at__lte=timezone.now() - min_age
+            )
+            if organization_id is not None:
+                pending = pending.filter(organization_id=organization_id)
+            batches = list(pending.order_by("id")[:limit])
+            for batch in batches:
+                rows = [_from_payload(item, batch.pk) for item in jsonio.loads(batch.rows or "[]")]
+                try:
+                    _insert(rows, batch.pk)
+                except Exception as exc:  # noqa: BLE001 - counted, retried next round
+                    batch.attempts += 1
+                    batch.last_error = str(exc)[:2000]
+                    batch.save(update_fields=["attempts", "last_error"])
+                    logger.warning("clickhouse relay: batch %s failed (%s)", batch.pk, exc)
+                    return delivered
+                batch.delivered_at, batch.rows = timezone.now(), None
+                batch.save(update_fields=["delivered_at", "rows"])
+                delivered += 1
+        if len(batches) < limit:
+            break
+    EventBatch.objects.filter(
+        delivered_at__isnull=False, delivered_at__lt=timezone.now() - KEEP_DELIVERED
+    ).delete()
+    return delivered
+
+
+def watermark() -> datetime | None:
+    """When the oldest undelivered batch was committed (None: everything is in ClickHouse)."""
+    return (
+        EventBatch.objects.filter(delivered_at__isnull=True)
+        .order_by("id")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+
+
+class ClickHouseStore(EventStore):
+    name = "clickhouse"
+    rollups = False
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def write(self, *, organization, rows: list) -> list:
+        if not rows:
+            return []
+        org = organization.pk
+        ids = [uuid7() for _ in rows]
+        with bound_cursor() as cursor:
+            external_customers = [r.external_customer_id for r in rows]
+            locks.lock_external_ids(cursor, org, external_customers)
+            resolved = {}
+            wanted = sorted({x for x in external_customers if x is not None})
+            if wanted:
+                cursor.execute(RESOLVE_SQL, {"org": org, "ids": wanted})
+                resolved = dict(cursor.fetchall())
+            keyed = [(r.external_id, i) for r, i in zip(rows, ids, strict=True) if r.external_id]
+            claimed: set = set()
+            if keyed:
+                cursor.execute(
+                    CLAIM_SQL,
+                    {"org": org, "keys": [k for k, _ in keyed], "ids": [i for _, i in keyed]},
+                )
+                claimed = {row[0] for row in cursor.fetchall()}
+            accepted = [
+                (row, event_id)
+                for row, event_id in zip(rows, ids, strict=True)
+                if row.external_id is None or row.external_id in claimed
+            ]
+            if not accepted:
+                return []
+            # the organization's meters, read under its shared lock as ingestion does
+            locks.lock_organization(cursor, org)
+            meters = rollups.organization_meters(cursor, org)
+            now = timezone.now()
+            ch_rows, pairs, firsts, names = [], set(), {}, {}
+            for row, event_id in accepted:
+                customer = row.customer_id or resolved.get(row.external_customer_id)
+                numbers, strings, booleans = typed_paths(row.metadata)
+                ch_rows.append(
+                    [
+                        org,
+                        customer or ZERO,
+                        row.timestamp,
+                        event_id,
+                        row.name,
+                        "user",
+                        row.external_customer_id or "",
+                        row.external_id or "",
+                        row.parent_reference or "",
+                        now,
+                        0,
+                        0,
+                        numbers,
+                        strings,
+                        booleans,
+                        jsonio.dumps(row.metadata),
+                    ]
+                )
+                seen = names.get(row.name)
+                names[row.name] = (
+                    (1, row.timestamp, row.timestamp)
+                    if seen is None
+                    else (seen[0] + 1, min(seen[1], row.timestamp), max(seen[2], row.timestamp))
+                )
+                if customer is None:
+                    continue
+                if customer not in firsts or row.timestamp < firsts[customer]:
+                    firsts[customer] = row.timestamp
+                event = {
+                    "name": row.name,
+                    "source": "user",
+                    "timestamp": row.timestamp,
+                    "metadata": row.metadata,
+                }
+                for meter in meters:
+                    if meter.filter and meter.aggregation and filters.evaluate(meter.filter, event):
+                        pairs.add((meter.id, customer))
+            if pairs:
+                ordered = sorted(pairs, key=lambda pair: (str(pair[0]), str(pair[1])))
+                cursor.execute(
+                    CUSTOMER_METERS_SQL,
+                    {
+                        "customers": [c for _, c in ordered],
+                        "meters": [m for m, _ in ordered],
+                    },
+                )
+            if firsts:
+                order = sorted(firsts, key=str)
+                cursor.execute(
+                    FIRST_EVENT_SQL, {"customers": order, "firsts": [firsts[c] for c in order]}
+                )
+            order = sorted(names)
+            cursor.execute(
+                EVENT_NAMES_SQL,
+                {
+                    "org": org,
+                    "names": order,
+                    "counts": [names[n][0] for n in order],
+                    "firsts": [names[n][1] for n in order],
+                    "lasts": [names[n][2] for n in order],
+                },
+            )
+            payload = [_payload(r) for r in ch_rows]
+            cursor.execute(
+                OUTBOX_SQL,
+                {
+                    "org": org,
+                    "count": len(ch_rows),
+                    "first": ch_rows[0][3],
+                    "customers": sorted({r[1] for r in ch_rows if r[1] != ZERO}, key=str),
+                    "rows": jsonio.dumps(payload),
+                },
+            )
+            batch_id, txid = cursor.fetchone()
+        for r in ch_rows:
+            r[10], r[11] = txid, batch_id
+        transaction.on_commit(lambda: deliver(batch_id, ch_rows))
+        return [r[3] for r in ch_rows]
+
+    def link(self, *, customer) -> int:
+        """Record the link (its transaction is the events' arrival); create the customer meters
+        and first-event time from the unlinked events ClickHouse has."""
+        with bound_cursor() as cursor:
+            locks.lock_external_ids(
+                cursor, customer.organization_id, [customer.external_id], exclusive=True
+            )
+            cursor.execute(
+                "INSERT INTO metering_customerlink (customer_id, organization_id, "
+                "external_customer_id, txid, linked_at) VALUES (%s, %s, %s, "
+                "pg_current_xact_id()::text::bigint, now()) ON CONFLICT DO NOTHING RETURNING 1",
+                [customer.pk, customer.organization_id, customer.external_id],
+            )
+            if cursor.fetchone() is None:
+                return 0  # the id was linked to an earlier customer (deleted since)
+            locks.lock_organization(cursor, customer.organization_id)
+            meters = [
+                m
+                for m in rollups.organization_meters(cursor, customer.organization_id)
+                if m.filter and m.aggregation
+            ]
+        p = Params()
+        counts = ", ".join(f"countIf({filter_sql(m.filter, p)})" for m in meters)
+        sql = (
+            f"SELECT count(), min(timestamp){', ' + counts if counts else ''} "
+            f"FROM {layout().events} FINAL WHERE organization_id = {p(str(customer.organization_id))} "
+            "AND customer_id = toUUID('00000000-0000-0000-0000-000000000000') "
+            f"AND external_customer_id = {p(customer.external_id)}"
+        )
+        row = client().query(sql, parameters=p.values).result_rows[0]
+        total, first = row[0], row[1]
+        if not total:
+            return 0
+        matched = [m.id for m, n in zip(meters, row[2:], strict=True) if n]
+        with bound_cursor() as cursor:
+            if matched:
+                cursor.execute(
+                    CUSTOMER_METERS_SQL,
+                    {"customers": [customer.pk] * len(matched), "meters": sorted(matched, key=str)},
+                )
+            cursor.execute(FIRST_EVENT_SQL, {"customers": [customer.pk], "firsts": [_utc(first)]})
+        return total
+
+    def relay(self) -> int:
+        return relay()
+
+    def backfill(self, meter) -> None:
+        """A new or redefined meter: customer meters for every customer with matching events
+        (the numbers themselves are computed on read)."""
+        relay(min_age=timedelta(0), organization_id=meter.organization_id)
+        scope = self._scope(meter.organization_id, None, None)
+        p = Params()
+        sql = (
+            f"SELECT DISTINCT {scope.customer(p)} AS c FROM {layout().events} FINAL "
+            f"WHERE {scope.where(p)} AND source = 'user' AND {filter_sql(meter.filter, p)}"
+        )
+        customers = [
+            c for (c,) in client().query(sql, parameters=p.values).result_rows if c != ZERO
+        ]
+        if customers:
+            customers.sort(key=str)
+            with bound_cursor() as cursor:
+                cursor.execute(
+                    CUSTOMER_METERS_SQL,
+                    {"customers": customers, "meters": [meter.pk] * len(customers)},
+                )
+
+    # --- boundaries ---------------------------------------------------------------------------
+
+    @contextmanager
+    def reading(self, snapshot: ReadBoundary):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT txid FROM metering_eventbatch WHERE delivered_at IS NULL")
+            pending = [row[0] for row in cursor.fetchall()]
+        boundary = ReadBoundary(without(snapshot.token, pending), snapshot.taken_at)
+        token = _reading.set(boundary)
+        try:
+            yield boundary
+        finally:
+            _reading.reset(token)
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def _scope(self, organization_id, customer_ids, boundary) -> Scope:
+        if customer_ids is not None:
+            customer_ids = list(dict.fromkeys(customer_ids))
+            links = _links(organization_id, customer_ids=customer_ids, boundary=boundary)
+            return Scope(organization_id, customer_ids, links)
+        p = Params()
+        unlinked = (
+            client()
+            .query(
+                f"SELECT DISTINCT external_customer_id FROM {layout().events} "
+                f"WHERE organization_id = {p(str(organization_id))} "
+                "AND customer_id = toUUID('00000000-0000-0000-0000-000000000000')",
+                parameters=p.values,
+            )
+            .result_rows
+        )
+        links = (
+            _links(organization_id, external_ids=[r[0] for r in unlinked], boundary=boundary)
+            if unlinked
+            else {}
+        )
+        return Scope(organization_id, None, links)
+
+    def _seen(self, boundary: ReadBoundary | None) -> str:
+        return "1" if boundary is None else visible_sql(boundary.token)
+
+    def compute(
+        self,
+        meter,
+        *,
+        buckets,
+        customer_ids=None,
+        use_rollups=True,
+        metadata=None,
+        per_customer=False,
+    ):
+        boundary = _reading.get()
+        ranges = [(micros(lo), micros(hi)) for lo, hi in utc_ranges_keep(buckets)]
+        count = len(buckets)
+
+        def empty():
+            return {} if per_customer else aggregation.Partial()
+
+        parts, total = [empty() for _ in range(count)], empty()
+        live = [(n, lo, hi) for n, (lo, hi) in enumerate(ranges, start=1) if lo < hi]
+        if not live:
+            return parts, total
+        scope = self._scope(meter.organization_id, customer_ids, boundary)
+        p = Params()
+        starts = p([lo for _, lo, _ in live])
+        ends = p([hi for _, _, hi in live])
+        if per_customer:
+            cust, group = scope.customer(p), "GROUPING SETS ((slot, c), (c))"
+        else:
+            cust, group = (
+                "toUUID('00000000-0000-0000-0000-000000000000')",
+                "GROUPING SETS ((slot), ())",
+            )
+        sql = f"""
+SELECT slot, {"c" if per_customer else "toUUID('00000000-0000-0000-0000-000000000000')"}, count(), count(v), sum(v),
+       min(v), max(v), uniqExact(k)
+FROM (
+    SELECT arrayFirstIndex(e -> e > t, {ends}) AS slot, {cust} AS c, {number_sql(meter, p)} AS v,
+           {key_sql(meter, p)} AS k, toUnixTimestamp64Micro(timestamp) AS t
+    FROM {layout().events} FINAL
+    WHERE {scope.where(p)} AND source = 'user'
+      AND timestamp >= fromUnixTimestamp64Micro({p(min(lo for _, lo, _ in live))}, 'UTC')
+      AND timestamp < fromUnixTimestamp64Micro({p(max(hi for _, _, hi in live))}, 'UTC')
+      AND {filter_sql(meter.filter, p)} AND {metadata_filter_sql(metadata, p)}
+      AND {self._seen(boundary)}
+)
+WHERE slot > 0 AND t >= {starts}[slot]
+GROUP BY {group}
+"""
+        for slot, c, ec, nc, ns, mn, mx, distinct in (
+            client().query(sql, parameters=p.values).result_rows
+        ):
+            i = live[slot - 1][0] if slot else 0
+            partial = aggregation.Partial(
+                event_count=int(ec),
+                numeric_count=int(nc),
+                numeric_sum=trimmed(ns) if nc else Decimal(0),
+                numeric_min=trimmed(mn) if nc else None,
+                numeric_max=trimmed(mx) if nc else None,
+                distinct=int(distinct),
+            )
+            if per_customer:
+                (parts[i - 1] if i else total)[c] = partial
+            elif i:
+                parts[i - 1] = partial
+            else:
+                total = partial
+        return parts, total
+
+    def additive_values(self, meter, windows: list[Window]) -> dict:
+        boundary = _reading.get()
+        func = meter.aggregation["func"]
+        rows = [
+            (n, str(window.customer_id), micros(lo), micros(hi))
+            for n, window in enumerate(windows)
+            for lo, hi in utc_ranges(window.ranges)
+        ]
+        if not rows:
+            return {}
+        scope = self._scope(
+            meter.organization_id, {window.customer_id for window in windows}, boundary
+        )
+        p = Params()
+        sql = f"""
+SELECT w.k, count(), sum(e.v)
+FROM (
+    SELECT {scope.customer(p)} AS c, toUnixTimestamp64Micro(timestamp) AS t,
+           {number_sql(meter, p) if func == "sum" else "CAST(NULL, " + "'Nullable(Decimal(76, 20))')"} AS v
+    FROM {layout().events} FINAL
+    WHERE {scope.where(p)} AND source = 'user'
+      AND timestamp >= fromUnixTimestamp64Micro({p(min(r[2] for r in rows))}, 'UTC')
+      AND timestamp < fromUnixTimestamp64Micro({p(max(r[3] for r in rows))}, 'UTC')
+      AND {filter_sql(meter.filter, p)} AND {self._seen(boundary)}
+) AS e
+INNER JOIN (
+    SELECT x.1 AS k, toUUID(x.2) AS c, x.3 AS ws, x.4 AS we
+    FROM (SELECT arrayJoin(arrayZip({p([r[0] for r in rows])}, {p([r[1] for r in rows])},
+                                    {p([r[2] for r in rows])}, {p([r[3] for r in rows])})) AS x)
+) AS w ON e.c = w.c
+WHERE e.t >= w.ws AND e.t < w.we
+GROUP BY w.k
+"""
+        result = {}
+        for k, count, total in client().query(sql, parameters=p.values).result_rows:
+            result[k] = Decimal(count) if func == "count" else (trimmed(total) or Decimal(0))
+        return result
+
+    def _one_customer(self, window: Window, boundary):
+        """(scope, the link's transaction or None) of a window's customer."""
+        link = (
+            CustomerLink.objects.filter(customer_id=window.customer_id)
+            .values_list("external_customer_id", "txid")
+            .first()
+        )
+        links = {}
+        if link is not None and (boundary is None or visible(link[1], boundary.token)):
+            links = {link[0]: window.customer_id}
+        scope = Scope(window.meter.organization_id, [window.customer_id], links)
+        return scope, (link[1] if link else None)
+
+    def _seen_by(self, token: str, link_txid) -> str:
+        """Rows a boundary saw: their batch was in it, and for unlinked rows, the link too."""
+        linked = "1" if link_txid is not None and visible(link_txid, token) else "0"
+        return (
+            f"({visible_sql(token)} AND (customer_id != "
+            f"toUUID('00000000-0000-0000-0000-000000000000') OR {linked}))"
+        )
+
+    def late_partial(self, window: Window, own_ranges: list[Range]):
+        late = window.late
+        ranges = utc_ranges(late.ranges) if late is not None else []
+        if not ranges:
+            return None
+        boundary = _reading.get()
+        scope, link_txid = self._one_customer(window, boundary)
+        p = Params()
+        number, key = number_sql(window.meter, p), key_sql(window.meter, p)
+        sql = f"""
+SELECT count(), count(v), sum(v), min(v), max(v), groupUniqArray(k)
+FROM (
+    SELECT {number} AS v, {key} AS k FROM {layout().events} FINAL
+    WHERE {scope.where(p)} AND source = 'user' AND ({_ranges_sql(ranges, p)})
+      AND {filter_sql(window.meter.filter, p)} AND {self._seen(boundary)}
+      AND NOT {self._seen_by(late.since.token, link_txid)}
+)
+"""
+        count, nc, ns, mn, mx, keys = client().query(sql, parameters=p.values).result_rows[0]
+        if not count:
+            return None
+        keys = set(keys)
+        if keys and own_ranges:
+            q = Params()
+            found = (
+                client()
+                .query(
+                    f"SELECT DISTINCT k FROM (SELECT {key_sql(window.meter, q)} AS k "
+                    f"FROM {layout().events} FINAL WHERE {scope.where(q)} AND source = 'user' "
+                    f"AND ({_ranges_sql(own_ranges, q)}) AND {filter_sql(window.meter.filter, q)} "
+                    f"AND {self._seen(boundary)}) WHERE k IN {q(sorted(keys))}",
+                    parameters=q.values,
+                )
+                .result_rows
+            )
+            keys -= {row[0] for row in found}
+        return aggregation.Partial(
+            event_count=int(count),
+            numeric_count=int(nc),
+            numeric_sum=trimmed(ns) if nc else Decimal(0),
+            numeric_min=trimmed(mn) if nc else None,
+            numeric_max=trimmed(mx) if nc else None,
+            distinct=len(keys),
+            keys=keys,
+        )
+
+    def window_events(self, window: Window, seen_by) -> list[WindowEvent]:
+        ranges = utc_ranges(window.ranges)
+        if not ranges:
+            return []
+        boundary = _reading.get()
+        scope, link_txid = self._one_customer(window, boundary)
+        p = Params()
+        seen = "1" if seen_by is None else self._seen_by(seen_by.token, link_txid)
+        sql = f"""
+SELECT id, timestamp, {number_sql(window.meter, p)}, {key_sql(window.meter, p)}, arrival_txid,
+       customer_id = toUUID('00000000-0000-0000-0000-000000000000')
+FROM {layout().events} FINAL
+WHERE {scope.where(p)} AND source = 'user' AND ({_ranges_sql(ranges, p)})
+  AND {filter_sql(window.meter.filter, p)} AND {self._seen(boundary)} AND {seen}
+ORDER BY timestamp, id
+"""
+        return [
+            WindowEvent(
+                event_id,
+                _utc(moment),
+                trimmed(number),
+                key,
+                link_txid if unlinked else txid,
+            )
+            for event_id, moment, number, key, txid, unlinked in client()
+            .query(sql, parameters=p.values)
+            .result_rows
+        ]
+
+    def customers_of_events(self, event_ids: list) -> list:
+        found = set()
+        for customers in EventBatch.objects.filter(first_event_id__in=event_ids).values_list(
+            "customer_ids", flat=True
+        ):
+            found.update(customers)
+        return sorted(found, key=str)
+
+    def daily_values(self, *, organization_id, since, until) -> list:
+        since, until = rollups.floor_day(since), rollups.ceil_day(until)
+        meters = list(
+            Meter.objects.filter(
+                organization_id=organization_id, archived_at__isnull=True
+            ).order_by("name")
+        )
+        days = []
+        day = since
+        while day < until:
+            days.append((day, day + timedelta(days=1)))
+            day += timedelta(days=1)
+        result = []
+        for meter in meters:
+            one = series.MeterSeries(meter)
+            parts, _ = self.compute(meter, buckets=days) if days else ([], None)
+            func = one.func
+            one.values = {
+                date(lo.year, lo.month, lo.day): aggregation.final_value(func, part)
+                for (lo, _hi), part in zip(days, parts, strict=True)
+                if (part.distinct if func == "unique" else part.event_count)
+            }
+            result.append(one)
+        return result
+
+    def all_time_partials(self, customer_meters_: list) -> dict:
+        by_meter: dict = defaultdict(list)
+        for cm in customer_meters_:
+            by_meter[cm.meter_id].append(cm)
+        partials = {}
+        everything = [(EARLIEST, LATEST)]
+        for group in by_meter.values():
+            meter = group[0].meter
+            _, total = self.compute(
+                meter,
+                buckets=everything,
+                customer_ids=[cm.customer_id for cm in group],
+                per_customer=True,
+            )
+            for customer_id, partial in total.items():
+                partials[customer_id, meter.pk] = partial
+        return partials
+
+    def has_user_events(self, organization_id) -> bool:
+        p = Params()
+        rows = (
+            client()
+            .query(
+                f"SELECT 1 FROM {layout().events} WHERE organization_id = {p(str(organization_id))} "
+                "LIMIT 1",
+                parameters=p.values,
+            )
+            .result_rows
+        )
+        return bool(rows)
+
+
+def utc_ranges_keep(buckets) -> list[Range]:
+    """Buckets in UTC, keeping empty ones (their position matters)."""
+    return [(lo.astimezone(UTC), hi.astimezone(UTC)) for lo, hi in buckets]
+
+
+def _ranges_sql(ranges: list[Range], p: Params) -> str:
+    return " OR ".join(
+        f"(timestamp >= fromUnixTimestamp64Micro({p(micros(lo))}, 'UTC') AND "
+        f"timestamp < fromUnixTimestamp64Micro({p(micros(hi))}, 'UTC'))"
+        for lo, hi in ranges
+    )
