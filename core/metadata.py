@@ -150,25 +150,32 @@ def _validate_cost(value, loc, errors: ErrorList) -> dict | None:
     parsed = None
     if "amount" not in value:
         errors.add([*loc, "amount"], "Field required", "missing")
-    elif isinstance(amount, bool) or not isinstance(amount, int | decimal.Decimal | str):
+    elif isinstance(amount, bool) or not isinstance(amount, int | float | decimal.Decimal | str):
         errors.add([*loc, "amount"], "Amount must be a number of cents", "decimal_type")
     else:
         try:
-            parsed = decimal.Decimal(str(amount))
+            # a decimal string (Polar's own output form) counts as the number it spells
+            number = (
+                decimal.Decimal(amount.strip()) if isinstance(amount, str) else as_decimal(amount)
+            )
         except decimal.InvalidOperation:
             errors.add([*loc, "amount"], "Amount must be a number of cents", "decimal_parsing")
         else:
-            if not parsed.is_finite():
+            if not number.is_finite():
                 errors.add([*loc, "amount"], "Amount must be finite", "finite_number")
-            elif not number_in_range(parsed):
+            elif not number_in_range(number):
                 errors.add([*loc, "amount"], NUMBER_RANGE_MESSAGE, "number_range")
+            else:
+                parsed = amount if _is_int(amount) else number
     currency = value.get("currency")
     if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
         errors.add([*loc, "currency"], "Currency must be a 3-letter ISO code", "currency")
     if len(errors.items) != start:
         return None
-    # Polar returns the amount as a decimal string; keep its exact value.
-    return {"amount": str(parsed), "currency": currency.lower()}
+    # Stored as a JSON number (exact: the decimal as written), so that a `sum` meter over
+    # `_cost.amount` adds costs up like any other number; Polar accepts the amount as a number
+    # or a decimal string, and the event API renders it back as the string Polar returns.
+    return {"amount": parsed, "currency": currency.lower()}
 
 
 def validate_metadata(value, loc, errors: ErrorList, *, structured: bool = False) -> dict:

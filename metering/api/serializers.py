@@ -1,6 +1,15 @@
 from rest_framework import serializers
 
+from core.metadata import as_decimal
 from customers.api.serializers import CustomerSerializer
+
+
+def cost_amount_text(amount, exact: str | None = None) -> str:
+    """`_cost.amount` as Polar returns it: a decimal string (polar-sdk's type for it). `exact`:
+    the stored number's text, when the query read it (a float has only 17 digits)."""
+    if isinstance(amount, str):
+        return amount  # stored before amounts became numbers
+    return exact if exact is not None else format(as_decimal(amount), "f")
 
 
 class EventSerializer(serializers.Serializer):
@@ -22,6 +31,14 @@ class EventSerializer(serializers.Serializer):
     name = serializers.CharField()
     source = serializers.CharField()
     metadata = serializers.DictField()
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        cost = data["metadata"].get("_cost")
+        if isinstance(cost, dict) and "amount" in cost:
+            exact = getattr(instance, "cost_amount", None)
+            data["metadata"]["_cost"] = {**cost, "amount": cost_amount_text(cost["amount"], exact)}
+        return data
 
     def get_external_customer_id(self, obj) -> str | None:
         if obj.external_customer_id is None and obj.customer is not None:

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db.models import Count, Max, Min, OuterRef, Subquery, Value
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -91,7 +92,11 @@ def organization_events(request):
     return (
         Event.objects.filter(organization=request.auth.organization)
         .select_related("customer")
-        .annotate(child_count=Coalesce(Subquery(child_counts), Value(0)))
+        .annotate(
+            child_count=Coalesce(Subquery(child_counts), Value(0)),
+            # the cost as PostgreSQL holds it (exact); the JSON decoder would make it a float
+            cost_amount=KeyTextTransform("amount", KeyTransform("_cost", "metadata")),
+        )
     )
 
 

@@ -155,7 +155,8 @@ def test_structured_llm_and_cost_metadata_are_accepted_and_exact(api):
     }
     assert ingest(api, [{**GOOD, "metadata": metadata}]).json()["inserted"] == 1
     stored = Event.objects.get().metadata
-    assert stored["_cost"] == {"amount": "0.125", "currency": "usd"}
+    # a number (a sum meter over `_cost.amount` adds it), exactly the decimal sent
+    assert stored["_cost"] == {"amount": 0.125, "currency": "usd"}
     assert stored["_llm"]["total_tokens"] == 30
 
 

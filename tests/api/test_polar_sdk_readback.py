@@ -2,7 +2,7 @@
 
 Hypothesis generates create and update bodies from the client's own input types — customers
 (every optional field, billing addresses, metadata of every value type), meters (random nested
-filters, every aggregation, every unit) and events (both customer forms, metadata, `_llm`) —
+filters, every aggregation, every unit) and events (both customer forms, metadata, `_llm`, `_cost`) —
 sends them to a live server through polar-sdk and reads each object back with `get` and `list`.
 A response the client cannot deserialize raises, and fails the example. Lists are read a whole
 page at a time, so one unreadable object anywhere in the organization fails every later example
@@ -16,6 +16,7 @@ import dataclasses
 import typing
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -132,10 +133,28 @@ llm = st.fixed_dictionaries(
         "output_tokens": st.integers(0, 10**6),
     }
 ).map(lambda d: {**d, "total_tokens": d["input_tokens"] + d["output_tokens"]})
+# Polar's cost block: the amount as a number or a decimal string (polar-sdk's input type), read
+# back as a decimal string (its output type)
+cost = st.fixed_dictionaries(
+    {
+        "amount": st.one_of(
+            st.integers(-(10**12), 10**12),
+            st.decimals(min_value=-(10**12), max_value=10**12, places=6).map(str),
+            st.floats(min_value=0, max_value=1e9).map(lambda number: round(number, 6)),
+        ),
+        "currency": st.sampled_from(["usd", "EUR"]),
+    }
+)
 event_metadata = st.tuples(
-    st.dictionaries(metadata_key, event_metadata_value, max_size=5), st.none() | llm
+    st.dictionaries(metadata_key, event_metadata_value, max_size=5),
+    st.none() | llm,
+    st.none() | cost,
 ).map(
-    lambda pair: {**pair[0], **({"_llm": pair[1]} if pair[1] else {})}
+    lambda parts: {
+        **parts[0],
+        **({"_llm": parts[1]} if parts[1] else {}),
+        **({"_cost": parts[2]} if parts[2] else {}),
+    }
 )
 moment = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2026, 1, 1), timezones=st.just(UTC)
@@ -264,5 +283,14 @@ def check_events(polar, data, tag, customer):
     mine = polar.events.list(external_customer_id=f"x-{tag}", limit=100).items
     sent = sorted(e["name"] for e in events if "external_customer_id" in e)
     assert sorted(e.name for e in mine) == sent  # names are kept exactly as sent
+    # costs come back as decimal strings of exactly the amounts sent
+    sent_costs = sorted(
+        Decimal(str(e["metadata"]["_cost"]["amount"]))
+        for e in events
+        if "external_customer_id" in e and "_cost" in e["metadata"]
+    )
+    read_costs = [e.metadata["_cost"].amount for e in mine if "_cost" in e.metadata]
+    assert all(isinstance(amount, str) for amount in read_costs)
+    assert sorted(map(Decimal, read_costs)) == sent_costs
     latest = polar.events.list(limit=100).items  # the organization's latest events, parsed
     assert polar.events.get(latest[0].id).id == latest[0].id
