@@ -128,6 +128,50 @@ _started: dict[Path, dict] = {}
 _starting = threading.Lock()
 
 
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return None
+
+
+def server_settings(memory: int | None) -> dict[str, str]:
+    """What the embedded server runs with instead of PostgreSQL's defaults, which are sized for
+    a machine shared with anything: `shared_buffers` 128 MB keeps only a sliver of the events'
+    indexes in memory (each event inserts into ~1 GB indexes at 10M events), and a 1 GB WAL
+    cap checkpoints every few seconds under ingest, each checkpoint forcing full-page images
+    into the WAL (docs/performance.md, P1). An eighth of the RAM for buffers, between 128 MB and
+    2 GB, leaves the rest to the web and worker processes on the same machine."""
+    mib = 1024 * 1024
+    buffers = 128 * mib if memory is None else min(max(memory // 8, 128 * mib), 2048 * mib)
+    return {
+        "shared_buffers": f"{buffers // mib}MB",
+        "max_wal_size": "4GB",
+        "checkpoint_timeout": "15min",
+    }
+
+
+def _apply_settings(conn) -> None:
+    """ALTER SYSTEM what differs: `max_wal_size` and `checkpoint_timeout` take effect at once
+    (reload), `shared_buffers` when the server next starts (`manage.py embedded_postgres stop`,
+    then any command)."""
+    wanted = server_settings(_memory_bytes())
+    written = dict(
+        conn.execute(
+            "SELECT name, setting FROM pg_file_settings "
+            "WHERE sourcefile LIKE '%postgresql.auto.conf' ORDER BY seqno"
+        ).fetchall()
+    )
+    changed = False
+    for name, value in wanted.items():
+        if written.get(name) != value:
+            # ALTER SYSTEM takes no parameters; names and values are our own constants
+            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+            changed = True
+    if changed:
+        conn.execute("SELECT pg_reload_conf()")
+
+
 def embedded_connection(data_dir: Path) -> dict:
     """psycopg's connection parameters for the embedded server under `data_dir` (its socket
     folder as host, port, user): the first call in a process starts the server if it is not
@@ -148,6 +192,7 @@ def embedded_connection(data_dir: Path) -> dict:
                     # another process may create it at the same moment
                     with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                         conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+                _apply_settings(conn)
             _started[data_dir] = params
         return _started[data_dir]
 
