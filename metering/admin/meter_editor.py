@@ -230,6 +230,10 @@ def compute_preview(
     return preview
 
 
+# half the width of a "Dec 01" label at font-size 10, slightly over-estimated
+LABEL_HALF_WIDTH = 20
+
+
 def daily_chart_svg(days: list, *, width: int = 620, height: int = 140) -> str:
     """Bars of the daily value, server-rendered; each bar's tooltip gives the date and figures."""
     if not days:
@@ -253,8 +257,13 @@ def daily_chart_svg(days: list, *, width: int = 620, height: int = 140) -> str:
             f"({events:,} events)</title></rect>"
         )
         if index % 5 == 0 or index == len(days) - 1:
+            # centred under its bar, except where centring would cross the right edge: the
+            # last label ends at the edge (centred, "Dec 01" was cut to "Dec 0")
+            centre, anchor = x + bar / 2, "middle"
+            if centre + LABEL_HALF_WIDTH > width:
+                centre, anchor = width, "end"
             parts.append(
-                f'<text x="{x + bar / 2:.1f}" y="{height + 14}" text-anchor="middle" '
+                f'<text x="{centre:.1f}" y="{height + 14}" text-anchor="{anchor}" '
                 f'font-size="10">{day:%b %d}</text>'
             )
     parts.append("</svg>")

@@ -4,8 +4,10 @@ Each check takes a Playwright `page` and returns a list of problems (one readabl
 `assert_*` wrappers fail with all of them at once, so one run shows everything a page gets wrong:
 
 - labels_cut: text (SVG <text>, table cells, labels, anything) that does not lie fully inside
-  its box: the SVG viewport for SVG text, every clipping ancestor (overflow other than visible)
-  for all text, and the box of the element holding the text (horizontally).
+  its box: the SVG viewport for SVG text, every clipping ancestor for all text (overflow hidden
+  or clip both ways; a scroll box sideways only: a table's right-hand columns behind a
+  scrollbar are cut, a sidebar taller than the window is not), and the box of the element
+  holding the text (horizontally).
 - wrapped_numbers: a number (digits with separators, an optional sign and currency symbol) whose
   characters land on more than one line.
 - horizontal_scroll: the document is wider than the window.
@@ -14,7 +16,8 @@ Each check takes a Playwright `page` and returns a list of problems (one readabl
   (unit prices, meter values).
 
 Text an element truncates on purpose (text-overflow: ellipsis with the full value in its title)
-and visually hidden text (screen-reader labels clipped to 1 px) are not "cut".
+and hidden text (screen-reader labels clipped to 1 px, labels moved out by text-indent) are not
+"cut".
 
 `chromium()` starts the browser; `screenshot()` saves a full-page PNG and copies it to
 METERLINE_SCREENSHOTS_DIR when set (docs/img/ is made that way). The ORM must only be used
@@ -46,6 +49,8 @@ const visuallyHidden = (el) => {
     if (st.display === 'none' || st.visibility === 'hidden') return true;
     if (st.clip && st.clip !== 'auto') return true;
     if (st.clipPath && st.clipPath !== 'none') return true;
+    // image replacement: a button's label pushed out of sight (Django's selector arrows)
+    if (parseFloat(st.textIndent) < -500) return true;
     const r = e.getBoundingClientRect();
     if (r.width <= 1 && r.height <= 1 && e.tagName !== 'tspan') return true;
   }

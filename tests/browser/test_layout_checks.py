@@ -47,19 +47,26 @@ def test_cell_text_cut_by_a_clipping_box_and_past_its_cell(page):
     assert "is cut by div" in problems[0] and "overflows td" in problems[1]
 
 
-def test_scroll_containers_count_unless_allowed(page):
+def test_scroll_containers_cut_sideways_unless_allowed(page):
     page.set_content(
         '<div style="width:100px;overflow-x:auto"><p style="width:400px">'
         "<span style='margin-left:300px'>hidden</span></p></div>"
     )
     assert len(labels_cut(page)) == 1
     assert labels_cut(page, allow_scroll=True) == []
+    # a sidebar taller than its scroll box: what is below is scrolled to, not cut
+    page.set_content(
+        '<nav style="height:40px;overflow:auto"><p>one</p><p>two</p><p>three</p></nav>'
+        '<button style="width:24px;overflow:hidden;text-indent:-9999px">Choose all</button>'
+    )
+    assert labels_cut(page) == []
 
 
 def test_numbers_across_lines(page):
     page.set_content(
         '<p style="width:70px;word-break:break-all">355,786,286 units</p>'
         '<p style="width:300px">$1,234.56 and 12 and 7</p>'
+        '<p style="width:60px">INV-0025</p>'
     )
     assert wrapped_numbers(page) == ['"355,786,286" in p spans 2 lines']
 
