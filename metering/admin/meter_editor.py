@@ -273,14 +273,107 @@ def daily_chart_svg(days: list, *, width: int = 620, height: int = 140) -> str:
 # --- form ----------------------------------------------------------------------------------------
 
 
+OPERATOR_LABELS = {
+    "eq": "equals (=)",
+    "ne": "differs from (≠)",
+    "gt": "greater than (>)",
+    "gte": "at least (≥)",
+    "lt": "less than (<)",
+    "lte": "at most (≤)",
+    "like": "contains (like)",
+    "not_like": "does not contain",
+}
+BLANK_ROWS = 2
+
+
+def _clause_value(text: str):
+    """A row's value as the filter holds it: numbers and booleans typed, anything else text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, str | int | float | bool) else text
+
+
+def _row_value(value) -> str:
+    if isinstance(value, str):
+        # text that would read as a number or a boolean keeps its quotes
+        return json.dumps(value) if _clause_value(value) != value else value
+    return json.dumps(value)
+
+
+class FilterEditorWidget(forms.Widget):
+    """The filter as rows of clauses (property, operator, value) under one conjunction, the
+    JSON as an advanced field for nested groups. Both are checked by the same server-side
+    validation (metering.filters) when the form is cleaned.
+
+    A submission without the rows (an API-style post of `filter` alone) is read as JSON."""
+
+    template_name = "admin/metering/filter_widget.html"
+
+    def get_context(self, name, value, attrs):
+        context = super().get_context(name, value, attrs)
+        raw = value if isinstance(value, str) else json.dumps(value or {})
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        clauses = parsed.get("clauses") if isinstance(parsed, dict) else None
+        flat = isinstance(clauses, list) and all(
+            isinstance(c, dict) and "property" in c and "clauses" not in c for c in clauses
+        )
+        rows = (
+            [
+                {
+                    "property": c.get("property", ""),
+                    "operator": c.get("operator", "eq"),
+                    "value": _row_value(c.get("value", "")),
+                }
+                for c in clauses
+            ]
+            if flat
+            else []
+        )
+        rows += [{"property": "", "operator": "eq", "value": ""}] * BLANK_ROWS
+        context.update(
+            rows=rows,
+            operators=[(op, OPERATOR_LABELS.get(op, op)) for op in filters.OPERATORS],
+            conjunction=parsed.get("conjunction", "and") if isinstance(parsed, dict) else "and",
+            nested=parsed is not None and not flat,
+            use_raw=not flat,
+            raw=json.dumps(parsed, indent=2) if parsed is not None else raw,
+        )
+        return context
+
+    def value_from_datadict(self, data, files, name):
+        raw = data.get(name)
+        if not data.get(f"{name}_structured") or data.get(f"{name}_use_raw"):
+            return raw
+        clauses = []
+        index = 0
+        while f"{name}_property_{index}" in data:
+            prop = (data.get(f"{name}_property_{index}") or "").strip()
+            if prop:
+                clauses.append(
+                    {
+                        "property": prop,
+                        "operator": data.get(f"{name}_operator_{index}") or "eq",
+                        "value": _clause_value(data.get(f"{name}_value_{index}") or ""),
+                    }
+                )
+            index += 1
+        return json.dumps(
+            {"conjunction": data.get(f"{name}_conjunction") or "and", "clauses": clauses}
+        )
+
+
 class MeterEditorForm(forms.ModelForm):
     filter = forms.JSONField(
         help_text=(
-            'Polar\'s filter JSON: {"conjunction": "and"|"or", "clauses": [{"property", '
-            '"operator", "value"} or nested groups]}. Operators: eq, ne, gt, gte, lt, lte, like, '
-            "not_like. Properties: name, source, timestamp or a metadata path (_llm.total_tokens)."
+            "Events the meter counts: each clause compares a property (name, source, timestamp "
+            "or a metadata path such as _llm.total_tokens) with a value."
         ),
-        widget=forms.Textarea(attrs={"rows": 12, "cols": 90, "style": "font-family: monospace"}),
+        widget=FilterEditorWidget,
     )
     aggregation_func = forms.ChoiceField(
         label="Aggregation", choices=[(f, f) for f in filters.AGGREGATION_FUNCS]
