@@ -2,11 +2,13 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView
 
+from billing.admin.margins import margins_view
 from core.views import healthz
 from portal import views as portal_views
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("admin/billing/margins/", admin.site.admin_view(margins_view), name="billing_margins"),
     path("admin/", admin.site.urls),
     path(
         "v1/openapi.json",

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing.api import views
+from billing.api import margins, views
 
 urlpatterns = [
     path("products/", views.ProductListView.as_view()),
@@ -28,4 +28,5 @@ urlpatterns = [
     path("credit-notes/<uuid:id>/pdf", views.CreditNotePdfView.as_view()),
     path("tax-rates/", views.TaxRateListView.as_view()),
     path("tax-rates/<uuid:id>", views.TaxRateDetailView.as_view()),
+    path("metrics/margins", margins.MarginReportView.as_view()),
 ]

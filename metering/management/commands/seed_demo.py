@@ -15,6 +15,7 @@ development convenience, never run this against a production database.
 import json
 import random
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -131,6 +132,34 @@ def synthetic_event(rng: random.Random) -> tuple[str, dict]:
     }
 
 
+# What each demo call costs the demo company, sent as Polar's cost block (`_cost`, cents): LLM
+# calls by their tokens at the model's list price (cents per million input / output tokens), API
+# requests a flat compute cost. Kept out of `synthetic_event` so the load generator's events stay
+# as they were.
+LLM_PRICES = {
+    "gpt-4o-mini": (Decimal(15), Decimal(60)),
+    "gpt-4o": (Decimal(250), Decimal(1000)),
+    "claude-3-5-haiku": (Decimal(80), Decimal(400)),
+    "claude-3-5-sonnet": (Decimal(300), Decimal(1500)),
+    "gemini-1.5-flash": (Decimal("7.5"), Decimal(30)),
+    "mistral-large": (Decimal(200), Decimal(600)),
+}
+API_REQUEST_COST = Decimal("0.05")
+
+
+def with_cost(name: str, metadata: dict) -> dict:
+    if name == "llm.completion":
+        per_input, per_output = LLM_PRICES[metadata["model"]]
+        amount = (
+            metadata["input_tokens"] * per_input + metadata["output_tokens"] * per_output
+        ) / 1_000_000  # exact: at most 7 decimal places
+    elif name == "api.request":
+        amount = API_REQUEST_COST
+    else:
+        return metadata
+    return {**metadata, "_cost": {"amount": amount, "currency": "usd"}}
+
+
 def customer_weights(count: int) -> list[float]:
     """Zipf-like cumulative weights: a few big customers, a long tail of small ones."""
     return _cumulative(1.0 / (rank + 1) ** 0.9 for rank in range(count))
@@ -142,7 +171,8 @@ def customer_weights(count: int) -> list[float]:
 class Command(BaseCommand):
     help = (
         "Load demo data: organization 'Meterline Demo', staff login demo/meterline-demo, an API "
-        "token, 25 customers and ~100,000 events over 60 days. Safe to re-run (tops up)."
+        "token, 25 customers and ~100,000 events over 60 days (LLM and API calls carry their "
+        "costs). Safe to re-run (tops up)."
     )
 
     def add_arguments(self, parser):
@@ -279,6 +309,7 @@ class Command(BaseCommand):
             last_request: dict[str, str] = {}
             for i in range(first, min(first + BATCH, wanted)):
                 name, metadata = synthetic_event(rng)
+                metadata = with_cost(name, metadata)
                 customer = rng.choices(external_ids, cum_weights=cum)[0]
                 offset = min(span, (i + rng.random()) * span / wanted)
                 event = {
