@@ -165,7 +165,7 @@ def _without_currencies(currencies) -> dict:
     }
 
 
-def _cost_currencies(organization, start, end, candidates: set[str]) -> set[str]:
+def _cost_currencies(organization, start, end, candidates: set[str], customer_ids) -> set[str]:
     """The lower-case currencies of the period's cost events: the expected ones, and any other
     found among the (few) events that have none of them."""
     found = set(candidates)
@@ -175,6 +175,7 @@ def _cost_currencies(organization, start, end, candidates: set[str]) -> set[str]
         prop=COST_AMOUNT,
         start=start,
         end=end,
+        customer_ids=customer_ids,
     )
     for customer_id, (count, _) in others.items():
         if count:
@@ -189,7 +190,7 @@ def _cost_currencies(organization, start, end, candidates: set[str]) -> set[str]
     return found
 
 
-def _costs(organization, start, end, event_filter, currencies) -> dict:
+def _costs(organization, start, end, event_filter, currencies, customer_ids) -> dict:
     """(customer id, upper-case currency) → cost of the events `event_filter` matches."""
     costs = {}
     for currency in sorted(currencies):
@@ -199,6 +200,7 @@ def _costs(organization, start, end, event_filter, currencies) -> dict:
             prop=COST_AMOUNT,
             start=start,
             end=end,
+            customer_ids=customer_ids,
         )
         for customer_id, (count, total) in sums.items():
             if count:
@@ -231,16 +233,11 @@ def report(organization, *, start: datetime, end: datetime, customer_id=None) ->
         .values_list("currency", flat=True)
         .distinct()
     }
-    currencies = _cost_currencies(organization, start, end, candidates)
-
-    def mine(costs: dict) -> dict:
-        if customer_id is None:
-            return costs
-        return {key: value for key, value in costs.items() if str(key[0]) == str(customer_id)}
-
-    customer_costs = mine(_costs(organization, start, end, None, currencies))
+    only = None if customer_id is None else [customer_id]
+    currencies = _cost_currencies(organization, start, end, candidates, only)
+    customer_costs = _costs(organization, start, end, None, currencies, only)
     meter_costs = {
-        meter_id: mine(_costs(organization, start, end, meter.filter, currencies))
+        meter_id: _costs(organization, start, end, meter.filter, currencies, only)
         for meter_id, meter in meters.items()
     }
     billed_by: dict = defaultdict(set)  # product → customers it billed in the period
@@ -251,10 +248,8 @@ def report(organization, *, start: datetime, end: datetime, customer_id=None) ->
         filters = [meters[m].filter for m in product_meters.get(product_id, ()) if m in meters]
         if product_id is None or not filters:
             continue
-        costs = _costs(organization, start, end, _either(filters), currencies)
-        product_costs[product_id] = {
-            key: value for key, value in mine(costs).items() if key[0] in customers
-        }
+        costs = _costs(organization, start, end, _either(filters), currencies, list(customers))
+        product_costs[product_id] = costs
 
     result = MarginReport(start=start, end=end)
     rows: dict = {}

@@ -242,15 +242,25 @@ def _adhoc_meter(organization_id, event_filter: dict, aggregation_: dict) -> Met
 
 
 def customer_sums(
-    *, organization_id, event_filter: dict, prop: str, start: datetime, end: datetime
+    *,
+    organization_id,
+    event_filter: dict,
+    prop: str,
+    start: datetime,
+    end: datetime,
+    customer_ids: list | None = None,
 ) -> dict:
     """customer id → (matching events, sum of `prop` over those where it is a JSON number) for
-    the events of each customer matching `event_filter` with timestamps in [start, end): a `sum`
-    meter nobody stored (reports, e.g. billing's margins over `_cost.amount`). Raw events, one
-    statement for all customers; unlinked events are left out."""
+    the events of each customer (of all, or of `customer_ids`) matching `event_filter` with
+    timestamps in [start, end): a `sum` meter nobody stored (reports, e.g. billing's margins over
+    `_cost.amount`). Raw events, one statement for all customers; unlinked events are left out."""
     meter = _adhoc_meter(organization_id, event_filter, {"func": "sum", "property": prop})
     _, totals = aggregation.compute(
-        meter, buckets=[(start, end)], use_rollups=False, per_customer=True
+        meter,
+        buckets=[(start, end)],
+        customer_ids=customer_ids,
+        use_rollups=False,
+        per_customer=True,
     )
     return {
         customer_id: (partial.event_count, Decimal(partial.numeric_sum or 0))

@@ -152,6 +152,25 @@ def test_demo_customer_margin_is_its_invoices_minus_its_costs(tmp_path):
         product_cost,
     )
 
+    # the whole organization: every finalized invoice against every linked customer's costs
+    everyone = margins.report(org, start=start, end=end)
+    all_notes = CreditNote.objects.filter(organization=org)
+    all_costs = sum(
+        (v for c in Customer.objects.filter(organization=org) for (_, cur), v in
+         event_costs(c).items() if cur == "USD"),
+        Decimal(0),
+    )  # fmt: skip
+    assert [(t.currency, t.revenue, t.cost) for t in everyone.totals] == [
+        ("EUR", 0, Decimal("7.25")),
+        (
+            "USD",
+            sum(to_minor(i.total) - to_minor(i.tax) for i in finalized)
+            - sum(to_minor(n.amount) - to_minor(n.tax_amount) for n in all_notes),
+            all_costs,
+        ),
+    ]
+    assert sum(r.cost for r in everyone.customers if r.currency == "USD") == all_costs
+
     # the API, in JSON and in CSV, and the admin page give the same figures
     _, secret = create_token(organization_name=org.name, label="margins")
     client = APIClient()
