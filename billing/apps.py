@@ -16,6 +16,8 @@ class BillingConfig(AppConfig):
         from metering import hooks
 
         SCHEDULES["close billing cycles"] = ("billing.tasks.close_due_cycles", 60)
+        # the ingest-time check does the work; this catches what a lost task missed
+        SCHEDULES["spend thresholds sweep"] = ("billing.tasks.sweep_spend_thresholds", 300)
 
         # customer meters show the current billing period of a subscription pricing the meter
         hooks.register_period_numbers(subscriptions.customer_period_numbers)
@@ -28,3 +30,7 @@ class BillingConfig(AppConfig):
             tasks.enqueue_credit_note_delivery, dispatch_uid="billing-credit-note-delivery"
         )
         demo_seeded.connect(demo.on_demo_seeded, dispatch_uid="billing-demo")
+        # spend thresholds are checked once an ingest commits, for the batch's customers
+        hooks.events_ingested.connect(
+            tasks.enqueue_threshold_check, dispatch_uid="billing-spend-thresholds"
+        )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from django.db import transaction
+from moneyed import Money
 
 from billing.errors import InvalidPrice, InvalidProduct
 from billing.models import (
@@ -245,9 +246,11 @@ def create_product(
     trial_interval_count: int | None = None,
     metadata: dict | None = None,
     benefit_ids: list | None = None,
+    spend_threshold: Money | None = None,
 ) -> Product:
     if not is_known_currency(currency):
         raise InvalidProduct("Input should be an ISO 4217 currency code", field=("currency",))
+    check_spend_threshold(spend_threshold, currency.upper())
     check_prices(organization=organization, specs=prices)
     product = Product.objects.create(
         organization=organization,
@@ -259,6 +262,7 @@ def create_product(
         trial_interval=trial_interval,
         trial_interval_count=trial_interval_count,
         metadata=metadata or {},
+        spend_threshold=spend_threshold,
     )
     for spec in prices:
         Price.objects.create(product=product, **_price_fields(spec, product.currency))
@@ -277,8 +281,24 @@ PRODUCT_FIELDS = (
     "recurring_interval",
     "recurring_interval_count",
     "currency",
+    "spend_threshold",
 )
 BILLING_TERMS = ("recurring_interval", "recurring_interval_count")
+
+
+def check_spend_threshold(threshold: Money | None, currency: str) -> None:
+    """A product's default spend threshold: positive, in the product's currency."""
+    if threshold is None:
+        return
+    if str(threshold.currency) != currency:
+        raise InvalidProduct(
+            f"The spend threshold must be in the product's currency ({currency})",
+            field=("spend_threshold_amount",),
+        )
+    if threshold.amount <= 0:
+        raise InvalidProduct(
+            "A spend threshold is a positive amount", field=("spend_threshold_amount",)
+        )
 
 
 def product_in_use(product: Product) -> bool:
@@ -308,6 +328,8 @@ def check_product_change(product: Product, changes: dict) -> list[str]:
             "plan to it",
             field=(terms[0],),
         )
+    if "spend_threshold" in changed:
+        check_spend_threshold(changes["spend_threshold"], product.currency)
     if bool(changes.get("trial_interval", product.trial_interval)) != bool(
         changes.get("trial_interval_count", product.trial_interval_count)
     ):

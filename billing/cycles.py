@@ -45,6 +45,10 @@ BATCH_SIZE = 200
 INFRASTRUCTURE = (OperationalError, InterfaceError)
 
 
+class UsageChanged(Exception):  # noqa: N818 - a signal to measure again, not a failure
+    """The period's threshold invoices changed after its usage was measured: measure again."""
+
+
 def grace():
     return settings.BILLING_GRACE
 
@@ -176,6 +180,9 @@ def close_batch(ids: list, *, as_of: datetime, report: CloseReport | None = None
                 )
             except INFRASTRUCTURE:
                 raise
+            except UsageChanged:
+                progressed = True  # the next round measures it again
+                continue
             except Exception as exc:  # noqa: BLE001 - isolation: flag it, go on
                 flag(subscription, exc)
                 report.flagged.append(subscription.pk)
@@ -219,7 +226,9 @@ def close_period(
     `loaded` is the subscription as the batch read it (with its prices): it is used as is when
     the locked row still matches it, and re-read otherwise. The usage stays valid either way:
     prices change only with a plan change, which first closes a due period itself, so an
-    unchanged period means the prices and units billed that `usage` was measured with."""
+    unchanged period means the prices and units billed that `usage` was measured with. Its
+    threshold invoices are the exception (issued under this lock, by `billing.thresholds`, at any
+    time): when they changed since `usage` was measured, UsageChanged — measure again."""
     with transaction.atomic():
         locked = (
             Subscription.objects.select_for_update()
@@ -233,6 +242,8 @@ def close_period(
             or locked["current_period_start"] != expected_start
         ):
             return None
+        if locked["threshold_version"] != usage.threshold_version:
+            raise UsageChanged(subscription_id)
         subscription = loaded
         if subscription is None or any(
             getattr(subscription, key) != value for key, value in locked.items()
@@ -279,6 +290,8 @@ LOCK_CHECKED = (
     "pending_product_id",
     # every change that adds pending items (plan changes) saves the row
     "modified_at",
+    # threshold invoices of the period issued or voided
+    "threshold_version",
 )
 
 

@@ -27,6 +27,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
+from moneyed import Money
 
 from billing.models import BillingReason, InvoiceLine, InvoiceStatus, Price, SubscriptionPrice
 from billing.money import EXACT, to_minor
@@ -46,6 +47,10 @@ class Tally:
     amount: int = 0
     credited: int = 0
     late_since: ReadBoundary | None = None  # the boundary that period's late set began at
+    late: Decimal = Decimal(0)
+
+
+NOTHING_INVOICED = Tally(period=None)
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,10 @@ class PeriodUsage:
     end: datetime
     prices: list  # PriceUsage, in the order the prices first applied
     credits: dict  # meter id → credits granted in the period
+    # price id → what the period's spend-threshold invoices billed of it so far
+    invoiced: dict = field(default_factory=dict)
+    # the subscription's `threshold_version` the invoiced figures go with
+    threshold_version: int = 0
 
 
 def is_additive(meter) -> bool:
@@ -192,6 +201,7 @@ def measure(periods: list[tuple[object, datetime, datetime]]) -> dict:
     pending = _replaced(all_groups, values)
     tallies = _tallies([group for group, _ in pending])
     values.update(_remeasured(pending, tallies))
+    invoiced = threshold_tallies([(s, start) for s, start, _end, _groups in all_groups])
     return {
         subscription.pk: PeriodUsage(
             start,
@@ -206,9 +216,55 @@ def measure(periods: list[tuple[object, datetime, datetime]]) -> dict:
                 for (subscription_id, meter_id), units in credits.items()
                 if subscription_id == subscription.pk
             },
+            invoiced.get(subscription.pk, {}),
+            subscription.threshold_version,
         )
         for subscription, start, end, groups in all_groups
     }
+
+
+def threshold_tallies(periods: list[tuple[object, datetime]]) -> dict:
+    """(subscription, period start) pairs → {subscription id: {price id: Tally}}: what the
+    period's spend-threshold invoices (not void) billed per price. One query, and none when no
+    subscription of the list ever had one (`threshold_version` 0)."""
+    starts = {s.pk: start for s, start in periods if s.threshold_version}
+    if not starts:
+        return {}
+    lines = (
+        InvoiceLine.objects.filter(
+            invoice__subscription_id__in=starts,
+            invoice__billing_reason=BillingReason.SPEND_THRESHOLD,
+            invoice__period_start__in=set(starts.values()),
+            price__isnull=False,
+        )
+        .exclude(invoice__status=InvoiceStatus.VOID)
+        .values_list(
+            "invoice__subscription_id",
+            "invoice__period_start",
+            "invoice__period_end",
+            "price_id",
+            "consumed_units",
+            "quantity",
+            "amount",
+            "amount_currency",
+            "credited_units",
+            "late_units",
+        )
+    )
+    found: dict = defaultdict(dict)
+    for sub_id, start, end, price_id, consumed, quantity, amount, currency, credited, late in lines:
+        if starts[sub_id] != start:
+            continue
+        seen = found[sub_id].get(price_id) or Tally(period=(start, end))
+        found[sub_id][price_id] = Tally(
+            period=seen.period,
+            consumed=EXACT.add(seen.consumed, consumed),
+            quantity=EXACT.add(seen.quantity, quantity),
+            amount=seen.amount + to_minor(Money(amount, currency)),
+            credited=max(seen.credited, credited),
+            late=EXACT.add(seen.late, late),
+        )
+    return found
 
 
 def _cumulative(group: _Group, values: dict) -> tuple[Decimal, dict]:

@@ -44,12 +44,20 @@ class Product(models.Model):
     currency = models.CharField(max_length=3, default="USD")
     is_archived = models.BooleanField(default=False)
     benefits = models.ManyToManyField("Benefit", blank=True, related_name="products")
+    # The default spend threshold of its subscriptions (billing.thresholds): none when null.
+    spend_threshold = MoneyField(null=True, blank=True, **MONEY)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     modified_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         indexes = [models.Index(fields=["organization", "-created_at"], name="product_org_created")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(spend_threshold__isnull=True) | Q(spend_threshold__gt=0),
+                name="product_spend_threshold_positive",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -286,6 +294,11 @@ class Subscription(models.Model):
         Product, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     pending_requested_at = models.DateTimeField(null=True, blank=True)
+    # Its own spend threshold (billing.thresholds); null: the product's default.
+    spend_threshold = MoneyField(null=True, blank=True, **MONEY)
+    # Bumped whenever the current period's threshold invoices change (one issued, one voided):
+    # a close that measured the period before must measure it again (billing.cycles).
+    threshold_version = models.PositiveIntegerField(default=0)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     modified_at = models.DateTimeField(auto_now=True)
@@ -310,6 +323,18 @@ class Subscription(models.Model):
                 name="subscription_flagged",
                 condition=Q(billing_error__isnull=False),
             ),
+            # does the organization use spend thresholds (asked after every ingest)
+            models.Index(
+                fields=["organization"],
+                name="subscription_with_threshold",
+                condition=Q(spend_threshold__isnull=False),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(spend_threshold__isnull=True) | Q(spend_threshold__gt=0),
+                name="subscription_spend_threshold_positive",
+            )
         ]
 
     def __str__(self) -> str:
@@ -397,6 +422,9 @@ class BillingReason(models.TextChoices):
     SUBSCRIPTION_CREATE = "subscription_create", "Subscription created"
     SUBSCRIPTION_CYCLE = "subscription_cycle", "Subscription cycle"
     SUBSCRIPTION_UPDATE = "subscription_update", "Subscription update"
+    # the metered usage of the current period, invoiced early because it reached the
+    # subscription's spend threshold (billing.thresholds)
+    SPEND_THRESHOLD = "spend_threshold", "Spend threshold"
 
 
 class InvoiceCounter(models.Model):

@@ -15,15 +15,20 @@ from decimal import ROUND_FLOOR, Decimal
 
 from billing import catalog, discounts, invoices, periods, pricing, taxes
 from billing.invoices import InvoiceDraft, LineDraft
-from billing.metered import PeriodUsage, PriceUsage
-from billing.models import PriceType
+from billing.metered import NOTHING_INVOICED, PeriodUsage, PriceUsage, Tally
+from billing.models import DiscountType, PriceType
 from billing.money import EXACT, check_storable, to_minor
 
 
 @dataclass(frozen=True)
 class MeteredLine:
     """One price's line of a period. For a price that no longer applies, the difference its
-    late usage makes to its last period (`marginal`)."""
+    late usage makes to its last period (`marginal`).
+
+    `consumed`, `billable` and `amount` are the whole period's so far (what the subscription's
+    meters show); `invoiced` is what the period's spend-threshold invoices already billed of
+    them, and the invoice line bills the difference (`due_*`): tiers, flat amounts and caps
+    apply once to the whole period."""
 
     usage: PriceUsage
     consumed: Decimal
@@ -31,6 +36,23 @@ class MeteredLine:
     credited: int
     billable: Decimal
     amount: int
+    invoiced: Tally = NOTHING_INVOICED
+
+    @property
+    def due_consumed(self) -> Decimal:
+        return EXACT.subtract(self.consumed, self.invoiced.consumed)
+
+    @property
+    def due_quantity(self) -> Decimal:
+        return EXACT.subtract(self.billable, self.invoiced.quantity)
+
+    @property
+    def due_late(self) -> Decimal:
+        return EXACT.subtract(self.late, self.invoiced.late)
+
+    @property
+    def due_amount(self) -> int:
+        return self.amount - self.invoiced.amount
 
     @property
     def price(self):
@@ -44,22 +66,24 @@ class MeteredLine:
     def marginal(self) -> bool:
         return self.usage.replaced
 
-    def draft(self) -> LineDraft:
+    def draft(self, *, note: str = "") -> LineDraft:
         price = self.price
         ranges = self.usage.ranges
+        if not note and self.invoiced is not NOTHING_INVOICED:
+            note = " (the rest after the spend-threshold invoices)"
         return LineDraft(
-            label=f"{price.product.name} — {price.meter.name}",
+            label=f"{price.product.name} — {price.meter.name}{note}",
             period_start=ranges[0][0],
             period_end=ranges[-1][1],
-            amount=self.amount,
-            quantity=self.billable,
+            amount=self.due_amount,
+            quantity=self.due_quantity,
             price=price,
             price_terms=catalog.price_terms(price),
             meter_id=price.meter_id,
             unit_amount=price.unit_amount,
-            consumed_units=self.consumed,
+            consumed_units=self.due_consumed,
             credited_units=self.credited,
-            late_units=self.late,
+            late_units=self.due_late,
         )
 
 
@@ -96,6 +120,7 @@ def metered_lines(usage: PeriodUsage) -> tuple[list[MeteredLine], dict]:
                 credited=credited,
                 billable=billable,
                 amount=line_amount(priced.price, billable),
+                invoiced=usage.invoiced.get(priced.price.pk, NOTHING_INVOICED),
             )
         )
         pool[meter_id] = max(EXACT.subtract(credited, max(priced.value, Decimal(0))), 0)
@@ -238,6 +263,62 @@ def plan_period(
     return PeriodPlan(usage.start, usage.end, draft, metered, items, renews, carried, unused)
 
 
+# --- spend thresholds -------------------------------------------------------------------------
+
+# Meters whose period value only grows as usage arrives: what a threshold invoice bills of them
+# never exceeds what the period's close would. avg and min can fall, so their prices are billed
+# whole by the close and don't count toward the threshold.
+THRESHOLD_FUNCS = ("count", "sum", "max", "unique")
+
+
+def counts_toward_threshold(line: MeteredLine) -> bool:
+    """A line of the period's own prices on a growing meter (late usage of a replaced price is
+    priced against its own period, at the close)."""
+    return not line.marginal and line.price.meter.aggregation.get("func") in THRESHOLD_FUNCS
+
+
+def uninvoiced(lines: list[MeteredLine]) -> list[MeteredLine]:
+    """The lines with charges the period's invoices have not billed yet."""
+    return [line for line in lines if counts_toward_threshold(line) and line.due_amount > 0]
+
+
+def uninvoiced_amount(usage: PeriodUsage) -> int:
+    """The period's metered charges not invoiced yet, before discount and tax (minor units)."""
+    return sum(line.due_amount for line in uninvoiced(metered_lines(usage)[0]))
+
+
+@dataclass(frozen=True)
+class ThresholdPlan:
+    lines: list  # MeteredLine
+    due: int  # the charges it bills, before discount and tax
+    draft: InvoiceDraft
+
+
+def plan_threshold(subscription, usage: PeriodUsage, *, tax_rates: list | None = None):
+    """The spend-threshold invoice of the period so far: a line per price with charges not yet
+    invoiced (the marginal amount of its units: the period's amount so far less what earlier
+    threshold invoices billed), no fixed price, no pending items. A percentage discount applies
+    as on any invoice of the period; a fixed-amount one only to the period's close (it is one
+    amount per period)."""
+    lines = uninvoiced(metered_lines(usage)[0])
+    drafts = [line.draft(note=" (usage so far, spend threshold)") for line in lines]
+    for line in drafts:
+        check_storable(line.amount, subscription.currency, what=f"The line '{line.label}'")
+    discount = subscription.discount
+    if discount is not None and discount.type != DiscountType.PERCENTAGE:
+        discount = None
+    if not discounts.applies_to_next_invoice(discount, subscription.discounted_invoices):
+        discount = None
+    draft = invoices.compute(
+        currency=subscription.currency,
+        lines=drafts,
+        discount=discount,
+        tax_rate=taxes.rate_for(subscription.customer, tax_rates),
+    )
+    check_amounts(draft)
+    return ThresholdPlan(lines, sum(line.due_amount for line in lines), draft)
+
+
 def draft_for(subscription, lines: list[LineDraft], tax_rates: list | None = None) -> InvoiceDraft:
     discount = subscription.discount
     if not discounts.applies_to_next_invoice(discount, subscription.discounted_invoices):
@@ -295,6 +376,22 @@ def merged_by_meter(lines: list[MeteredLine]) -> list[MeteredLine]:
                 credited=seen.credited,
                 billable=EXACT.add(seen.billable, line.billable),
                 amount=seen.amount + line.amount,
+                invoiced=_added(seen.invoiced, line.invoiced),
             )
         )
     return list(merged.values())
+
+
+def _added(a: Tally, b: Tally) -> Tally:
+    if b is NOTHING_INVOICED:
+        return a
+    if a is NOTHING_INVOICED:
+        return b
+    return Tally(
+        period=a.period,
+        consumed=EXACT.add(a.consumed, b.consumed),
+        quantity=EXACT.add(a.quantity, b.quantity),
+        amount=a.amount + b.amount,
+        credited=a.credited,
+        late=EXACT.add(a.late, b.late),
+    )

@@ -6,8 +6,18 @@ from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
+from moneyed import Money
 
-from billing import cycles, discounts, metered, periods, plan, plan_changes, signals
+from billing import (
+    cycles,
+    discounts,
+    metered,
+    periods,
+    plan,
+    plan_changes,
+    signals,
+    thresholds,
+)
 from billing.errors import BillingError, SubscriptionEnded, SubscriptionStateError
 from billing.invoices import InvoiceDraft
 from billing.models import (
@@ -69,6 +79,7 @@ def create_subscription(
     started_at: datetime | None = None,
     discount: Discount | None = None,
     metadata: dict | None = None,
+    spend_threshold: Money | None = None,
 ) -> Subscription:
     """Start a subscription at `started_at` (default now; may be in the past: every period from
     then on is billed by the cycle close). Issues the first invoice (the first period's fixed
@@ -77,6 +88,7 @@ def create_subscription(
         raise SubscriptionStateError("Product does not exist.", field=("product_id",))
     if product.is_archived:
         raise SubscriptionStateError("The product is archived", field=("product_id",))
+    thresholds.check_currency(spend_threshold, product.currency)
     now = timezone.now()
     started_at = started_at or now
     if started_at > now:
@@ -109,6 +121,7 @@ def create_subscription(
         trial_end=trial_end,
         discount=discount,
         metadata=metadata or {},
+        spend_threshold=spend_threshold,
     )
     # Prices apply from the anchor: usage during a trial is not billed.
     SubscriptionPrice.objects.bulk_create(
@@ -146,6 +159,7 @@ def update_subscription(
     clear_pending_change: bool = False,
     cancel_at_period_end: bool | None = None,
     metadata: dict | None = None,
+    spend_threshold=UNSET,
 ) -> Subscription:
     """Polar's subscription update: one body, one outcome — a refused part leaves the others
     undone too. Ids are looked up in the subscription's organization."""
@@ -170,6 +184,8 @@ def update_subscription(
             set_cancel_at_period_end(subscription, cancel_at_period_end)
         if metadata is not None:
             set_metadata(subscription, metadata)
+        if spend_threshold is not UNSET:
+            thresholds.set_subscription_threshold(subscription, spend_threshold)
     return subscription
 
 
@@ -278,6 +294,8 @@ def revoke(subscription: Subscription, *, at: datetime | None = None) -> Subscri
             )
         except cycles.INFRASTRUCTURE:
             raise
+        except cycles.UsageChanged:
+            continue  # a threshold invoice came in between: measure again
         except Exception as exc:  # noqa: BLE001 - the caller gets a clear refusal
             cycles.flag(subscription, exc)
             if isinstance(exc, BillingError):

@@ -7,7 +7,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from billing import cycles, documents
+from billing import cycles, documents, thresholds
+from metering import queries
 
 
 @shared_task(acks_late=True)
@@ -50,3 +51,27 @@ def deliver_credit_note(credit_note_id: str) -> None:
 
 def enqueue_credit_note_delivery(sender, credit_note, **kwargs) -> None:
     deliver_credit_note.delay_on_commit(str(credit_note.pk))
+
+
+@shared_task(acks_late=True)
+def check_spend_thresholds(organization_id: str, customer_ids: list[str]) -> int:
+    """After an ingest commits: invoice the charges of these customers that reached their
+    spend threshold. Safe to run twice (the re-check under the subscription's lock)."""
+    return len(thresholds.check(organization_id=organization_id, customer_ids=customer_ids))
+
+
+@shared_task(acks_late=True)
+def sweep_spend_thresholds() -> int:
+    """Periodically (beat): the same check over every subscription with a threshold, for
+    crossings whose ingest-time check was lost."""
+    return len(thresholds.check())
+
+
+def enqueue_threshold_check(sender, organization, event_ids, **kwargs) -> None:
+    # one indexed query per ingest for organizations without thresholds
+    if thresholds.organization_uses_thresholds(organization.pk):
+        customer_ids = queries.customers_of_events(event_ids)
+        if customer_ids:
+            check_spend_thresholds.delay_on_commit(
+                str(organization.pk), [str(pk) for pk in customer_ids]
+            )

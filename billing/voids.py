@@ -9,6 +9,12 @@
 - **fixed lines** (fixed prices, prorations, carried credits): only if staff choose so
   (`rebill_fixed`), as pending items too.
 - the **customer balance** it spent goes back to the customer.
+- a **spend-threshold invoice** of the subscription's still open period gives its usage back by
+  not counting any more: the period's next threshold invoice, or its close, nets only the
+  threshold invoices that are not void (`billing.metered.threshold_tallies`), so nothing is
+  carried or unbilled; the subscription's `threshold_version` changes so that a close which
+  measured the period before the void measures it again. Once that period is closed, such an
+  invoice's usage is released like any other's.
 
 Runs inside the void's transaction, under the invoice's row lock. The cycle close adds what it
 bills to `billed_units` (not an absolute write), so a void committing while a close is running
@@ -20,15 +26,25 @@ from django.db.models import F
 
 from billing import balance
 from billing.metered import is_additive
-from billing.models import Invoice, InvoiceLine, PendingInvoiceItem, SubscriptionPrice
+from billing.models import (
+    LIVE_STATUSES,
+    BillingReason,
+    Invoice,
+    InvoiceLine,
+    PendingInvoiceItem,
+    Subscription,
+    SubscriptionPrice,
+)
 from billing.money import to_minor
 
 
 def release(invoice: Invoice, *, rebill_fixed: bool = False) -> None:
+    # the subscription's row lock before the balance's lock, the order closes take them in
+    netted = invoice.billing_reason == BillingReason.SPEND_THRESHOLD and _period_open(invoice)
     spent = to_minor(invoice.balance_applied)
     if spent:
         balance.credit(invoice.customer_id, invoice.currency, spent, invoice=invoice)
-    if invoice.subscription_id is None:
+    if invoice.subscription_id is None or netted:
         return
     lines = InvoiceLine.objects.filter(invoice=invoice).select_related("meter", "price")
     for line in lines.order_by("position"):
@@ -39,6 +55,28 @@ def release(invoice: Invoice, *, rebill_fixed: bool = False) -> None:
             _unbill(invoice, line)
         elif line.quantity:
             _carry(invoice, line, label=f"{line.label} (usage of voided {invoice.number})")
+
+
+def _period_open(invoice: Invoice) -> bool:
+    """The invoice's period is still the subscription's current one (read under the
+    subscription's row lock, which closes and threshold invoices take too); if so, the period's
+    threshold invoices changed."""
+    current = (
+        Subscription.objects.select_for_update()
+        .filter(pk=invoice.subscription_id)
+        .values("status", "current_period_start")
+        .first()
+    )
+    is_open = (
+        current is not None
+        and current["status"] in LIVE_STATUSES
+        and current["current_period_start"] == invoice.period_start
+    )
+    if is_open:
+        Subscription.objects.filter(pk=invoice.subscription_id).update(
+            threshold_version=F("threshold_version") + 1
+        )
+    return is_open
 
 
 def _unbill(invoice: Invoice, line: InvoiceLine) -> None:

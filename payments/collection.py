@@ -117,7 +117,7 @@ def on_invoice_finalized(sender, invoice, **kwargs) -> None:
 def _trigger(invoice: Invoice, collection: InvoiceCollection) -> str:
     if collection.failures:
         return PaymentTrigger.RETRY_DUNNING
-    if invoice.billing_reason == BillingReason.SUBSCRIPTION_CYCLE:
+    if invoice.billing_reason in (BillingReason.SUBSCRIPTION_CYCLE, BillingReason.SPEND_THRESHOLD):
         return PaymentTrigger.SUBSCRIPTION_CYCLE
     return PaymentTrigger.PURCHASE
 
