@@ -219,8 +219,13 @@ class ProductForm(forms.ModelForm):
             "currency",
             "is_archived",
             "benefits",
+            "spend_threshold",
             "metadata",
         )
+        help_texts = {
+            "spend_threshold": "Its subscriptions' default: once a period's metered charges not "
+            "yet invoiced reach it, they are invoiced and collected at once. Empty: none.",
+        }
 
     def clean(self):
         data = super().clean()
@@ -233,6 +238,11 @@ class ProductForm(forms.ModelForm):
         ]
         if foreign:
             self.add_error("benefits", "A benefit of another organization.")
+        currency = product.currency if product.pk else data.get("currency") or ""
+        try:
+            catalog.check_spend_threshold(data.get("spend_threshold"), currency.upper())
+        except DomainError as exc:
+            add_domain_errors(self, exc, {"spend_threshold_amount": "spend_threshold"})
         if product.pk:
             original = Product.objects.get(pk=product.pk)
             changes = {
@@ -280,6 +290,7 @@ class ProductAdmin(MeterlineModelAdmin):
             trial_interval=data.get("trial_interval") or None,
             trial_interval_count=data.get("trial_interval_count"),
             metadata=data.get("metadata"),
+            spend_threshold=data.get("spend_threshold"),
             prices=[],
         )
         obj.pk, obj.created_at, obj.modified_at = (

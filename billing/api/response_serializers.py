@@ -25,7 +25,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
-from billing import credit_notes
+from billing import credit_notes, thresholds
 from billing.models import (
     BillingReason,
     CreditNoteKind,
@@ -54,6 +54,15 @@ ORDER_STATUS = {
 }
 # a paid order that was refunded in part or in full shows it (Polar's statuses)
 ORDER_STATUSES = [*dict.fromkeys(ORDER_STATUS.values()), "partially_refunded", "refunded"]
+# Polar's name for each billing reason (its enum is closed): a spend-threshold invoice is an
+# invoice of metered usage within the cycle
+POLAR_BILLING_REASON = {BillingReason.SPEND_THRESHOLD: "subscription_meter_cycle"}
+POLAR_BILLING_REASONS = [
+    "subscription_create",
+    "subscription_cycle",
+    "subscription_update",
+    "subscription_meter_cycle",
+]
 
 
 # --- fields --------------------------------------------------------------------------------------
@@ -354,6 +363,11 @@ class ProductSerializer(ProductBaseSerializer):
     meter) and `benefits` prefetched."""
 
     is_deletable = Always(False)
+    spend_threshold_amount = MinorUnits(
+        source="spend_threshold",
+        allow_null=True,
+        help_text="Meterline extension: its subscriptions' default spend threshold (cents)",
+    )
     prices = MethodList(PriceSerializer())
     benefits = MethodList(BenefitSerializer())
     medias = Always([], serializers.ListField(child=serializers.DictField(), max_length=0))
@@ -483,6 +497,11 @@ class CustomerStateSubscriptionMeterSerializer(serializers.Serializer):
         source="line.late",
         help_text="Meterline extension: units of earlier periods that arrived after their close",
     )
+    invoiced_amount = serializers.IntegerField(
+        source="line.invoiced.amount",
+        help_text="Meterline extension: cents of `amount` already billed this period by "
+        "spend-threshold invoices",
+    )
 
     def get_id(self, meter_line) -> uuid.UUID:
         subscription, line = meter_line
@@ -579,6 +598,14 @@ class SubscriptionSerializer(SubscriptionBaseSerializer):
     prices = MethodList(PriceSerializer())
     meters = MethodList(SubscriptionMeterSerializer())
     pending_update = PendingSubscriptionUpdateSerializer(source="*", allow_null=True)
+    spend_threshold_amount = serializers.SerializerMethodField(
+        help_text="Meterline extension: the spend threshold in force (cents): its own, else "
+        "its product's; null: none"
+    )
+
+    def get_spend_threshold_amount(self, subscription) -> int | None:
+        threshold = thresholds.threshold_of(subscription)
+        return None if threshold is None else to_minor(threshold)
 
     def get_prices(self, subscription):
         """The product's prices in force (a plan change leaves the old ones on the
@@ -659,7 +686,7 @@ class OrderFieldsSerializer(serializers.Serializer):
     refunded_tax_amount = Always(0)
     refundable_tax_amount = Always(0)
     currency = LowerCase()
-    billing_reason = serializers.ChoiceField(choices=BillingReason.values)
+    billing_reason = serializers.SerializerMethodField()
     billing_name = serializers.CharField(allow_null=True)
     billing_address = serializers.SerializerMethodField()
     invoice_number = serializers.CharField(source="number", allow_null=True)
@@ -683,12 +710,22 @@ class OrderFieldsSerializer(serializers.Serializer):
     description = serializers.SerializerMethodField()
     # extensions
     invoice_status = serializers.ChoiceField(choices=InvoiceStatus.values, source="status")
+    invoice_reason = serializers.ChoiceField(
+        choices=BillingReason.values,
+        source="billing_reason",
+        help_text="Meterline's own billing reason: `spend_threshold` for an invoice of usage "
+        "that reached the subscription's spend threshold (Polar's `subscription_meter_cycle`)",
+    )
     period_start = serializers.DateTimeField()
     period_end = serializers.DateTimeField()
 
     @extend_schema_field(NamedEnum(ORDER_STATUSES, enum_name="OrderStatusEnum"))
     def get_status(self, order):
         return ORDER_STATUS[order.status]
+
+    @extend_schema_field(NamedEnum(POLAR_BILLING_REASONS, enum_name="OrderBillingReasonEnum"))
+    def get_billing_reason(self, order):
+        return POLAR_BILLING_REASON.get(order.billing_reason, order.billing_reason)
 
     def get_paid(self, order) -> bool:
         return order.status == InvoiceStatus.PAID

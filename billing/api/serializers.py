@@ -48,6 +48,10 @@ class ProductCreateSerializer(StrictSerializer):
         choices=Interval.values, required=False, allow_null=True
     )
     meter_interval_count = serializers.IntegerField(required=False, allow_null=True)
+    # Meterline extension: its subscriptions' default spend threshold in cents; null: none
+    spend_threshold_amount = serializers.IntegerField(
+        min_value=1, max_value=MAX_CENTS, required=False, allow_null=True
+    )
 
     def validate(self, attrs):
         if attrs.get("meter_interval") is not None:
@@ -86,6 +90,10 @@ class ProductUpdateSerializer(StrictSerializer):
     )
     recurring_interval_count = serializers.IntegerField(
         min_value=1, max_value=999, required=False, allow_null=True
+    )
+    # Meterline extension: its subscriptions' default spend threshold in cents; null: none
+    spend_threshold_amount = serializers.IntegerField(
+        min_value=1, max_value=MAX_CENTS, required=False, allow_null=True
     )
 
 
@@ -172,6 +180,10 @@ class SubscriptionCreateSerializer(StrictSerializer):
     # Meterline extensions
     started_at = serializers.DateTimeField(required=False, allow_null=True)
     discount_id = serializers.UUIDField(required=False, allow_null=True)
+    # Meterline extension: the spend threshold in cents; null: the product's default
+    spend_threshold_amount = serializers.IntegerField(
+        min_value=1, max_value=MAX_CENTS, required=False, allow_null=True
+    )
 
     def validate(self, attrs):
         if ("customer_id" in attrs) == ("external_customer_id" in attrs):
@@ -194,6 +206,10 @@ class SubscriptionUpdateSerializer(StrictSerializer):
     )
     # Polar's SubscriptionUpdateClear: only null (drop the pending plan change)
     pending_update = serializers.JSONField(required=False, allow_null=True)
+    # Meterline extension: the spend threshold in cents; null: the product's default
+    spend_threshold_amount = serializers.IntegerField(
+        min_value=1, max_value=MAX_CENTS, required=False, allow_null=True
+    )
 
     def validate(self, attrs):
         if attrs.get("proration_behavior") == "reset":

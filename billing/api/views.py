@@ -20,7 +20,16 @@ from rest_framework import status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from billing import catalog, credit_notes, discounts, documents, invoices, subscriptions, taxes
+from billing import (
+    catalog,
+    credit_notes,
+    discounts,
+    documents,
+    invoices,
+    subscriptions,
+    taxes,
+    thresholds,
+)
 from billing.api import serializers as inputs
 from billing.api.response_serializers import (
     AcceptedSerializer,
@@ -178,6 +187,9 @@ class ProductListView(GenericAPIView):
             organization=_org(request),
             currency=currency,
             prices=specs,
+            spend_threshold=thresholds.parse_threshold(
+                data.get("spend_threshold_amount"), currency
+            ),
             **{key: data.get(key) for key in PRODUCT_CREATE_FIELDS},
         )
         return _created(ProductSerializer(_products(request).get(pk=product.pk)).data)
@@ -218,6 +230,10 @@ class ProductDetailView(GenericAPIView):
         product = get_object_or_404(_products(request), pk=id)
         data = _body(inputs.ProductUpdateSerializer, request, partial=True)
         prices = data.pop("prices", None)
+        if "spend_threshold_amount" in data:
+            data["spend_threshold"] = thresholds.parse_threshold(
+                data.pop("spend_threshold_amount"), product.currency
+            )
         catalog.update_product(
             product,
             **{k: v for k, v in data.items() if not (v is None and k in KEPT_WHEN_NULL)},
@@ -429,12 +445,16 @@ class SubscriptionListView(GenericAPIView):
             customer_id=data.get("customer_id"),
             external_customer_id=data.get("external_customer_id"),
         )
+        product = subscriptions.product_of(organization, data["product_id"])
         subscription = subscriptions.create_subscription(
             customer=customer,
-            product=subscriptions.product_of(organization, data["product_id"]),
+            product=product,
             started_at=data.get("started_at"),
             discount=subscriptions.discount_of(organization, data.get("discount_id")),
             metadata=data.get("metadata"),
+            spend_threshold=thresholds.parse_threshold(
+                data.get("spend_threshold_amount"), product.currency
+            ),
         )
         (data,) = _subscriptions_data([_subscriptions(request).get(pk=subscription.pk)])
         return _created(data)
@@ -470,6 +490,13 @@ class SubscriptionDetailView(GenericAPIView):
                 clear_pending_change="pending_update" in data,
                 cancel_at_period_end=data.get("cancel_at_period_end"),
                 metadata=data.get("metadata"),
+                spend_threshold=(
+                    thresholds.parse_threshold(
+                        data["spend_threshold_amount"], subscription.currency
+                    )
+                    if "spend_threshold_amount" in data
+                    else subscriptions.UNSET
+                ),
             )
         return self._respond(request, id)
 
