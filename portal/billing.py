@@ -6,14 +6,17 @@ and every number comes from billing's services — the subscription's current-pe
 the upcoming invoice — so the portal shows exactly what the API answers and the close will bill.
 """
 
+import decimal
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db.models import Prefetch
 from djmoney.money import Money
 
 from billing import cycles, documents, subscriptions
+from billing.documents import ADDRESS_FIELDS, tax_label
 from billing.errors import SubscriptionStateError
 from billing.invoices import InvoiceDraft, LineDraft
 from billing.models import (
@@ -24,7 +27,7 @@ from billing.models import (
     InvoiceStatus,
     Subscription,
 )
-from billing.money import to_money
+from billing.money import minor_factor, to_money
 from customers.models import Customer
 from portal.errors import SubscriptionNotChangeable
 from portal.extensions import ChargeEstimate, Period
@@ -78,21 +81,24 @@ def estimate_charges(*, customer: Customer, meters) -> ChargeEstimate | None:
 
 def current_period(*, customer: Customer, meter) -> Period | None:
     """The current period of the customer's live subscription that prices the meter (the
-    earliest-started one if several do)."""
-    subscription = (
-        Subscription.objects.filter(
-            customer=customer,
-            status__in=LIVE_STATUSES,
-            subscription_prices__price__meter=meter,
-            subscription_prices__ends_at__isnull=True,
+    earliest-started one if several do), else of the customer's earliest-started live
+    subscription, so that every meter of the page covers the same billing period."""
+    live = Subscription.objects.filter(customer=customer, status__in=LIVE_STATUSES).order_by(
+        "started_at"
+    )
+    pricing = (
+        live.filter(
+            subscription_prices__price__meter=meter, subscription_prices__ends_at__isnull=True
         )
-        .order_by("started_at")
         .only("current_period_start", "current_period_end")
         .first()
     )
-    if subscription is None:
+    if pricing is not None:
+        return Period(pricing.current_period_start, pricing.current_period_end, billed=True)
+    first = live.only("current_period_start", "current_period_end").first()
+    if first is None:
         return None
-    return Period(subscription.current_period_start, subscription.current_period_end)
+    return Period(first.current_period_start, first.current_period_end)
 
 
 # --- subscriptions ------------------------------------------------------------------------------
@@ -210,9 +216,21 @@ def status_label(invoice: Invoice) -> str:
     return invoice.get_status_display()
 
 
+# what an invoice is for, in the customer's words
+REASON_LABELS = {
+    "subscription_create": "first period",
+    "subscription_cycle": "renewal and usage",
+    "subscription_update": "plan change",
+    "spend_threshold": "usage so far",
+}
+
+
 def _labelled(invoice: Invoice | None) -> Invoice | None:
     if invoice is not None:
         invoice.status_label = status_label(invoice)
+        invoice.reason_label = REASON_LABELS.get(
+            invoice.billing_reason, invoice.get_billing_reason_display()
+        )
     return invoice
 
 
@@ -227,6 +245,81 @@ def own_invoice(customer: Customer, invoice_id: uuid.UUID) -> Invoice | None:
         .prefetch_related(Prefetch("lines", queryset=InvoiceLine.objects.order_by("position")))
         .filter(pk=invoice_id)
         .first()
+    )
+
+
+def unit_price(unit_amount: decimal.Decimal | None, currency: str) -> str | None:
+    """A metered line's rate (exact minor units per unit) in the currency, with the digits it
+    has and at least the currency's: 0.5 US cents → "$0.005", 25 → "$0.25"."""
+    if unit_amount is None:
+        return None
+    major = (decimal.Decimal(unit_amount) / minor_factor(currency)).normalize()
+    return str(Money(major, currency, format_options={"decimal_quantization": False}))
+
+
+@dataclass(frozen=True)
+class DocumentLine:
+    label: str
+    period_start: datetime
+    period_end: datetime
+    proration: bool
+    metered: bool
+    quantity: decimal.Decimal
+    consumed_units: decimal.Decimal
+    credited_units: int
+    late_units: decimal.Decimal
+    unit_price: str | None
+    amount: Money
+
+
+@dataclass(frozen=True)
+class InvoiceDocument:
+    """The invoice page: what the PDF says, from what the invoice copied when it was issued."""
+
+    invoice: Invoice
+    seller_name: str
+    seller_address: list[str]
+    bill_to: str
+    bill_to_address: list[str]
+    bill_to_email: str | None  # left out when it is already the bill-to name
+    issued_at: datetime
+    lines: list[DocumentLine]
+    tax_label: str
+    credit_notes: list[CreditNote]
+
+
+def invoice_document(invoice: Invoice) -> InvoiceDocument:
+    customer = invoice.customer
+    address = invoice.billing_address or {}
+    bill_to = invoice.billing_name or customer.name or customer.email
+    return InvoiceDocument(
+        invoice=invoice,
+        seller_name=invoice.seller_name or invoice.organization.name,
+        seller_address=[
+            line.strip() for line in invoice.seller_address.splitlines() if line.strip()
+        ],
+        bill_to=bill_to,
+        bill_to_address=[str(address[key]) for key in ADDRESS_FIELDS if address.get(key)],
+        bill_to_email=customer.email if customer.email != bill_to else None,
+        issued_at=invoice.finalized_at or invoice.created_at,
+        lines=[
+            DocumentLine(
+                label=line.label,
+                period_start=line.period_start,
+                period_end=line.period_end,
+                proration=line.proration,
+                metered=line.meter_id is not None,
+                quantity=line.quantity,
+                consumed_units=line.consumed_units,
+                credited_units=line.credited_units,
+                late_units=line.late_units,
+                unit_price=unit_price(line.unit_amount, invoice.currency),
+                amount=line.amount,
+            )
+            for line in invoice.lines.all()
+        ],
+        tax_label=tax_label(invoice),
+        credit_notes=list(invoice.credit_notes.order_by("created_at", "sequence")),
     )
 
 

@@ -9,8 +9,10 @@ show usage without prices. Three slots:
   estimated charge so far per meter and in total (billing: the upcoming invoice's metered lines).
   The first estimator that returns an estimate is used.
 - **period providers** — `(customer=, meter=) -> Period | None`: the customer's current billing
-  period for a meter, the range of the daily chart (billing: the subscription's current period).
-  Without one the chart shows the current calendar month (UTC).
+  period for a meter, the one range the usage page shows it over (card and chart). Billing: the
+  current period of the subscription that prices the meter (`billed`: the meter's numbers are
+  then billing's), else of the customer's earliest live subscription. Without one the page
+  shows the current calendar month (UTC).
 - **sections** — further pages linked from the portal's navigation (billing: subscriptions and
   invoices), as `Section(label, url_name)`; the URL name is reversed with the organization slug.
 """
@@ -25,10 +27,14 @@ from djmoney.money import Money
 
 @dataclass(frozen=True)
 class Period:
-    """A half-open range [start, end) in UTC."""
+    """A half-open range [start, end) in UTC: a billing period (`kind` "billing"), or the
+    calendar month ("month") when the customer has none. `billed`: a subscription bills the
+    meter over it."""
 
     start: datetime
     end: datetime
+    kind: str = "billing"
+    billed: bool = False
 
 
 @dataclass(frozen=True)

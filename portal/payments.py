@@ -16,7 +16,14 @@ from billing.money import to_money
 from payments import self_service
 from payments.configuration import resolved
 from payments.errors import PaymentError
-from payments.models import BillingProfile, Payment, PaymentStatus, Provider, Refund
+from payments.models import (
+    BillingProfile,
+    InvoiceCollection,
+    Payment,
+    PaymentStatus,
+    Provider,
+    Refund,
+)
 from payments.self_service import NotPayable, SetupSessionNotFound
 
 # the payments refusals the views handle
@@ -80,6 +87,49 @@ def payment_succeeded(payment: Payment) -> bool:
     return payment.status == PaymentStatus.SUCCEEDED
 
 
+def due_dates(invoice_ids) -> dict[uuid.UUID, datetime]:
+    """invoice id → the date it is due, for invoices sent to be paid by the customer
+    (send_invoice collection); charged or manually collected invoices have none. One query."""
+    return dict(
+        InvoiceCollection.objects.filter(
+            invoice_id__in=invoice_ids, due_at__isnull=False
+        ).values_list("invoice_id", "due_at")
+    )
+
+
+@dataclass(frozen=True)
+class PaymentRow:
+    created_at: datetime
+    amount: Money
+    status: str
+    method: str  # "Visa ending in 4242", "Manual (bank transfer, cheque)"
+    message: str  # a decline's reason, shown to the customer
+
+
+def invoice_payments(invoice: Invoice) -> list[PaymentRow]:
+    """The invoice's payment attempts, oldest first (those never attempted left out)."""
+    rows = []
+    for payment in Payment.objects.filter(invoice=invoice, not_attempted=False).order_by(
+        "created_at"
+    ):
+        if payment.method_last4:
+            method = f"{payment.method_brand.title() or 'Card'} ending in {payment.method_last4}"
+        else:
+            method = payment.get_provider_display()
+        rows.append(
+            PaymentRow(
+                created_at=payment.settled_at or payment.created_at,
+                amount=Money(to_money(payment.amount, payment.currency).amount, payment.currency),
+                status=payment.get_status_display(),
+                method=method,
+                message=(payment.decline_message or "")
+                if payment.status == PaymentStatus.FAILED
+                else "",
+            )
+        )
+    return rows
+
+
 @dataclass(frozen=True)
 class RefundRow:
     created_at: datetime
@@ -95,7 +145,7 @@ def invoice_refunds(invoice: Invoice) -> list[RefundRow]:
     return [
         RefundRow(
             created_at=refund.created_at,
-            amount=to_money(refund.amount, refund.currency),
+            amount=Money(to_money(refund.amount, refund.currency).amount, refund.currency),
             status=refund.get_status_display(),
             reason=refund.get_reason_display(),
             credit_note=refund.credit_note,

@@ -18,15 +18,44 @@ from metering import customer_meters, quantities, queries
 from metering.models import CustomerMeter, MeterUnit
 from portal.extensions import ChargeEstimate, Period, registry
 
+# What the page calls a meter's value over a period, and its daily chart, per aggregation: a
+# max meter's number is the highest event value, not units used.
+VALUE_LABELS = {
+    "count": "Used",
+    "sum": "Used",
+    "avg": "Average",
+    "max": "Highest",
+    "min": "Lowest",
+    "unique": "Distinct",
+}
+DAILY_LABELS = {
+    "count": "{unit} per day",
+    "sum": "{unit} per day",
+    "avg": "daily average, {unit}",
+    "max": "daily maximum, {unit}",
+    "min": "daily minimum, {unit}",
+    "unique": "distinct {unit} per day",
+}
+# Decimals shown: an average is a derived figure (2); sums, minima and maxima keep what event
+# values commonly carry (up to 4); counts are whole. The exact value is in data-value.
+PLACES = {"avg": 2}
+DEFAULT_PLACES = 4
+
 
 @dataclass(frozen=True)
 class MeterUsage:
     customer_meter: CustomerMeter
     name: str
     unit_label: str
-    consumed: decimal.Decimal
+    func: str  # the meter's aggregation
+    period: Period  # what `consumed` and the chart cover
+    consumed: decimal.Decimal  # over `period` (billed: billing's numbers, late usage included)
     credited: int
-    balance: decimal.Decimal
+    balance: decimal.Decimal  # credited − consumed, over `credits_window`
+    # where the credits count from when that is not `period` (an unbilled meter's credits run
+    # from its latest reset, or all time: `credits_since` None)
+    credits_window: bool
+    credits_since: datetime | None
     window_start: datetime | None  # the latest reset; None: the window is all time
     estimated_charge: Money | None = None
 
@@ -38,11 +67,28 @@ class MeterUsage:
     def meter_id(self) -> uuid.UUID:
         return self.customer_meter.meter_id
 
+    @property
+    def value_label(self) -> str:
+        return VALUE_LABELS.get(self.func, "Used")
+
+    @property
+    def places(self) -> int:
+        return places(self.func)
+
+    @property
+    def credits_left(self) -> decimal.Decimal:
+        return max(self.balance, decimal.Decimal(0))
+
+    @property
+    def beyond_credits(self) -> decimal.Decimal:
+        return max(-self.balance, decimal.Decimal(0))
+
 
 @dataclass(frozen=True)
 class Usage:
     meters: list[MeterUsage]
     estimated_total: Money | None
+    period: Period | None  # the one period of every meter; None when they differ (or no meter)
 
 
 @dataclass(frozen=True)
@@ -62,29 +108,67 @@ def unit_label(meter) -> str:
         return "tokens"
     if meter.unit == MeterUnit.CUSTOM and meter.custom_label:
         return meter.custom_label
+    if meter.aggregation.get("func") == "unique":
+        return "values"
     return "units"
 
 
-def customer_usage(customer: Customer) -> Usage:
-    """Every active meter of the customer with consumed, credited, balance and, when billing
-    provides one, the estimated charge so far."""
-    meters = [
-        MeterUsage(
-            customer_meter=customer_meter,
-            name=customer_meter.meter.name,
-            unit_label=unit_label(customer_meter.meter),
-            consumed=numbers.consumed_units,
-            credited=numbers.credited_units,
-            balance=numbers.balance,
-            window_start=numbers.window_start,
+def places(func: str) -> int:
+    if func in ("count", "unique"):
+        return 0
+    return PLACES.get(func, DEFAULT_PLACES)
+
+
+def daily_label(meter) -> str:
+    func = meter.aggregation.get("func", "count")
+    return DAILY_LABELS.get(func, DAILY_LABELS["count"]).format(unit=unit_label(meter))
+
+
+def customer_usage(customer: Customer, *, now: datetime | None = None) -> Usage:
+    """Every active meter of the customer over one period (`meter_period`): its value, its
+    credits where it has any, and, when billing provides one, the estimated charge so far."""
+    now = now or timezone.now()
+    meters = []
+    for customer_meter, numbers in customer_meters.active_customer_meters(customer=customer):
+        meter = customer_meter.meter
+        period = meter_period(customer_meter, window_start=numbers.window_start, now=now)
+        if period.billed:
+            consumed = numbers.consumed_units  # the numbers billing bills, late usage included
+        else:
+            consumed = period_value(customer_meter, period, now=now)
+        meters.append(
+            MeterUsage(
+                customer_meter=customer_meter,
+                name=meter.name,
+                unit_label=unit_label(meter),
+                func=meter.aggregation.get("func", "count"),
+                period=period,
+                consumed=consumed,
+                credited=numbers.credited_units,
+                balance=numbers.balance,
+                credits_window=not period.billed,
+                credits_since=numbers.window_start,
+                window_start=numbers.window_start,
+            )
         )
-        for customer_meter, numbers in customer_meters.active_customer_meters(customer=customer)
-    ]
+    periods = {(m.period.start, m.period.end) for m in meters}
+    page_period = meters[0].period if len(periods) == 1 else None
     estimate: ChargeEstimate | None = registry.estimate_charges(customer=customer, meters=meters)
     if estimate is None:
-        return Usage(meters=meters, estimated_total=None)
+        return Usage(meters=meters, estimated_total=None, period=page_period)
     priced = [replace(m, estimated_charge=estimate.by_meter.get(m.meter_id)) for m in meters]
-    return Usage(meters=priced, estimated_total=estimate.total)
+    return Usage(meters=priced, estimated_total=estimate.total, period=page_period)
+
+
+def period_value(customer_meter: CustomerMeter, period: Period, *, now: datetime):
+    """The meter's value for the customer from the period's start up to now."""
+    end = min(period.end, now)
+    if end <= period.start:
+        return decimal.Decimal(0)
+    (value,) = queries.bucket_values(
+        customer_meter.meter, customer_id=customer_meter.customer_id, buckets=[(period.start, end)]
+    )
+    return value
 
 
 def own_customer_meter(customer: Customer, customer_meter_id) -> CustomerMeter | None:
@@ -103,7 +187,7 @@ def _month_of(moment: datetime) -> Period:
         if start.month == 12
         else start.replace(month=start.month + 1)
     )
-    return Period(start, end)
+    return Period(start, end, kind="month")
 
 
 def window_start(customer_meter: CustomerMeter) -> datetime | None:
@@ -111,27 +195,32 @@ def window_start(customer_meter: CustomerMeter) -> datetime | None:
     return customer_meters.numbers_for(customer_meter.meter, customer_meter.customer).window_start
 
 
-def chart_period(
+def meter_period(
     customer_meter: CustomerMeter, *, window_start: datetime | None, now: datetime
 ) -> Period:
-    """Billing's current period when billing provides it; else the calendar month (UTC), from
-    the customer meter's latest reset if that falls inside it."""
+    """The one range the page shows a meter over, card and chart alike: billing's current
+    period when billing provides one (the subscription that prices the meter, else the
+    customer's), else the calendar month (UTC); a meter billing doesn't bill starts at its
+    latest reset if that falls inside the range."""
     period = registry.current_period(customer=customer_meter.customer, meter=customer_meter.meter)
-    if period is not None:
-        return period
-    month = _month_of(now)
-    if window_start is not None and month.start < window_start < month.end:
-        return Period(window_start, month.end)
-    return month
+    if period is None:
+        period = _month_of(now)
+    if not period.billed and window_start is not None and period.start < window_start < period.end:
+        return replace(period, start=window_start)
+    return period
 
 
 def daily_usage(
-    customer_meter: CustomerMeter, *, window_start: datetime | None, now: datetime | None = None
+    customer_meter: CustomerMeter,
+    *,
+    window_start: datetime | None,
+    now: datetime | None = None,
+    period: Period | None = None,
 ) -> DailyUsage:
-    """The meter's value per UTC day of the current period, up to now."""
+    """The meter's value per UTC day of its period (`meter_period` unless given), up to now."""
     now = now or timezone.now()
-    period = chart_period(customer_meter, window_start=window_start, now=now)
-    period = Period(max(period.start, period.end - timedelta(days=MAX_CHART_DAYS)), period.end)
+    period = period or meter_period(customer_meter, window_start=window_start, now=now)
+    period = replace(period, start=max(period.start, period.end - timedelta(days=MAX_CHART_DAYS)))
     period_days = len(quantities.buckets(period.start, period.end, "day", UTC))
     end = min(period.end, now)
     if end <= period.start:

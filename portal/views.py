@@ -192,14 +192,17 @@ def sign_out(request, org_slug):
 # --- usage ----------------------------------------------------------------------------------
 
 
-def _chart_context(customer_meter, *, unit_label: str, window_start) -> dict:
-    daily = usage.daily_usage(customer_meter, window_start=window_start)
+def _chart_context(customer_meter, *, window_start, period=None) -> dict:
+    daily = usage.daily_usage(customer_meter, window_start=window_start, period=period)
+    places = usage.places(customer_meter.meter.aggregation.get("func", "count"))
     return {
         "customer_meter": customer_meter,
-        "unit_label": unit_label,
+        "unit_label": usage.unit_label(customer_meter.meter),
+        "daily_label": usage.daily_label(customer_meter.meter),
         "first_day": daily.period.start.date(),
         "last_day": (daily.period.end - timedelta(microseconds=1)).date(),
-        "days": [(day, value, charts.format_number(value)) for day, value in daily.days],
+        "days": [(day, value, charts.format_number(value, places)) for day, value in daily.days],
+        "places": places,
         "chart": charts.bar_chart(daily.days, slots=daily.period_days),
     }
 
@@ -220,7 +223,7 @@ def _usage_context(request) -> dict:
 def usage_page(request):
     context = _usage_context(request)
     context["charts"] = [
-        _chart_context(m.customer_meter, unit_label=m.unit_label, window_start=m.window_start)
+        _chart_context(m.customer_meter, window_start=m.window_start, period=m.period)
         for m in context["usage"].meters
     ]
     return render(request, "portal/usage.html", context)
@@ -243,11 +246,7 @@ def chart_fragment(request, customer_meter_id):
     context = _context(
         request,
         request.organization,
-        item=_chart_context(
-            customer_meter,
-            unit_label=usage.unit_label(customer_meter.meter),
-            window_start=usage.window_start(customer_meter),
-        ),
+        item=_chart_context(customer_meter, window_start=usage.window_start(customer_meter)),
         chart_poll_seconds=settings.PORTAL_POLL_SECONDS * 6,
     )
     return render(request, "portal/_chart.html", context)
@@ -311,13 +310,17 @@ def _card_context(request) -> dict:
 @require_GET
 @auth.portal_page
 def invoices_page(request):
+    invoices = billing.customer_invoices(request.customer)
+    due = payments.due_dates([invoice.pk for invoice in invoices])
+    for invoice in invoices:
+        invoice.due_at = due.get(invoice.pk)
     return render(
         request,
         "portal/invoices.html",
         _context(
             request,
             request.organization,
-            invoices=billing.customer_invoices(request.customer),
+            invoices=invoices,
             credit_notes=billing.customer_credit_notes(request.customer),
             **_card_context(request),
         ),
@@ -341,6 +344,9 @@ def _invoice_document(request, invoice_id):
         request,
         request.organization,
         invoice=invoice,
+        document=billing.invoice_document(invoice),
+        due_at=payments.due_dates([invoice.pk]).get(invoice.pk),
+        payments=payments.invoice_payments(invoice),
         payable=invoice.status in billing.PAYABLE_STATUSES,
         payment=payments.invoice_payment(invoice, request.GET.get("payment")),
         refusal=PAY_NOW_REFUSALS.get(request.GET.get("refused", "")),
@@ -354,8 +360,9 @@ def _invoice_document(request, invoice_id):
 @require_GET
 @auth.portal_page
 def invoice_page(request, invoice_id):
-    """The invoice as a printable HTML page (the download is its PDF), with "Pay now" while it
-    is open and the outcome of the last click."""
+    """The invoice as a page (seller and bill-to, lines, totals, payments, refunds and credit
+    notes) with its PDF download, "Pay now" while it is open and the outcome of the last
+    click."""
     _invoice, response = _invoice_document(request, invoice_id)
     return response
 

@@ -182,6 +182,24 @@ def test_invoices_page_lists_status_and_total_with_a_download(billed, signed_in)
         str(i.pk) for i in reversed(invoices)
     ]
     assert fields(html, "status") == ["Open", "Paid"]
+    # each row: what it is for, its period, issue date and total
+    issued = re.findall(
+        r'data-field="issued"><span class="cell-label">Issued </span><time datetime="([^"]+)"', html
+    )
+    assert issued == [i.finalized_at.isoformat() for i in reversed(invoices)]
+    periods = re.findall(
+        r'data-field="period"><span class="cell-label">Period </span><span class="nowrap">([^<]+)<',
+        html,
+    )
+    assert len(periods) == 2
+    first = invoices[0]
+    assert periods[1] == (
+        f"{first.period_start:%-d %b} – {first.period_end:%-d %b %Y}"
+        if first.period_start.year == first.period_end.year
+        else f"{first.period_start:%-d %b %Y} – {first.period_end:%-d %b %Y}"
+    )
+    # the same period, told apart by what each invoice is for
+    assert fields(html, "reason") == ["Pro · renewal and usage", "Pro · first period"]
     assert fields(html, "total") == [
         usd(api_orders[str(i.pk)]["total_amount"]) for i in reversed(invoices)
     ]
@@ -202,7 +220,19 @@ def test_invoices_page_lists_status_and_total_with_a_download(billed, signed_in)
     assert f"Invoice {invoices[0].number}" in document
     assert fields(document, "total") == [usd(2159)]
     assert fields(document, "tax") == [usd(360)]
-    assert "<link" not in document  # self-contained
+    # a page of the portal (its stylesheet, navigation) with the PDF's content and a download
+    assert '<link rel="stylesheet" href="/static/portal/portal.css">' in document
+    assert fields(document, "subtotal") == [usd(1999)]
+    assert fields(document, "discount") == ["−" + usd(200)]
+    assert fields(document, "net") == [usd(1799)]
+    assert '<th scope="row">TVA 20%</th>' in document
+    assert re.search(
+        r'data-field="bill-to"><strong>Alice</strong><br>FR<br>alice@acme-inc\.example</address>',
+        document,
+    )
+    assert re.search(r'data-field="seller"><strong>Acme Inc</strong>', document)
+    download_url = portal_path(billed.alice, f"invoices/{invoices[0].pk}/download")
+    assert f'data-action="download" href="{download_url}" download>Download PDF</a>' in document
 
 
 def test_billing_urls_of_other_customers_are_404(billed, signed_in):

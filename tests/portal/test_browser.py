@@ -110,7 +110,7 @@ def test_live_usage_from_a_polar_session(scene, browser, polar, tmp_path):
     assert page.locator(".meter h3").all_inner_texts() == ["API calls", "Tokens"]
     assert consumed(page, scene.calls_meter_id) == "3"
     assert page.locator(".brand").inner_text() == "Acme Inc"
-    screenshot(page, tmp_path, "portal-usage-desktop.png")
+    screenshot(page, tmp_path, "portal-live-usage-desktop.png")
 
     # An application ingests; the open page shows it without a reload.
     page.evaluate("window.__sameDocument = true")
@@ -127,14 +127,15 @@ def test_live_usage_from_a_polar_session(scene, browser, polar, tmp_path):
     by_meter = {m.meter_id: m for m in state.active_meters}
     for meter_id, meter in by_meter.items():
         card = f'[data-meter-id="{meter_id}"]'
+        # this month's usage, which is all of it here
         assert float(page.get_attribute(f'{card} [data-field="consumed"]', "data-value")) == (
             meter.consumed_units
         )
-        assert int(page.get_attribute(f'{card} [data-field="credited"]', "data-value")) == (
-            meter.credited_units
-        )
-        assert float(page.get_attribute(f'{card} [data-field="balance"]', "data-value")) == (
-            meter.balance
+        # no credits: neither credits nor a (negative) balance on the card
+        assert meter.credited_units == 0
+        assert (
+            page.locator(f'{card} [data-field="credited"], {card} [data-field="balance"]').count()
+            == 0
         )
     assert by_meter[scene.calls_meter_id].consumed_units == 7
 
@@ -177,7 +178,7 @@ def test_phone_screen_has_no_horizontal_scroll(scene, browser, polar, tmp_path):
         ".map(e => e.tagName + '.' + e.className)"
     )
     assert overflowing == []
-    path = screenshot(page, tmp_path, "portal-usage-phone.png")
+    path = screenshot(page, tmp_path, "portal-live-usage-phone.png")
     assert path.stat().st_size > 10_000
     page.goto(f"{scene.base_url}/portal/globex/sign-in")
     assert page.evaluate("document.documentElement.scrollWidth") == 375
@@ -295,13 +296,13 @@ def test_billing_pages_cancel_undo_and_invoice_download(billed_scene, tmp_path):
         session = polar.customer_sessions.create(external_customer_id="alice")
         page = browser.new_page(viewport=DESKTOP)
         page.goto(session.customer_portal_url)
-        screenshot(page, tmp_path, "portal-usage-billed-desktop.png")
+        screenshot(page, tmp_path, "portal-billed-usage-desktop.png")
 
         # the upcoming invoice, reached by keyboard-usable navigation
         page.get_by_role("link", name="Subscriptions").click()
         page.wait_for_url(f"{scene.base_url}/portal/acme-inc/subscriptions")
         assert money_text(page, '[data-field="total"]') == usd(scene.upcoming_total)
-        screenshot(page, tmp_path, "portal-subscriptions-desktop.png")
+        screenshot(page, tmp_path, "portal-billed-subscriptions-desktop.png")
 
         # cancel at period end, visible through the API; then undo
         page.get_by_role("button", name="Cancel at period end").click()
@@ -321,7 +322,7 @@ def test_billing_pages_cancel_undo_and_invoice_download(billed_scene, tmp_path):
         assert [
             t.replace("\xa0", "") for t in page.locator('[data-field="total"]').all_inner_texts()
         ] == [usd(total) for _, _, total in scene.invoices]
-        screenshot(page, tmp_path, "portal-invoices-desktop.png")
+        screenshot(page, tmp_path, "portal-billed-invoices-desktop.png")
         invoice_id, number, total = scene.invoices[-1]
         with page.expect_download() as download_info:
             page.get_by_role("link", name=f"Download invoice {number}").click()
@@ -353,7 +354,7 @@ def test_billing_pages_cancel_undo_and_invoice_download(billed_scene, tmp_path):
         ]:
             small.goto(f"{scene.base_url}/portal/acme-inc/{path}")
             assert small.evaluate("document.documentElement.scrollWidth") == 375, name
-            screenshot(small, tmp_path, f"portal-{name}-phone.png")
+            screenshot(small, tmp_path, f"portal-billed-{name}-phone.png")
         phone.close()
 
 

@@ -1,6 +1,7 @@
 """The usage page: the same numbers as customer state, the daily chart, the billing hooks, and
 the organization's look."""
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -68,10 +69,17 @@ def test_usage_numbers_equal_customer_state(world, signed_in):
         1000,
         649.7,
     )
-    # displayed: thousands separator, unit labels, a negative balance marked
-    assert '>350.3 <span class="unit">tokens</span>' in html
-    assert '>1,000 <span class="unit">tokens</span>' in html
-    assert 'data-value="-1" class="negative">-1 <span class="unit">units</span>' in html
+    # displayed: thousands separator, unit labels; credits left never below zero, the excess
+    # said in words
+    assert '<span class="num">350.3</span> <span class="unit">tokens</span>' in html
+    assert '<span class="num">1,000</span> <span class="unit">tokens</span>' in html
+    assert '<span class="num">649.7</span> <span class="unit">tokens</span>' in html
+    assert (
+        'data-field="balance" data-value="-1"><span class="num">0</span> <span class="unit">'
+        'units</span><br><span class="muted" data-field="beyond-credits"><span class="num">1'
+        "</span> beyond the credits</span>"
+    ) in html
+    assert html.count("Credits left") == 2
 
 
 def test_meters_fragment_is_the_live_region(world, signed_in):
@@ -82,6 +90,9 @@ def test_meters_fragment_is_the_live_region(world, signed_in):
     assert html.startswith('<section id="meters"')
     assert "<html" not in html
     assert field_values(html, "consumed") == [Decimal(5), Decimal(7)]
+    # no credits: no credits and no balance (never a negative balance for an unbudgeted meter)
+    assert 'data-field="credited"' not in html and 'data-field="balance"' not in html
+    assert "Credits left" not in html
     assert (
         'hx-trigger="every 5s [!document.hidden], visibilitychange[!document.hidden] from:document"'
         in html
@@ -214,7 +225,7 @@ def test_charge_estimator_fills_the_estimated_charge(world, signed_in, clean_reg
     html = signed_in(world.alice).get("/portal/acme-inc/").content.decode()
     assert seen == [(world.alice.pk, [Decimal(3), Decimal(350)])]
     assert re.search(r'data-field="estimated-total">€0\.75<', html)
-    charges = re.findall(r'data-field="estimated-charge">(.*?)</dd>', html)
+    charges = re.findall(r'data-field="estimated-charge" class="num">(.*?)</dd>', html)
     assert charges == ["€0.75", '<span class="muted">not priced</span>']
 
 
@@ -336,10 +347,12 @@ def test_bar_geometry():
         ("Nov 16", "middle"),
         ("Nov 30", "end"),
     ]
-    slot = (charts.WIDTH - charts.PLOT_LEFT - charts.PLOT_RIGHT) / 30
-    assert chart.bars[1].x == round(charts.PLOT_LEFT + slot + 0.2 * slot / 2, 2)
+    # the plot starts right of the widest y label ("10": two digits at 26 units, 8 on each side)
+    assert chart.plot_left == math.ceil(2 * 0.62 * 26) + 16 == 49
+    slot = (charts.WIDTH - chart.plot_left - charts.PLOT_RIGHT) / 30
+    assert chart.bars[1].x == round(chart.plot_left + slot + 0.2 * slot / 2, 2)
     assert chart.bars[0].width == round(slot * 0.8, 2)
-    assert chart.bars[-1].x + chart.bars[-1].width < charts.PLOT_LEFT + 4 * slot
+    assert chart.bars[-1].x + chart.bars[-1].width < chart.plot_left + 4 * slot
 
 
 def test_single_day_chart():
