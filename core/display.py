@@ -10,11 +10,14 @@ value raw (`82.69206145966709346991037131882202304738`, `0.000000000000`):
 
 Rounding is half away from zero, like billing's."""
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 from moneyed import Money, get_currency
 
 MINUS = "\u2212"
+# exact for any stored value (the default context keeps 28 digits and refuses to quantize a
+# larger number: a usage total of 10^39 units is valid and must still print)
+EXACT = Context(prec=200, rounding=ROUND_HALF_UP)
 # a rate is stored with 12 decimals of a minor unit: a unit price never needs more than this
 MAX_UNIT_PRICE_PLACES = 14
 
@@ -30,7 +33,7 @@ def _signed(value: Decimal, text: str) -> str:
 
 
 def _rounded(value: Decimal, places: int) -> Decimal:
-    return Decimal(value).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    return EXACT.quantize(Decimal(value), Decimal(1).scaleb(-places))
 
 
 def number(value, places: int = 2) -> str:
@@ -40,7 +43,7 @@ def number(value, places: int = 2) -> str:
     rounded = _rounded(Decimal(value), places)
     if rounded == 0:
         return "0"
-    text = f"{abs(rounded).normalize():,f}"
+    text = f"{EXACT.normalize(rounded.copy_abs()):,f}"
     return _signed(rounded, text)
 
 
@@ -52,12 +55,12 @@ def money(amount, currency: str | None = None) -> str:
         amount, currency = amount.amount, str(amount.currency)
     places = currency_places(currency)
     rounded = _rounded(Decimal(amount), places)
-    return _signed(rounded, f"{abs(rounded):,.{places}f} {currency}")
+    return _signed(rounded, f"{rounded.copy_abs():,.{places}f} {currency}")
 
 
 def money_minor(minor: int, currency: str) -> str:
     """An amount given in minor units (cents): 123450, "USD" -> "1,234.50 USD"."""
-    return money(Decimal(int(minor)).scaleb(-currency_places(currency)), currency)
+    return money(EXACT.scaleb(Decimal(int(minor)), -currency_places(currency)), currency)
 
 
 def unit_price(minor_rate, currency: str) -> str:
@@ -66,7 +69,7 @@ def unit_price(minor_rate, currency: str) -> str:
     if minor_rate is None:
         return "—"
     places = currency_places(currency)
-    major = Decimal(minor_rate).scaleb(-places)
-    exact = _rounded(major, MAX_UNIT_PRICE_PLACES).normalize()
+    major = EXACT.scaleb(Decimal(minor_rate), -places)
+    exact = EXACT.normalize(_rounded(major, MAX_UNIT_PRICE_PLACES))
     shown = max(places, -exact.as_tuple().exponent)
-    return _signed(exact, f"{abs(exact):,.{shown}f} {currency}")
+    return _signed(exact, f"{exact.copy_abs():,.{shown}f} {currency}")
