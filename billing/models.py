@@ -34,8 +34,9 @@ class Product(models.Model):
     )
     name = models.CharField(max_length=256)
     description = models.TextField(null=True, blank=True)
+    # null: a one-time product (bought once, never subscribed to), e.g. a credit pack
     recurring_interval = models.CharField(
-        max_length=8, choices=Interval.choices, default=Interval.MONTH
+        max_length=8, choices=Interval.choices, default=Interval.MONTH, null=True, blank=True
     )
     recurring_interval_count = models.PositiveSmallIntegerField(default=1)
     trial_interval = models.CharField(max_length=8, choices=Interval.choices, null=True, blank=True)
@@ -137,6 +138,9 @@ class Benefit(models.Model):
     meter = models.ForeignKey("metering.Meter", on_delete=models.PROTECT, related_name="benefits")
     units = models.PositiveIntegerField()
     rollover = models.BooleanField(default=False)
+    # On a one-time product (a credit pack): the units bought expire this many days after the
+    # order is paid; null: never. Subscriptions' credits expire with their period instead.
+    expires_after_days = models.PositiveIntegerField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     is_deleted = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -425,6 +429,8 @@ class BillingReason(models.TextChoices):
     # the metered usage of the current period, invoiced early because it reached the
     # subscription's spend threshold (billing.thresholds)
     SPEND_THRESHOLD = "spend_threshold", "Spend threshold"
+    # a one-time product bought (Polar's `purchase`): a credit pack
+    PURCHASE = "purchase", "Purchase"
 
 
 class InvoiceCounter(models.Model):
@@ -702,3 +708,97 @@ class BalanceTransaction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount} ({self.customer_id})"
+
+
+class CreditSource(models.TextChoices):
+    SUBSCRIPTION = "subscription", "Subscription benefit"
+    PACK = "pack", "Credit pack"
+    STAFF = "staff", "Staff grant"
+
+
+class CreditGrant(models.Model):
+    """Units of a meter a customer may use before they are billed (billing.credits). Packs and
+    staff grants live here; a subscription's per-period credits stay `meter.credited` events
+    and join the ledger's burn order at each close. The remainder is `units` less its draws."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.PROTECT, related_name="+"
+    )
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.PROTECT, related_name="credit_grants"
+    )
+    meter = models.ForeignKey("metering.Meter", on_delete=models.PROTECT, related_name="+")
+    source = models.CharField(max_length=16, choices=CreditSource.choices)
+    units = models.PositiveBigIntegerField()
+    granted_at = models.DateTimeField()
+    # never drawn for usage at or after this instant; null: does not expire
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # the pack's paid order (one grant per order: paying twice can't grant twice)
+    invoice = models.OneToOneField(
+        Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="credit_grant"
+    )
+    benefit = models.ForeignKey(
+        Benefit, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reason = models.CharField(max_length=280, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["customer", "meter", "expires_at"], name="credit_grant_customer")
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(units__gt=0), name="credit_grant_units_positive"),
+            models.CheckConstraint(
+                condition=Q(expires_at__isnull=True) | Q(expires_at__gt=models.F("granted_at")),
+                name="credit_grant_expires_after_grant",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.units} units ({self.get_source_display()})"
+
+
+class CreditDraw(models.Model):
+    """Units of a grant used by one closed period's invoice (drawn at the close, exactly once:
+    one row per grant and invoice, written under the grants' row locks)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    grant = models.ForeignKey(CreditGrant, on_delete=models.PROTECT, related_name="draws")
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_draws")
+    units = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["grant", "invoice"], name="credit_draw_once"),
+            models.CheckConstraint(condition=Q(units__gt=0), name="credit_draw_units_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.units} units of {self.grant_id}"
+
+
+class AutoTopUp(models.Model):
+    """When the customer's credit balance of the meter falls below `threshold_units`, the pack
+    (a one-time product carrying a meter-credit benefit on that meter) is bought and charged."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.CASCADE, related_name="credit_top_ups"
+    )
+    meter = models.ForeignKey("metering.Meter", on_delete=models.PROTECT, related_name="+")
+    pack = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
+    threshold_units = models.PositiveBigIntegerField()
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "meter"], name="auto_top_up_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"top up {self.meter_id} below {self.threshold_units}"
