@@ -734,9 +734,9 @@ class CreditGrant(models.Model):
     granted_at = models.DateTimeField()
     # never drawn for usage at or after this instant; null: does not expire
     expires_at = models.DateTimeField(null=True, blank=True)
-    # the pack's paid order (one grant per order: paying twice can't grant twice)
-    invoice = models.OneToOneField(
-        Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="credit_grant"
+    # the pack's paid order (one grant per order and benefit: paying twice can't grant twice)
+    invoice = models.ForeignKey(
+        Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="credit_grants"
     )
     benefit = models.ForeignKey(
         Benefit, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -753,6 +753,11 @@ class CreditGrant(models.Model):
             models.CheckConstraint(
                 condition=Q(expires_at__isnull=True) | Q(expires_at__gt=models.F("granted_at")),
                 name="credit_grant_expires_after_grant",
+            ),
+            models.UniqueConstraint(
+                fields=["invoice", "benefit"],
+                condition=Q(invoice__isnull=False),
+                name="credit_grant_once_per_order",
             ),
         ]
 
