@@ -296,7 +296,7 @@ def test_billing_pages_cancel_undo_and_invoice_download(billed_scene, tmp_path):
         session = polar.customer_sessions.create(external_customer_id="alice")
         page = browser.new_page(viewport=DESKTOP)
         page.goto(session.customer_portal_url)
-        screenshot(page, tmp_path, "portal-billed-usage-desktop.png")
+        screenshot(page, tmp_path, "portal-usage-billed-desktop.png")
 
         # the upcoming invoice, reached by keyboard-usable navigation
         page.get_by_role("link", name="Subscriptions").click()
@@ -349,12 +349,12 @@ def test_billing_pages_cancel_undo_and_invoice_download(billed_scene, tmp_path):
         small.goto(polar.customer_sessions.create(external_customer_id="alice").customer_portal_url)
         for path, name in [
             ("", "usage-billed"),
-            ("subscriptions", "subscriptions"),
-            ("invoices", "invoices"),
+            ("subscriptions", "billed-subscriptions"),
+            ("invoices", "billed-invoices"),
         ]:
             small.goto(f"{scene.base_url}/portal/acme-inc/{path}")
             assert small.evaluate("document.documentElement.scrollWidth") == 375, name
-            screenshot(small, tmp_path, f"portal-billed-{name}-phone.png")
+            screenshot(small, tmp_path, f"portal-{name}-phone.png")
         phone.close()
 
 
