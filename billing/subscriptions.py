@@ -88,7 +88,7 @@ def create_subscription(
         raise SubscriptionStateError("Product does not exist.", field=("product_id",))
     if product.is_archived:
         raise SubscriptionStateError("The product is archived", field=("product_id",))
-    thresholds.check_currency(spend_threshold, product.currency)
+    thresholds.validate(spend_threshold, product.currency)
     now = timezone.now()
     started_at = started_at or now
     if started_at > now:

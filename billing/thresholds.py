@@ -182,11 +182,18 @@ def changed(subscription_id) -> None:
 # --- settings ----------------------------------------------------------------------------------
 
 
-def check_currency(threshold: Money | None, currency: str) -> None:
-    if threshold is not None and str(threshold.currency) != currency:
+def validate(threshold: Money | None, currency: str) -> None:
+    """A subscription's threshold: None, or a positive amount in its currency."""
+    if threshold is None:
+        return
+    if str(threshold.currency) != currency:
         raise BillingError(
             f"The spend threshold must be in the subscription's currency ({currency})",
             field=("spend_threshold_amount",),
+        )
+    if threshold.amount <= 0:
+        raise BillingError(
+            "A spend threshold is a positive amount", field=("spend_threshold_amount",)
         )
 
 
@@ -196,11 +203,7 @@ def set_subscription_threshold(subscription: Subscription, threshold: Money | No
     the next check: charges already over it are invoiced then (the ingest-time check of the
     next batch, or the sweep)."""
     locked = Subscription.objects.select_for_update().get(pk=subscription.pk)
-    check_currency(threshold, locked.currency)
-    if threshold is not None and threshold.amount <= 0:
-        raise BillingError(
-            "A spend threshold is a positive amount", field=("spend_threshold_amount",)
-        )
+    validate(threshold, locked.currency)
     locked.spend_threshold = threshold
     locked.save(update_fields=["spend_threshold", "spend_threshold_currency", "modified_at"])
     subscription.spend_threshold = threshold

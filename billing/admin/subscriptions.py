@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from billing import cycles, plan_changes, subscriptions
+from billing import cycles, plan_changes, subscriptions, thresholds
 from billing.admin.display import (
     customer_cell,
     day,
@@ -23,7 +23,7 @@ from billing.admin.display import (
 )
 from billing.errors import BillingError
 from billing.models import Product, Subscription
-from core.admin import MeterlineModelAdmin
+from core.admin import MeterlineModelAdmin, add_domain_errors
 from customers.admin import register_activity_section
 
 
@@ -52,6 +52,24 @@ class SubscriptionCreateForm(forms.ModelForm):
     class Meta:
         model = Subscription
         fields = ("customer", "product", "discount", "started_at", "metadata")
+
+
+class SubscriptionChangeForm(forms.ModelForm):
+    class Meta:
+        model = Subscription
+        fields = ("spend_threshold", "metadata")
+        help_texts = {
+            "spend_threshold": "Once the period's metered charges not yet invoiced reach it, they "
+            "are invoiced and collected at once. Empty: the product's default.",
+        }
+
+    def clean(self):
+        data = super().clean()
+        try:
+            thresholds.validate(data.get("spend_threshold"), self.instance.currency)
+        except BillingError as exc:
+            add_domain_errors(self, exc, {"spend_threshold_amount": "spend_threshold"})
+        return data
 
 
 class ChangeProductForm(forms.Form):
@@ -113,8 +131,7 @@ class SubscriptionAdmin(MeterlineModelAdmin):
     )
 
     def get_form(self, request, obj=None, **kwargs):
-        if obj is None:
-            kwargs["form"] = SubscriptionCreateForm
+        kwargs["form"] = SubscriptionCreateForm if obj is None else SubscriptionChangeForm
         return super().get_form(request, obj, **kwargs)
 
     def get_readonly_fields(self, request, obj=None):
@@ -123,7 +140,7 @@ class SubscriptionAdmin(MeterlineModelAdmin):
     def get_fields(self, request, obj=None):
         if obj is None:
             return ("customer", "product", "discount", "started_at", "metadata")
-        return (*self.readonly_fields, "metadata")
+        return (*self.readonly_fields, "spend_threshold", "metadata")
 
     @admin.display(description="Id", ordering="id")
     def id_display(self, obj):
@@ -150,6 +167,8 @@ class SubscriptionAdmin(MeterlineModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             subscriptions.set_metadata(obj, form.cleaned_data["metadata"])
+            if "spend_threshold" in form.changed_data:
+                thresholds.set_subscription_threshold(obj, form.cleaned_data["spend_threshold"])
             return
         try:
             created = subscriptions.create_subscription(

@@ -387,3 +387,49 @@ def test_two_batches_crossing_together_make_one_invoice(live_org_token, monkeypa
     assert to_minor(invoice.total) == 6000 and metered_line(invoice).quantity == 6000
     final = close(subscription)
     assert to_minor(final.total) == 0
+
+
+def test_staff_set_a_subscription_threshold_in_the_admin_through_the_service(
+    org, api_calls, make_product, admin_client
+):
+    from django.urls import reverse
+
+    subscription = subscribe(org, make_product(unit_price(api_calls, 1)))
+    url = reverse("admin:billing_subscription_change", args=[subscription.pk])
+    assert admin_client.get(url).status_code == 200
+
+    def post(amount, currency):
+        return admin_client.post(
+            url,
+            {"spend_threshold_0": amount, "spend_threshold_1": currency, "metadata": "{}"},
+        )
+
+    response = post("20.00", "EUR")
+    assert response.status_code == 200  # the form again, with the refusal
+    assert "subscription&#x27;s currency (USD)" in response.content.decode()
+    assert post("-5", "USD").status_code == 200
+    assert Subscription.objects.get(pk=subscription.pk).spend_threshold is None
+    assert post("20.00", "USD").status_code == 302
+    saved = Subscription.objects.get(pk=subscription.pk)
+    assert saved.spend_threshold == usd(2000) and thresholds.threshold_of(saved) == usd(2000)
+
+
+def test_staff_set_a_product_default_threshold_in_the_admin(
+    org, api_calls, make_product, admin_client
+):
+    from django.urls import reverse
+
+    product = make_product(unit_price(api_calls, 1))
+    url = reverse("admin:billing_product_change", args=[product.pk])
+    page = admin_client.get(url)
+    assert page.status_code == 200
+    form = page.context["adminform"].form
+    data = {
+        **{name: value for name, value in form.initial.items() if value is not None},
+        "spend_threshold_0": "50.00",
+        "spend_threshold_1": "EUR",
+    }
+    refused = admin_client.post(url, data)
+    assert "product&#x27;s currency (USD)" in refused.content.decode()
+    product.refresh_from_db()
+    assert product.spend_threshold is None
