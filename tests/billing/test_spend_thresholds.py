@@ -186,8 +186,9 @@ def test_graduated_tiers_a_threshold_invoice_bills_the_marginal_amount_of_its_un
     final = close(subscription)
     line = metered_line(final)
     assert (line.quantity, to_minor(line.amount)) == (500, 500)
-    # the three invoices add up to the period priced whole: 500 + 2000 + 4000 = 6500
-    assert 3000 + 3000 + 500 == 500 + 2 * 1000 + 1 * 4000
+    # the three invoices add up to the period priced whole: 500 + 2 × 1000 + 1 × 4000 = 6500
+    billed = [*threshold_invoices(), final]
+    assert sum(to_minor(invoice.total) for invoice in billed) == 6500
 
 
 @pytest.fixture
