@@ -305,7 +305,12 @@ def cleanup(organization_ids: list) -> None:
         f"DELETE FROM {table} WHERE meter_id IN "
         "(SELECT id FROM metering_meter WHERE organization_id = ANY(%(ids)s::uuid[]))"
         for table in rollups.ALL_TABLES
+        if table != rollups.DELTA_TABLE  # a view over DELTA_ROWS
     ]
+    statements.append(
+        f"DELETE FROM {rollups.DELTA_ROWS} WHERE meter_ids && (SELECT array_agg(id) "
+        "FROM metering_meter WHERE organization_id = ANY(%(ids)s::uuid[]))"
+    )
     statements += [
         "DELETE FROM metering_customermeter WHERE meter_id IN "
         "(SELECT id FROM metering_meter WHERE organization_id = ANY(%(ids)s::uuid[]))",

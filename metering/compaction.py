@@ -12,30 +12,37 @@ from django.db import connection, transaction
 
 from metering import locks
 from metering.rollups import (
-    DELTA_TABLE,
-    PARTIAL_COLUMNS,
+    DELTA_ARRAYS,
+    DELTA_ROWS,
     TIER_WRITES,
     UNIQUE_DAY_TABLE,
     UNIQUE_DELTA_TABLE,
     UNIQUE_HOUR_TABLE,
 )
 
+# a delta row holds meters of one organization: its first meter names it
 PENDING_ORGANIZATIONS_SQL = f"""
 SELECT DISTINCT m.organization_id FROM metering_meter m
-WHERE EXISTS (SELECT 1 FROM {DELTA_TABLE} d WHERE d.meter_id = m.id)
+WHERE m.id IN (SELECT DISTINCT d.meter_ids[1] FROM {DELTA_ROWS} d)
    OR EXISTS (SELECT 1 FROM {UNIQUE_DELTA_TABLE} d WHERE d.meter_id = m.id)
 """
 
+# Counts (meter, customer, hour, transaction) partials moved, as when each had its own row.
 MOVE_PARTIALS_SQL = f"""
 WITH moved AS (
-    DELETE FROM {DELTA_TABLE} WHERE meter_id = ANY(%(meters)s::uuid[])
-    RETURNING meter_id, customer_id, bucket, {PARTIAL_COLUMNS}
+    DELETE FROM {DELTA_ROWS} WHERE meter_ids && %(meters)s::uuid[]
+    RETURNING customer_id, bucket, {DELTA_ARRAYS}
+), entries AS MATERIALIZED (
+    SELECT u.meter_id, moved.customer_id, moved.bucket, u.event_count, u.numeric_count,
+           u.numeric_sum, u.numeric_min, u.numeric_max
+    FROM moved CROSS JOIN LATERAL unnest({DELTA_ARRAYS})
+         AS u(meter_id, event_count, numeric_count, numeric_sum, numeric_min, numeric_max)
 ), agg AS MATERIALIZED (
     SELECT meter_id, customer_id, bucket, sum(event_count) AS c, sum(numeric_count) AS nc,
            sum(numeric_sum) AS s, min(numeric_min) AS mn, max(numeric_max) AS mx
-    FROM moved GROUP BY 1, 2, 3
+    FROM entries GROUP BY 1, 2, 3
 ), {TIER_WRITES}
-SELECT (SELECT count(*) FROM moved)
+SELECT (SELECT count(*) FROM entries)
 """
 
 MOVE_UNIQUE_SQL = f"""

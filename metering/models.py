@@ -304,12 +304,15 @@ class RollupDay(RollupKey, Partials):
 class RollupDelta(RollupKey, Partials):
     """Append-only partials of one ingest transaction (`txid`) per (meter, customer, hour):
     concurrent ingests never write the same row, so they never wait for each other. Folded
-    into the compact tiers by compaction; readers add the pending ones."""
+    into the compact tiers by compaction; readers add the pending ones. Stored one row per
+    (customer, hour, transaction) with every meter's partials as arrays
+    (`metering_rollup_delta`); this is the view that unnests them (migration 0010)."""
 
     pk = models.CompositePrimaryKey("meter", "customer", "bucket", "txid")
     txid = models.BigIntegerField()
 
     class Meta:
+        managed = False
         db_table = "metering_meterrollup_delta"
 
 
