@@ -178,7 +178,10 @@ class PostgresStore(EventStore):
                 for n, (count, _numeric, total, _low, _high) in rollups.window_partials(
                     cursor, meter.pk, keyed
                 ).items():
-                    totals[hour_rows[n][0]] += Decimal(count if func == "count" else total)
+                    key = hour_rows[n][0]
+                    totals[key] = aggregation.EXACT.add(
+                        totals[key], Decimal(count if func == "count" else total)
+                    )
             if raw_rows:
                 filter_sql, filter_params = filters.compile_filter(meter.filter)
                 if func == "sum":
@@ -190,7 +193,10 @@ class PostgresStore(EventStore):
                     [*_columns(raw_rows), *num_params, *filter_params],
                 )
                 for index, _numeric, count, total in cursor.fetchall():
-                    totals[index] += Decimal(count if func == "count" else total)
+                    # exact: the default context would round a sum past 28 digits
+                    totals[index] = aggregation.EXACT.add(
+                        totals[index], Decimal(count if func == "count" else total)
+                    )
         return dict(totals)
 
     def late_partial(self, window: Window, own_ranges: list[Range]):
