@@ -14,6 +14,11 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 DATA_DIR = Path(env.str("METERLINE_DATA_DIR", default=str(BASE_DIR / ".data")))
 
 DEBUG = env.bool("DEBUG", default=False)
+if DEBUG:
+    # beside a running `./dev run`: the settings it gave its processes (localstripe, emails)
+    from core.devrun import adopt
+
+    adopt(DATA_DIR)
 SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-change-me" if DEBUG else "")
 if not SECRET_KEY:
     # Without DEBUG we refuse to run with a well-known key.

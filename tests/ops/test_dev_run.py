@@ -15,10 +15,18 @@ migrated and seeded with the demo data once by the first start. The demo's payme
 against localstripe, which `./dev run` starts too: a paid invoice for each charge that
 succeeded there (one charge each, for its total), one customer's declined card making its
 subscription `past_due`, and localstripe's state kept over the restarts.
+
+The README's snippets run in order against the same demo, as a reader would: the demo token, the
+documented commands, nothing set up behind their back; meanwhile the terminal shows the banner
+last, background work going to the files its lines name.
 """
 
+import contextlib
+import io
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -59,12 +67,20 @@ class DevRun:
     """One `./dev run` process with its output captured in files."""
 
     def __init__(
-        self, env: dict, port: int, logs: Path, index: int, stripe_port: int, seed: bool = False
+        self,
+        env: dict,
+        port: int,
+        logs: Path,
+        index: int,
+        stripe_port: int,
+        seed: bool = False,
+        terminal: bool = False,
     ) -> None:
         self.stdout_path = logs / f"run{index}.out"
-        self.stderr_path = logs / f"run{index}.err"
+        # terminal: stdout and stderr interleaved in one file, as a terminal shows them
+        self.stderr_path = self.stdout_path if terminal else logs / f"run{index}.err"
         self.health = f"http://127.0.0.1:{port}/healthz"
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
                 [
                     "./dev",
@@ -129,8 +145,31 @@ def alive(processes: list[psutil.Process]) -> list[str]:
     return left
 
 
-@pytest.fixture
-def dev_env():
+class Demo:
+    """A private data folder whose embedded PostgreSQL holds the seeded demo."""
+
+    def __init__(self, env: dict, data_dir: Path) -> None:
+        self.env, self.data_dir = env, data_dir
+        self.port, self.stripe_port = free_port(), free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.stripe_url = f"http://127.0.0.1:{self.stripe_port}"
+        self.starts = 0
+
+    def start(self, logs: Path, seed: bool = False, terminal: bool = False) -> DevRun:
+        self.starts += 1
+        return DevRun(
+            self.env, self.port, logs, self.starts, self.stripe_port, seed=seed, terminal=terminal
+        )
+
+    @property
+    def token(self) -> str:
+        return json.loads((self.data_dir / "demo-credentials.json").read_text())["token"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The first start of `./dev run`: initdb, migrations and the demo data (checked against
+    localstripe), then stopped; each test starts its own run on it."""
     # Not under pytest's tmp_path: the embedded PostgreSQL runs as another user when the tests
     # run as root, and any pytest session that starts meanwhile makes /tmp/pytest-of-root private
     # again (0700), which locked `./dev stop` out of the data folder.
@@ -145,17 +184,27 @@ def dev_env():
         "STRIPE_SECRET_KEY",
         "STRIPE_API_BASE",
         "PAYMENTS_COLLECTION",
+        "EMAIL_URL",
     ):
         env.pop(name, None)
     env.update(METERLINE_DATA_DIR=str(data_dir), DEBUG="1", PYTHONUNBUFFERED="1")
-    yield env, data_dir
-    # the README's way to stop the embedded PostgreSQL that `./dev run` leaves running
-    stop = subprocess.run(
-        ["./dev", "stop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert stop.stdout.strip() == "stopped", stop.stderr
-    assert not (data_dir / "postgres" / "postmaster.pid").exists()
-    shutil.rmtree(data_dir.parent)
+    demo = Demo(env, data_dir)
+    run = demo.start(tmp_path_factory.mktemp("seed"), seed=True)
+    try:
+        run.wait_serving(timeout=420)  # first start: initdb, migrations and the demo data
+        assert f"localstripe at {demo.stripe_url}" in run.stdout_path.read_text()
+        demo.charges = check_demo_payments(demo.base, demo.stripe_url, data_dir)
+        run.stop(signal.SIGTERM)
+        yield demo
+    finally:
+        run.kill()
+        # the README's way to stop the embedded PostgreSQL that `./dev run` leaves running
+        stop = subprocess.run(
+            ["./dev", "stop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert stop.stdout.strip() == "stopped", stop.stderr
+        assert not (data_dir / "postgres" / "postmaster.pid").exists()
+        shutil.rmtree(data_dir.parent)
 
 
 def restart_plan(cycles: int) -> list[tuple[signal.Signals, str | None]]:
@@ -193,31 +242,32 @@ def check_demo_payments(base: str, stripe_url: str, data_dir: Path) -> int:
     ]
     # one charge per paid invoice (none twice), for its total
     assert sorted(charged) == sorted((k, v) for k, v in paid.items() if v > 0)
+    # the demo's own customers (the README's `u1` comes on top)
     statuses = [
-        s["status"] for s in get_json(f"{base}/v1/subscriptions/?limit=100", token)["items"]
+        s["status"]
+        for s in get_json(f"{base}/v1/subscriptions/?limit=100", token)["items"]
+        if s["customer"]["external_id"].startswith("demo_cust_")
     ]
-    assert statuses.count("past_due") == 1, statuses
+    assert len(statuses) == 18 and statuses.count("past_due") == 1, statuses
     return len(charged)
 
 
-def test_dev_run_stops_cleanly_and_restarts(dev_env, tmp_path):
-    env, data_dir = dev_env
-    port, stripe_port = free_port(), free_port()
-    stripe_url = f"http://127.0.0.1:{stripe_port}"
+def test_dev_run_stops_cleanly_and_restarts(demo, tmp_path):
+    env, data_dir, stripe_url = demo.env, demo.data_dir, demo.stripe_url
     logs = tmp_path / "logs"
     logs.mkdir()
     handle_file = data_dir / "postgres" / ".handle_pids.json"
     plan = restart_plan(CYCLES)
 
-    run = DevRun(env, port, logs, 0, stripe_port, seed=True)
-    timings = []
+    started = time.monotonic()
+    run = demo.start(logs)
+    timings, first_start = [], None
     try:
-        run.wait_serving(timeout=420)  # first start: initdb, migrations and the demo data
-        assert f"localstripe at {stripe_url}" in run.stdout_path.read_text()
-        charges = check_demo_payments(f"http://127.0.0.1:{port}", stripe_url, data_dir)
+        run.wait_serving(timeout=START_BUDGET_SECONDS)
+        first_start = round(time.monotonic() - started, 1)
         listed = json.loads(handle_file.read_text())
         # the bar shows only on a terminal (`bench/soak.py dev-run`), not in a captured run
-        for index, (sig, damage) in enumerate(tqdm(plan, desc="restarts", disable=None), 1):
+        for sig, damage in tqdm(plan, desc="restarts", disable=None):
             processes = run.processes()
             # dev, web, worker, beat, localstripe
             assert len(processes) >= 5, [p.cmdline() for p in processes]
@@ -230,11 +280,12 @@ def test_dev_run_stops_cleanly_and_restarts(dev_env, tmp_path):
             assert "Meterline stopped" in run.stdout_path.read_text(), run.report(name)
             assert alive(processes) == [], f"left running after {name}: {alive(processes)}"
             assert not serving(run.health)
+            assert stopped <= STOP_BUDGET_SECONDS, f"{name}: stopped in {stopped:.1f}s"
 
             if damage is not None:
                 handle_file.write_text(damage)
             started = time.monotonic()
-            run = DevRun(env, port, logs, index, stripe_port)
+            run = demo.start(logs)
             run.wait_serving(timeout=START_BUDGET_SECONDS)
             now = time.monotonic()
             timings.append(
@@ -247,11 +298,19 @@ def test_dev_run_stops_cleanly_and_restarts(dev_env, tmp_path):
             json.loads(handle_file.read_text())  # readable again
         assert listed == []  # no process keeps itself on the library's list
         # localstripe kept its state in the data folder over the restarts
-        assert check_demo_payments(f"http://127.0.0.1:{port}", stripe_url, data_dir) == charges
+        assert check_demo_payments(demo.base, stripe_url, data_dir) == demo.charges
 
         # a second run on the same port says so and starts nothing
         second = subprocess.run(
-            ["./dev", "run", "--no-seed", "--port", str(port), "--stripe-port", str(free_port())],
+            [
+                "./dev",
+                "run",
+                "--no-seed",
+                "--port",
+                str(demo.port),
+                "--stripe-port",
+                str(free_port()),
+            ],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -259,7 +318,7 @@ def test_dev_run_stops_cleanly_and_restarts(dev_env, tmp_path):
             timeout=60,
         )
         assert second.returncode == 1
-        assert f"127.0.0.1:{port} is already in use" in second.stderr
+        assert f"127.0.0.1:{demo.port} is already in use" in second.stderr
         assert "Traceback" not in second.stderr and "is running" not in second.stdout
         assert serving(run.health)
 
@@ -268,5 +327,107 @@ def test_dev_run_stops_cleanly_and_restarts(dev_env, tmp_path):
         assert alive(processes) == []
     finally:
         run.kill()
-        print("(signal, seconds to stop, seconds to serve again, signal to serving):", timings)
+        print(
+            f"start on the seeded demo: {first_start} s; "
+            "(signal, seconds to stop, seconds to serve again, signal to serving):",
+            timings,
+        )
     assert len(timings) == len(plan)
+
+
+# --- the README, as a reader runs it -------------------------------------------------------------
+
+README = ROOT / "README.md"
+FENCE = re.compile(r"```(\w*)\n(.*?)```", re.S)
+# what the banner says, one line each, the last thing `./dev run` prints
+BANNER = ("admin:", "API:", "web:", "worker:", "beat:", "emails:", "stripe:", "data:", "login:")
+
+
+# the billing example's two invoices, and for each the news that paying it failed (no card)
+EMAILS_TO_U1 = 4
+
+
+def banner_and_after(output: str) -> list[str]:
+    """The lines from the banner's first to the end of the output, blank ones left out."""
+    start = output.index("Meterline is running at")
+    return [line.strip() for line in output[start:].splitlines() if line.strip()]
+
+
+def emails_to(mail_dir: Path, address: str) -> list[str]:
+    subjects = []
+    for path in sorted(mail_dir.glob("*")):
+        text = path.read_text(errors="replace")
+        for message in text.split("\n" + "-" * 79 + "\n"):
+            if re.search(rf"^To: {re.escape(address)}$", message, re.M):
+                subjects.append(re.search(r"^Subject: (.*)$", message, re.M).group(1))
+    return subjects
+
+
+def test_readme_runs_in_order_against_the_demo(demo, tmp_path):
+    """Every snippet of the README in order, with the demo token: python blocks executed as
+    written (the address and token filled in, as a reader does), shell commands run as written;
+    the terminal meanwhile shows nothing after the banner."""
+    blocks = FENCE.findall(README.read_text())
+    run = demo.start(tmp_path, terminal=True)
+    try:
+        run.wait_serving(timeout=START_BUDGET_SECONDS)
+        banner = banner_and_after(run.stdout_path.read_text())
+        assert [line.split()[0] for line in banner[1:-2]] == list(BANNER), banner
+        assert banner[-2:] == [f"token:   {demo.token}", "Ctrl-C stops everything."]
+        assert f"emails:  not sent: each one is written to a file in {demo.data_dir}/mail/" in (
+            banner
+        )
+
+        namespace: dict = {}
+        printed = io.StringIO()
+        ran = []
+        for language, body in blocks:
+            if language == "python":
+                code = body.replace("<token>", demo.token)
+                code = code.replace("http://127.0.0.1:8000", demo.base)
+                with contextlib.redirect_stdout(printed):
+                    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+                ran.append("python")
+            elif language == "bash":
+                for line in body.splitlines():
+                    command = line.split("  #")[0].strip()
+                    # the commands about this very process (run, test, stop) are not repeated
+                    if command.startswith("./dev manage"):
+                        result = subprocess.run(
+                            shlex.split(command),
+                            cwd=ROOT,
+                            env=demo.env,
+                            capture_output=True,
+                            text=True,
+                            timeout=120,
+                        )
+                        assert result.returncode == 0, result.stderr
+                        ran.append(command)
+        assert ran == [
+            "python",
+            './dev manage create_api_token --org "Acme" --name "backend"',
+            "python",
+            "./dev manage close_cycles",
+            "python",
+            "python",
+        ]
+        # the first example's usage, read back by meter name
+        assert "API requests 1.0" in printed.getvalue().splitlines()
+        # the billing example's two invoices are emailed to u1 by the worker, into the files
+        # the banner names
+        deadline = time.monotonic() + 60
+        while len(emails_to(demo.data_dir / "mail", "u1@example.com")) < EMAILS_TO_U1:
+            assert time.monotonic() < deadline, emails_to(demo.data_dir / "mail", "u1@example.com")
+            time.sleep(0.5)
+        subjects = emails_to(demo.data_dir / "mail", "u1@example.com")
+        assert len([s for s in subjects if s.startswith("Meterline Demo invoice ")]) == 2, subjects
+
+        # all that (API requests, tasks, emails, beat's every-minute work) printed nothing
+        assert banner_and_after(run.stdout_path.read_text()) == banner
+        assert "Traceback" not in run.stdout_path.read_text()
+        log = (demo.data_dir / "logs" / "worker.log").read_text()
+        assert "billing.tasks.deliver_invoice" in log
+        run.stop(signal.SIGINT)
+        assert banner_and_after(run.stdout_path.read_text()) == [*banner, "» Meterline stopped."]
+    finally:
+        run.kill()

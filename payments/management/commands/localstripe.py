@@ -12,6 +12,7 @@ Real Stripe never runs through this command: with STRIPE_SECRET_KEY set, `./dev 
 import os
 import pickle
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -83,3 +84,10 @@ class Command(BaseCommand):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         web.run_app(server.app, sock=sock, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    # `./dev run` starts it as `python -m payments.management.commands.localstripe`: the server
+    # needs nothing of Django, whose set-up (every app, the admin) costs seconds of CPU on a busy
+    # machine while the developer waits for the banner.
+    Command().run_from_argv(["manage.py", "localstripe", *sys.argv[1:]])
