@@ -7,9 +7,9 @@ class BillingConfig(AppConfig):
 
     def ready(self):
         # Django's wiring: the app registry is ready only now
-        from billing import catalog, demo, subscriptions, tasks
+        from billing import catalog, credits, demo, subscriptions, tasks
         from billing.api.state import customer_state_section
-        from billing.signals import credit_note_issued, invoice_finalized
+        from billing.signals import credit_note_issued, invoice_finalized, invoice_status_changed
         from core.schedules import SCHEDULES
         from core.signals import demo_seeded
         from customers.api.state import register_state_section
@@ -33,4 +33,11 @@ class BillingConfig(AppConfig):
         # spend thresholds are checked once an ingest commits, for the batch's customers
         hooks.events_ingested.connect(
             tasks.enqueue_threshold_check, dispatch_uid="billing-spend-thresholds"
+        )
+        # credit packs: a paid pack order grants its units; ingests may trigger auto top-ups
+        invoice_status_changed.connect(
+            credits.on_invoice_status_changed, dispatch_uid="billing-credit-packs"
+        )
+        hooks.events_ingested.connect(
+            tasks.enqueue_top_up_check, dispatch_uid="billing-credit-top-ups"
         )

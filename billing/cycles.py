@@ -25,7 +25,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Prefetch, Q
 from django.utils import timezone
 
-from billing import invoices, metered, plan, signals, taxes
+from billing import credits, invoices, metered, plan, signals, taxes
 from billing.invoices import InvoiceDraft
 from billing.models import (
     LIVE_STATUSES,
@@ -263,6 +263,10 @@ def close_period(
             late_since=metered.boundary_of(subscription),
         )
         _save_billed_units(period.metered)
+        try:
+            credits.record_draws(invoice, period.credit_draws)
+        except credits.CreditsChanged:
+            raise UsageChanged(subscription_id) from None
         if not period.renews:
             _end(subscription, at=period.end, read=read)
         else:

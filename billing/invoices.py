@@ -121,20 +121,24 @@ def finalize(
     period_end: datetime,
     usage_read=None,
     late_since=None,
+    customer=None,
+    product=None,
 ) -> Invoice:
     """Write the invoice and its lines as `open` with the next number (caller's transaction).
-    `usage_read` / `late_since`: the read boundaries of a cycle invoice's usage."""
+    `usage_read` / `late_since`: the read boundaries of a cycle invoice's usage. Without a
+    subscription (a one-time product bought), `customer` and `product` say whose and what."""
     assert connection.in_atomic_block
-    customer = subscription.customer
-    organization = subscription.organization
+    customer = subscription.customer if subscription is not None else customer
+    product = subscription.product if subscription is not None else product
+    organization = customer.organization
     sequence, number = next_number(organization)
     currency = draft.currency
     rate = draft.tax_rate if draft.tax else None
     invoice = Invoice.objects.create(
-        organization=subscription.organization,
+        organization=organization,
         customer=customer,
         subscription=subscription,
-        product=subscription.product,
+        product=product,
         discount=draft.discount if draft.discount_amount else None,
         number=number,
         sequence=sequence,

@@ -27,8 +27,10 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
+from django.utils import timezone
 from moneyed import Money
 
+from billing import credits as ledger
 from billing.models import BillingReason, InvoiceLine, InvoiceStatus, Price, SubscriptionPrice
 from billing.money import EXACT, to_minor
 from metering import queries
@@ -81,6 +83,8 @@ class PeriodUsage:
     invoiced: dict = field(default_factory=dict)
     # the subscription's `threshold_version` the invoiced figures go with
     threshold_version: int = 0
+    # meter id → the credit ledger's grants the period may draw (billing.credits)
+    ledger: dict = field(default_factory=dict)
 
 
 def is_additive(meter) -> bool:
@@ -167,7 +171,7 @@ def measure(periods: list[tuple[object, datetime, datetime]]) -> dict:
     set-based (one or two statements per meter for count/sum, one window at a time for the
     others). Call it inside `metering.queries.consistent_read()`."""
     all_groups = [(s, start, end, _groups(s, start, end)) for s, start, end in periods]
-    windows, credit_windows = [], []
+    windows, credit_windows, priced_meters = [], [], []
     for subscription, start, end, groups in all_groups:
         customer = subscription.customer_id
         since = boundary_of(subscription)
@@ -196,7 +200,10 @@ def measure(periods: list[tuple[object, datetime, datetime]]) -> dict:
         for meter in meters.values():
             whole = ((start, end),)
             credit_windows.append(Window((subscription.pk, meter.pk), meter, customer, whole))
-    values = queries.window_values(windows)
+        priced_meters.append((subscription, start, end, list(meters.values())))
+    ledgers, ledger_windows = ledger.ledgers_for(priced_meters)
+    read_at = timezone.now()
+    values = queries.window_values(windows + ledger_windows)
     credits = queries.credited_in_windows(credit_windows)
     pending = _replaced(all_groups, values)
     tallies = _tallies([group for group, _ in pending])
@@ -218,6 +225,7 @@ def measure(periods: list[tuple[object, datetime, datetime]]) -> dict:
             },
             invoiced.get(subscription.pk, {}),
             subscription.threshold_version,
+            ledger.ledger_usage(ledgers, values, subscription.pk, read_at=read_at),
         )
         for subscription, start, end, groups in all_groups
     }

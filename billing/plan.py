@@ -9,11 +9,11 @@ Nothing here reads the database: the subscription comes loaded by `cycles.live_s
 Order of the lines: pending items (prorations, carried credits), the metered lines in the order
 their prices first applied, the next period's fixed price (unless the subscription ends)."""
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 
-from billing import catalog, discounts, invoices, periods, pricing, taxes
+from billing import catalog, credits, discounts, invoices, periods, pricing, taxes
 from billing.invoices import InvoiceDraft, LineDraft
 from billing.metered import NOTHING_INVOICED, PeriodUsage, PriceUsage, Tally
 from billing.models import DiscountType, PriceType
@@ -37,6 +37,8 @@ class MeteredLine:
     billable: Decimal
     amount: int
     invoiced: Tally = NOTHING_INVOICED
+    # the credit ledger's units left after this period's draws (not billed: shown in balances)
+    credits_left: int = 0
 
     @property
     def due_consumed(self) -> Decimal:
@@ -102,6 +104,12 @@ def metered_lines(usage: PeriodUsage) -> tuple[list[MeteredLine], dict]:
     """(the period's metered lines, meter id → credits left unused). A meter's credits of the
     period go to its prices in the order they applied."""
     pool = dict(usage.credits)
+    # the credit ledger's draws join the pool: they cover only what the subscription's own
+    # credits don't (credits.walk), so what the pool leaves is those credits' unused part
+    draws = credits.plan_draws(usage)
+    for meter_id, drawn in draws.items():
+        if drawn.drawn:
+            pool[meter_id] = pool.get(meter_id, 0) + drawn.drawn
     lines = []
     for priced in usage.prices:
         if priced.replaced:
@@ -121,6 +129,7 @@ def metered_lines(usage: PeriodUsage) -> tuple[list[MeteredLine], dict]:
                 billable=billable,
                 amount=line_amount(priced.price, billable),
                 invoiced=usage.invoiced.get(priced.price.pk, NOTHING_INVOICED),
+                credits_left=draws.get(meter_id, credits.NO_DRAWS).left,
             )
         )
         pool[meter_id] = max(EXACT.subtract(credited, max(priced.value, Decimal(0))), 0)
@@ -241,6 +250,7 @@ class PeriodPlan:
     renews: bool  # False: the subscription ends with this period
     carried: int  # credit beyond the invoice, carried to the next one (≤ 0, minor units)
     unused_credits: dict  # meter id → credits the period left unused (rollover)
+    credit_draws: dict = field(default_factory=dict)  # meter id → credits.Draws (ledger)
 
 
 def plan_period(
@@ -260,7 +270,17 @@ def plan_period(
     lines, carried = carry_excess_credit(lines)
     draft = draft_for(subscription, lines, tax_rates)
     check_amounts(draft)
-    return PeriodPlan(usage.start, usage.end, draft, metered, items, renews, carried, unused)
+    return PeriodPlan(
+        usage.start,
+        usage.end,
+        draft,
+        metered,
+        items,
+        renews,
+        carried,
+        unused,
+        credits.plan_draws(usage),
+    )
 
 
 # --- spend thresholds -------------------------------------------------------------------------

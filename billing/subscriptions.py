@@ -88,6 +88,11 @@ def create_subscription(
         raise SubscriptionStateError("Product does not exist.", field=("product_id",))
     if product.is_archived:
         raise SubscriptionStateError("The product is archived", field=("product_id",))
+    if product.recurring_interval is None:
+        raise SubscriptionStateError(
+            "The product is a one-time product (a credit pack): it is bought, not subscribed to",
+            field=("product_id",),
+        )
     thresholds.validate(spend_threshold, product.currency)
     now = timezone.now()
     started_at = started_at or now
@@ -358,5 +363,6 @@ def customer_period_numbers(pairs: list[tuple]) -> dict:
         for line in lines:
             key = (customer_id, line.meter_id)
             if key in wanted:
-                found[key] = (line.consumed, line.credited)
+                # the credit ledger's units left count as credited: the balance shows them
+                found[key] = (line.consumed, line.credited + line.credits_left)
     return found

@@ -7,7 +7,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from billing import cycles, documents, thresholds
+from billing import cycles, documents, packs, thresholds
+from billing.models import AutoTopUp
 from metering import queries
 
 
@@ -75,3 +76,18 @@ def enqueue_threshold_check(sender, organization, event_ids, **kwargs) -> None:
             check_spend_thresholds.delay_on_commit(
                 str(organization.pk), [str(pk) for pk in customer_ids]
             )
+
+
+@shared_task(acks_late=True)
+def check_credit_top_ups(customer_ids: list[str]) -> int:
+    """After an ingest commits (or a close): buy the packs of these customers' auto top-ups
+    whose balance fell below the threshold. Safe to run twice (re-checked under a row lock)."""
+    return len(packs.check_top_ups(customer_ids))
+
+
+def enqueue_top_up_check(sender, organization, event_ids, **kwargs) -> None:
+    # one indexed query per ingest for organizations without auto top-ups
+    if AutoTopUp.objects.filter(customer__organization_id=organization.pk, is_active=True).exists():
+        customer_ids = queries.customers_of_events(event_ids)
+        if customer_ids:
+            check_credit_top_ups.delay_on_commit([str(pk) for pk in customer_ids])
