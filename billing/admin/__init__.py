@@ -4,6 +4,7 @@ goes through billing's services, like the API's."""
 from billing.admin import (  # noqa: F401 - registers the admins
     catalog,
     credit_notes,
+    credits,
     invoices,
     subscriptions,
 )

@@ -266,3 +266,39 @@ def test_credits_only_on_count_and_sum_meters(organization, customer):
     )
     with pytest.raises(BillingError, match="count and sum"):
         credits.grant(customer=customer, meter=peak, units=5)
+
+
+def test_staff_grant_in_the_admin_and_the_customer_page(organization, meter, customer):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from django.urls import reverse
+
+    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw-123456")
+    client = Client()
+    client.force_login(user)
+    response = client.post(
+        reverse("admin:billing_creditgrant_add"),
+        {"customer": customer.pk, "meter": meter.pk, "units": 250, "reason": "Goodwill"},
+    )
+    assert response.status_code == 302
+    (grant,) = CreditGrant.objects.all()
+    assert (grant.source, grant.units, grant.reason, grant.expires_at) == (
+        CreditSource.STAFF,
+        250,
+        "Goodwill",
+        None,
+    )
+    page = client.get(reverse("admin:billing_creditgrant_changelist")).content.decode()
+    assert "250" in page
+    page = client.get(reverse("admin:customers_customer_change", args=[customer.pk]))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Credits" in text and "Staff grant" in text and "never" in text
+    # grants are history: no edit, no delete
+    assert client.post(
+        reverse("admin:billing_creditgrant_delete", args=[grant.pk])
+    ).status_code in (
+        302,
+        403,
+    )
+    assert CreditGrant.objects.filter(pk=grant.pk).exists()

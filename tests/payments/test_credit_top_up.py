@@ -63,7 +63,9 @@ def batch(organization, n):
     at = (timezone.now() - timedelta(seconds=5)).isoformat()
     ingest_events(
         organization=organization,
-        events=[{"name": "api.call", "external_customer_id": "t", "timestamp": at} for _ in range(n)],
+        events=[
+            {"name": "api.call", "external_customer_id": "t", "timestamp": at} for _ in range(n)
+        ],
     )
 
 
