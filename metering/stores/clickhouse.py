@@ -479,7 +479,9 @@ def _payload(row: list) -> list:
     ]
 
 
-def _from_payload(item: list, batch_id: int) -> list:
+def _from_payload(item: list, batch_id: int, txid: int) -> list:
+    """A payload row back, with its batch's id and transaction (both known only after the
+    outbox insert)."""
     return [
         uuid.UUID(item[0]),
         uuid.UUID(item[1]),
@@ -487,7 +489,7 @@ def _from_payload(item: list, batch_id: int) -> list:
         uuid.UUID(item[3]),
         *item[4:9],
         from_micros(item[9]),
-        item[10],
+        txid,
         batch_id,
         {k: Decimal(v) for k, v in item[12].items()},
         item[13],
@@ -544,7 +546,10 @@ def relay(*, min_age: timedelta = RELAY_MIN_AGE, organization_id=None, limit=REL
                 pending = pending.filter(organization_id=organization_id)
             batches = list(pending.order_by("id")[:limit])
             for batch in batches:
-                rows = [_from_payload(item, batch.pk) for item in jsonio.loads(batch.rows or "[]")]
+                rows = [
+                    _from_payload(item, batch.pk, batch.txid)
+                    for item in jsonio.loads(batch.rows or "[]")
+                ]
                 try:
                     _insert(rows, batch.pk)
                 except Exception as exc:  # noqa: BLE001 - counted, retried next round
