@@ -236,7 +236,7 @@ LEFT JOIN customers_customer c
 -- a fixed lock order on the idempotency key: overlapping concurrent batches can't deadlock
 ORDER BY input.external_id NULLS LAST, input.ord
 ON CONFLICT (organization_id, external_id) WHERE external_id IS NOT NULL DO NOTHING
-RETURNING id
+RETURNING id, customer_id, timestamp, name
 """.replace("__EVENT_ID__", EVENT_ID_SQL).replace("__TXID__", CURRENT_TXID_SQL)
 
 RESOLVE_PARENTS_SQL = """
@@ -257,11 +257,7 @@ WHERE n.id = ANY(%(ids)b) AND n.external_id IS NOT NULL
   AND c.id <> n.id
 """
 
-FIRST_EVENT_SQL = """
-WITH m AS (
-    SELECT customer_id, min(timestamp) AS first FROM metering_event
-    WHERE id = ANY(%(ids)b) AND customer_id IS NOT NULL GROUP BY customer_id
-), locked AS (
+_FIRST_EVENT_UPDATE = """, locked AS (
     -- only rows that need the update, locked in id order: concurrent batches sharing customers
     -- wait for each other instead of deadlocking
     SELECT c.id, m.first FROM customers_customer c JOIN m ON c.id = m.customer_id
@@ -273,15 +269,59 @@ SET first_user_event_at = LEAST(COALESCE(c.first_user_event_at, locked.first), l
 FROM locked WHERE c.id = locked.id
 """
 
-EVENT_NAMES_SQL = """
+# stored events by id (linking)
+FIRST_EVENT_SQL = (
+    """
+WITH m AS (
+    SELECT customer_id, min(timestamp) AS first FROM metering_event
+    WHERE id = ANY(%(ids)b) AND customer_id IS NOT NULL GROUP BY customer_id
+)"""
+    + _FIRST_EVENT_UPDATE
+)
+
+# an ingest's own figures, taken from its INSERT … RETURNING (no second read of the batch)
+FIRST_EVENT_OF_BATCH_SQL = (
+    """
+WITH m AS (
+    SELECT * FROM unnest(%(customers)s::uuid[], %(firsts)s::timestamptz[]) AS m(customer_id, first)
+)"""
+    + _FIRST_EVENT_UPDATE
+)
+
+
+EVENT_NAMES_OF_BATCH_SQL = """
 INSERT INTO metering_eventname (organization_id, name, source, occurrences, first_seen, last_seen)
-SELECT %(org)s, name, source, count(*), min(timestamp), max(timestamp)
-FROM metering_event WHERE id = ANY(%(ids)b) GROUP BY name, source ORDER BY name, source
+SELECT %(org)s, n.name, %(source)s, n.occurrences, n.first_seen, n.last_seen
+FROM unnest(%(names)s::text[], %(occurrences)s::bigint[], %(firsts)s::timestamptz[],
+            %(lasts)s::timestamptz[]) AS n(name, occurrences, first_seen, last_seen)
+ORDER BY n.name
 ON CONFLICT (organization_id, name, source) DO UPDATE SET
     occurrences = metering_eventname.occurrences + EXCLUDED.occurrences,
     first_seen = LEAST(metering_eventname.first_seen, EXCLUDED.first_seen),
     last_seen = GREATEST(metering_eventname.last_seen, EXCLUDED.last_seen)
 """
+
+
+def _batch_figures(inserted: list[tuple]) -> tuple[dict, dict]:
+    """From the inserted rows (id, customer id, timestamp, name): each customer's earliest
+    timestamp, and per name [occurrences, first, last]."""
+    firsts: dict = {}
+    names: dict = {}
+    for _, customer_id, moment, name in inserted:
+        if customer_id is not None:
+            first = firsts.get(customer_id)
+            if first is None or moment < first:
+                firsts[customer_id] = moment
+        seen = names.get(name)
+        if seen is None:
+            names[name] = [1, moment, moment]
+        else:
+            seen[0] += 1
+            if moment < seen[1]:
+                seen[1] = moment
+            elif moment > seen[2]:
+                seen[2] = moment
+    return firsts, names
 
 
 def _dump_metadata(metadata: dict) -> str:
@@ -310,7 +350,8 @@ def insert_events(
     with bound_cursor() as cursor:
         locks.lock_external_ids(cursor, organization.pk, params["external_customer_ids"])
         cursor.execute(sql, params)
-        ids = [row[0] for row in cursor.fetchall()]
+        inserted = cursor.fetchall()
+        ids = [row[0] for row in inserted]
         if not ids:
             return ids
         keyed = {"ids": ids, "org": organization.pk}
@@ -322,8 +363,23 @@ def insert_events(
         # Row locks are taken in one global order by every writer (rollups by meter, customer
         # and bucket; then customers by id; then event names by name) and as late as possible,
         # since they are held until commit.
-        cursor.execute(FIRST_EVENT_SQL, keyed)
-        cursor.execute(EVENT_NAMES_SQL, keyed)
+        firsts, names = _batch_figures(inserted)
+        if firsts:
+            cursor.execute(
+                FIRST_EVENT_OF_BATCH_SQL,
+                {"customers": list(firsts), "firsts": list(firsts.values())},
+            )
+        cursor.execute(
+            EVENT_NAMES_OF_BATCH_SQL,
+            {
+                "org": organization.pk,
+                "source": source,
+                "names": list(names),
+                "occurrences": [n[0] for n in names.values()],
+                "firsts": [n[1] for n in names.values()],
+                "lasts": [n[2] for n in names.values()],
+            },
+        )
     return ids
 
 
