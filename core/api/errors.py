@@ -6,11 +6,12 @@ the URL's parameters, else `body` — and Polar's 422 shape. An app's API layer 
 domain error that Polar answers with another status (`register_domain_error`)."""
 
 import logging
+import sys
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.db import OperationalError
-from django.http import Http404, JsonResponse
+from django.db import InterfaceError, OperationalError
+from django.http import Http404, HttpResponse, JsonResponse
 from django.views.defaults import bad_request, page_not_found, server_error
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -194,7 +195,39 @@ def json_not_found(request, exception=None):
     return page_not_found(request, exception)
 
 
+# seconds a client is told to wait when the database is unreachable (a restart, a failover)
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+DATABASE_UNAVAILABLE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Temporarily unavailable</title></head>
+<body><h1>Temporarily unavailable</h1>
+<p>The service lost its database connection. Please try again in a few seconds.</p></body></html>
+"""
+
+
+def database_unavailable_response(request) -> HttpResponse:
+    """A lost or refused database connection is temporary: 503 with Retry-After, not a 500."""
+    if request.path.startswith("/v1/"):
+        response = JsonResponse(
+            {
+                "error": "ServiceUnavailable",
+                "detail": "The database is unavailable; retry the request.",
+            },
+            status=503,
+        )
+    else:
+        response = HttpResponse(DATABASE_UNAVAILABLE_PAGE, status=503)
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
+
+
 def json_server_error(request):
+    # Django calls the 500 handler while handling the uncaught exception, so it can be read here;
+    # every layer's error (a view's, a middleware's, the session save) passes through this one place
+    error = sys.exc_info()[1]
+    if isinstance(error, OperationalError | InterfaceError):
+        logger.warning("database unavailable: %s", error)
+        return database_unavailable_response(request)
     if request.path.startswith("/v1/"):
         return JsonResponse(
             {"error": "InternalServerError", "detail": "Internal server error."},
