@@ -9,7 +9,8 @@ class CoreConfig(AppConfig):
     def ready(self):
         from celery.signals import task_failure, task_success, worker_ready
 
-        from core import outbox
+        # core.checks registers the deploy checks
+        from core import checks, outbox  # noqa: F401
 
         # weak=False: the receivers are module-level lambdas that would otherwise be collected
         task_success.connect(
