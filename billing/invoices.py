@@ -25,6 +25,7 @@ from billing.models import (
     TaxRate,
 )
 from billing.money import to_minor, to_money
+from core import audit
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,9 @@ def _transition(invoice: Invoice, status: str, stamp: str | None) -> Invoice:
 def mark_paid(invoice: Invoice) -> Invoice:
     with transaction.atomic():
         locked = Invoice.objects.select_for_update().get(pk=invoice.pk)
+        previous = locked.status
         mark_many_paid([locked])
+        audit.record(locked, action="mark paid", changes={"status": (previous, locked.status)})
     return locked
 
 
@@ -285,7 +288,9 @@ def void(invoice: Invoice, *, rebill_fixed: bool = False) -> Invoice:
     invoice, its fixed lines too with `rebill_fixed`, and the balance it spent goes back."""
     with transaction.atomic():
         # credit notes are issued under the invoice's row lock: none can appear after this check
-        Invoice.objects.select_for_update().filter(pk=invoice.pk).first()
+        previous = (
+            Invoice.objects.select_for_update().filter(pk=invoice.pk).values_list("status").first()
+        )
         if CreditNote.objects.filter(invoice_id=invoice.pk).exists():
             raise InvoiceStateError(
                 f"{invoice.number} has credit notes: it can't be voided", field=("status",)
@@ -297,6 +302,14 @@ def void(invoice: Invoice, *, rebill_fixed: bool = False) -> Invoice:
                 )
         invoice = _transition(invoice, InvoiceStatus.VOID, "voided_at")
         voids.release(invoice, rebill_fixed=rebill_fixed)
+        audit.record(
+            invoice,
+            action="void",
+            changes={
+                "status": (previous[0] if previous else None, invoice.status),
+                "rebill_fixed": (None, rebill_fixed),
+            },
+        )
     return invoice
 
 

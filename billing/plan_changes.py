@@ -30,6 +30,7 @@ from billing.models import (
     SubscriptionStatus,
 )
 from billing.money import round_minor, to_minor, to_money
+from core import audit
 
 PRORATE, INVOICE, NEXT_PERIOD = "prorate", "invoice", "next_period"
 BEHAVIORS = (PRORATE, INVOICE, NEXT_PERIOD)
@@ -64,6 +65,7 @@ def change_product(
         Subscription.objects.select_for_update().filter(pk=subscription.pk).values("pk").get()
         subscription = cycles.live_subscriptions().get(pk=subscription.pk)
         _check(subscription, product, at)
+        before = _named(subscription.product)
         if proration_behavior == NEXT_PERIOD:
             subscription.pending_product = product
             subscription.pending_requested_at = at
@@ -73,10 +75,23 @@ def change_product(
         else:
             _change_now(subscription, product, at, invoice_now=proration_behavior == INVOICE)
         subscription = cycles.live_subscriptions().get(pk=subscription.pk)
+        changed = "pending_product" if proration_behavior == NEXT_PERIOD else "product"
+        audit.record(
+            subscription,
+            action="plan change",
+            changes={
+                changed: (before if changed == "product" else None, _named(product)),
+                "proration_behavior": (None, proration_behavior),
+            },
+        )
         signals.subscription_changed.send(
             sender=Subscription, subscription=subscription, change="updated"
         )
     return subscription
+
+
+def _named(product: Product) -> str:
+    return f"{product.name} ({product.pk})"
 
 
 def close_ended_period(subscription: Subscription, *, at: datetime) -> None:

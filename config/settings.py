@@ -41,6 +41,9 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_ratelimit",
     "djmoney",
+    "axes",
+    "auditlog",
+    "csp",
     "core",
     "customers",
     "metering",
@@ -58,10 +61,14 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "core.audit.StaffActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "portal.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "core.middleware.RejectNulCharactersMiddleware",
+    # last, as django-axes requires: it turns a locked-out sign-in into its 429 page
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -146,6 +153,42 @@ SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# Admin sign-in throttling (django-axes, docs/security.md): after AXES_FAILURE_LIMIT wrong
+# passwords for one username, or from one client address, that username or address is refused
+# (429, even with the right password) for AXES_COOLOFF_MINUTES. Attempts live in PostgreSQL, so
+# every web process and machine counts together.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+# a float is hours to django-axes
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_MINUTES", default=15) / 60
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+
+# Audit log of staff actions on money (django-auditlog, core/audit.py): changes stored as JSON.
+AUDITLOG_STORE_JSON_CHANGES = True
+
+# Content-Security-Policy on every HTML page (django-csp): scripts and styles from this site only;
+# a <style> element needs the request's nonce. portal.csp adds the payment provider's origins.
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE  # noqa: E402
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, NONCE],
+        # style="" attributes (Django's admin uses them) cannot carry a nonce
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 # --- email -------------------------------------------------------------------------------------
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")

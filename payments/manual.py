@@ -18,6 +18,7 @@ from django.utils import timezone
 from billing import subscriptions
 from billing.models import Invoice, InvoiceStatus, SubscriptionStatus
 from billing.money import format_amount, to_money
+from core import audit
 from payments import collection
 from payments.errors import PaymentError
 from payments.models import (
@@ -100,6 +101,19 @@ def record_manual_payment(invoice: Invoice, amount: int, reference: str, staff) 
         )
         # settled like a charge: invoice paid, collection stopped, subscription recovered
         payment = collection.settle(payment.pk, ChargeResult(ChargeStatus.SUCCEEDED, ""))
+        audit.record(
+            payment,
+            action="manual payment",
+            created=True,
+            changes={
+                "invoice": (None, invoice.number),
+                "amount": (
+                    None,
+                    format_amount(to_money(amount, invoice.currency).amount, invoice.currency),
+                ),
+                "reference": (None, reference),
+            },
+        )
     logger.info(
         "manual payment %s of %s recorded by %s (reference %r)",
         payment.pk,

@@ -28,7 +28,8 @@ from django.utils import timezone
 from billing import credit_notes, subscriptions
 from billing.errors import SubscriptionEnded
 from billing.models import LIVE_STATUSES, CreditNoteKind, Invoice, InvoiceStatus
-from billing.money import to_minor
+from billing.money import format_amount, to_minor, to_money
+from core import audit
 from core.errors import DomainError
 from payments import providers, signals
 from payments.errors import ProviderError, ProviderUnavailable, RefundError, RefundFailed
@@ -114,6 +115,20 @@ def _record(invoice, *, amount, reason, comment, revoke_benefits, metadata) -> R
             revoke_benefits=revoke_benefits,
             metadata=metadata or {},
             provider=payment.provider if payment else Provider.MANUAL,
+        )
+        audit.record(
+            refund,
+            action="refund",
+            created=True,
+            changes={
+                "invoice": (None, invoice.number),
+                "amount": (
+                    None,
+                    format_amount(to_money(amount, invoice.currency).amount, invoice.currency),
+                ),
+                "reason": (None, reason),
+                "revoke_benefits": (None, revoke_benefits),
+            },
         )
         signals.refund_created.send(sender=Refund, refund=refund)
     return refund

@@ -118,7 +118,8 @@ def test_live_usage_from_a_polar_session(scene, browser, polar, tmp_path):
         events=[{"name": "api.call", "external_customer_id": "alice"} for _ in range(4)]
     )
     page.wait_for_function(
-        f"""document.querySelector('[data-meter-id="{scene.calls_meter_id}"] [data-field="consumed"]')
+        # a function, not an expression: Playwright evals expressions, which the CSP forbids
+        f"""() => document.querySelector('[data-meter-id="{scene.calls_meter_id}"] [data-field="consumed"]')
                .dataset.value === "7" """,
         timeout=10_000,
     )
@@ -155,7 +156,8 @@ def test_live_usage_from_a_polar_session(scene, browser, polar, tmp_path):
         "document.dispatchEvent(new Event('visibilitychange'))"
     )
     page.wait_for_function(
-        f"""document.querySelector('[data-meter-id="{scene.calls_meter_id}"] [data-field="consumed"]')
+        # a function, not an expression: Playwright evals expressions, which the CSP forbids
+        f"""() => document.querySelector('[data-meter-id="{scene.calls_meter_id}"] [data-field="consumed"]')
                .dataset.value === "8" """,
         timeout=5_000,
     )
