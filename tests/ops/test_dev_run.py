@@ -108,6 +108,16 @@ class DevRun:
             time.sleep(0.05)
         raise AssertionError(self.report(f"not serving within {timeout}s"))
 
+    def wait_worker_ready(self, log: Path, timeout: float) -> None:
+        """Until the worker this run started says it is ready (in its log, after its start)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            since_start = log.read_text().rsplit("--- ./dev run started worker", 1)[-1]
+            if " ready." in since_start:
+                return
+            time.sleep(0.1)
+        raise AssertionError(self.report(f"worker not ready within {timeout}s"))
+
     def processes(self) -> list[psutil.Process]:
         return [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(True)]
 
@@ -267,10 +277,15 @@ def test_dev_run_stops_cleanly_and_restarts(demo, tmp_path):
         first_start = round(time.monotonic() - started, 1)
         listed = json.loads(handle_file.read_text())
         # the bar shows only on a terminal (`bench/soak.py dev-run`), not in a captured run
-        for sig, damage in tqdm(plan, desc="restarts", disable=None):
+        for index, (sig, damage) in enumerate(tqdm(plan, desc="restarts", disable=None)):
             processes = run.processes()
             # dev, web, worker, beat, localstripe
             assert len(processes) >= 5, [p.cmdline() for p in processes]
+            # every other stop finds the worker ready (it then shuts down warm), the others
+            # right after the banner, while it still starts
+            worker_ready = index % 2 == 1
+            if worker_ready:
+                run.wait_worker_ready(data_dir / "logs" / "worker.log", START_BUDGET_SECONDS)
             signalled = time.monotonic()
             run.stop(sig)
             stopped = time.monotonic() - signalled
@@ -289,7 +304,12 @@ def test_dev_run_stops_cleanly_and_restarts(demo, tmp_path):
             run.wait_serving(timeout=START_BUDGET_SECONDS)
             now = time.monotonic()
             timings.append(
-                (name, round(stopped, 1), round(now - started, 1), round(now - signalled, 1))
+                (
+                    name + (" (worker ready)" if worker_ready else ""),
+                    round(stopped, 1),
+                    round(now - started, 1),
+                    round(now - signalled, 1),
+                )
             )
 
             recovered = [line for line in run.stderr().splitlines() if RECOVERY_LINE in line]
