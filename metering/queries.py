@@ -34,7 +34,6 @@ from metering.stores.base import (
     Window,
     WindowEvent,
     WindowValue,
-    utc_ranges,
 )
 
 __all__ = ["Arrivals", "Range", "ReadBoundary", "Window", "WindowEvent", "WindowValue"]
@@ -110,28 +109,19 @@ def window_values(windows: list[Window]) -> dict:
             for index, value in store.additive_values(meter, group).items():
                 result[group[index].key] = WindowValue(value)
             continue
-        for window in group:
-            result[window.key] = _set_value(store, window)
+        func = meter.aggregation["func"]
+        own = store.window_partials(meter, group)
+        late = store.late_partials(meter, group)
+        for index, window in enumerate(group):
+            mine = own.get(index, aggregation.Partial())
+            if index not in late:
+                result[window.key] = WindowValue(aggregation.final_value(func, mine))
+                continue
+            joined = _joined(mine, late[index])
+            result[window.key] = WindowValue(
+                aggregation.final_value(func, joined), late[index].event_count
+            )
     return result
-
-
-def _set_value(store, window: Window) -> WindowValue:
-    meter = window.meter
-    ranges = utc_ranges(window.ranges)
-    own = aggregation.Partial()
-    if ranges:
-        _, own = aggregation.compute(
-            meter,
-            buckets=ranges,
-            customer_ids=[window.customer_id],
-            use_rollups=meter.state == MeterState.READY,
-        )
-    late = store.late_partial(window, ranges)
-    if late is None:
-        return WindowValue(aggregation.final_value(meter.aggregation["func"], own))
-    return WindowValue(
-        aggregation.final_value(meter.aggregation["func"], _joined(own, late)), late.event_count
-    )
 
 
 def _joined(own: aggregation.Partial, late: aggregation.Partial) -> aggregation.Partial:

@@ -113,6 +113,30 @@ class EventStore:
         """count/sum of one meter over many windows: window index → Decimal."""
         raise NotImplementedError
 
+    def window_partials(self, meter, windows: list[Window]) -> dict:
+        """Each window's own events as a Partial (window index → Partial; absent: none).
+        Window by window here; a store may answer all of them at once."""
+        result = {}
+        for index, window in enumerate(windows):
+            ranges = utc_ranges(window.ranges)
+            if ranges:
+                _, result[index] = self.compute(
+                    meter,
+                    buckets=ranges,
+                    customer_ids=[window.customer_id],
+                    use_rollups=meter.state == "ready",
+                )
+        return result
+
+    def late_partials(self, meter, windows: list[Window]) -> dict:
+        """`late_partial` of every window that has late arrivals (index → Partial)."""
+        result = {}
+        for index, window in enumerate(windows):
+            late = self.late_partial(window, utc_ranges(window.ranges))
+            if late is not None:
+                result[index] = late
+        return result
+
     def late_partial(self, window: Window, own_ranges: list[Range]):
         """The window's late arrivals as a Partial whose `distinct` counts only values its own
         events lack, or None when nothing arrived."""

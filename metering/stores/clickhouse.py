@@ -143,6 +143,17 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _partial(count, nc, ns, mn, mx, distinct) -> aggregation.Partial:
+    return aggregation.Partial(
+        event_count=int(count),
+        numeric_count=int(nc),
+        numeric_sum=trimmed(ns) if nc else Decimal(0),
+        numeric_min=trimmed(mn) if nc else None,
+        numeric_max=trimmed(mx) if nc else None,
+        distinct=int(distinct),
+    )
+
+
 def trimmed(value) -> Decimal | None:
     """ClickHouse returns every number at scale 20: drop the trailing zeros."""
     if value is None:
@@ -207,6 +218,12 @@ class Params:
 
     def decimal(self, value) -> str:
         return f"toDecimal256({self(str(filters._as_decimal(value)))}, 20)"
+
+    @staticmethod
+    def literal_uuids(values: list[str]) -> str:
+        """UUIDs written into the text (validated by uuid.UUID: nothing else can get in)."""
+        listed = ",".join(f"'{uuid.UUID(v)}'" for v in values)
+        return f"[{listed}]::Array(UUID)" if values else "[]::Array(UUID)"
 
 
 SECONDS_SQL = (
@@ -405,7 +422,7 @@ def _links(organization_id, *, customer_ids=None, external_ids=None, boundary=No
 
 CLAIM_SQL = """
 INSERT INTO metering_eventkey (organization_id, external_id, event_id)
-SELECT %(org)s, k, e FROM unnest(%(keys)s::text[], %(ids)s::uuid[]) AS t(k, e)
+SELECT %(org)s, k, e FROM unnest(%(keys)b::text[], %(ids)b::uuid[]) AS t(k, e)
 ORDER BY k
 ON CONFLICT DO NOTHING
 RETURNING external_id
@@ -419,7 +436,7 @@ WHERE organization_id = %(org)s AND external_id = ANY(%(ids)s::text[]) AND delet
 CUSTOMER_METERS_SQL = """
 INSERT INTO metering_customermeter AS m (id, customer_id, meter_id, created_at, modified_at)
 SELECT gen_random_uuid(), c, mt, now(), now()
-FROM unnest(%(customers)s::uuid[], %(meters)s::uuid[]) AS t(c, mt)
+FROM unnest(%(customers)b::uuid[], %(meters)b::uuid[]) AS t(c, mt)
 WHERE NOT EXISTS (SELECT 1 FROM metering_customermeter o WHERE o.customer_id = t.c
                   AND o.meter_id = t.mt)
 ORDER BY mt, c
@@ -428,7 +445,7 @@ ON CONFLICT (customer_id, meter_id) DO NOTHING
 
 FIRST_EVENT_SQL = """
 WITH m AS (
-    SELECT * FROM unnest(%(customers)s::uuid[], %(firsts)s::timestamptz[]) AS m(customer_id, first)
+    SELECT * FROM unnest(%(customers)b::uuid[], %(firsts)b::timestamptz[]) AS m(customer_id, first)
 ), locked AS (
     SELECT c.id, m.first FROM customers_customer c JOIN m ON c.id = m.customer_id
     WHERE c.first_user_event_at IS NULL OR c.first_user_event_at > m.first
@@ -442,8 +459,8 @@ FROM locked WHERE c.id = locked.id
 EVENT_NAMES_SQL = """
 INSERT INTO metering_eventname (organization_id, name, source, occurrences, first_seen, last_seen)
 SELECT %(org)s, n, 'user', c, f, l
-FROM unnest(%(names)s::text[], %(counts)s::bigint[], %(firsts)s::timestamptz[],
-            %(lasts)s::timestamptz[]) AS t(n, c, f, l)
+FROM unnest(%(names)b::text[], %(counts)b::bigint[], %(firsts)b::timestamptz[],
+            %(lasts)b::timestamptz[]) AS t(n, c, f, l)
 ORDER BY n
 ON CONFLICT (organization_id, name, source) DO UPDATE SET
     occurrences = metering_eventname.occurrences + EXCLUDED.occurrences,
@@ -615,7 +632,20 @@ class ClickHouseStore(EventStore):
                 return []
             # the organization's meters, read under its shared lock as ingestion does
             locks.lock_organization(cursor, org)
-            meters = rollups.organization_meters(cursor, org)
+            meters = [
+                m for m in rollups.organization_meters(cursor, org) if m.filter and m.aggregation
+            ]
+            batch_customers = list(
+                {row.customer_id or resolved.get(row.external_customer_id) for row, _ in accepted}
+                - {None}
+            )
+            # pairs that have their customer meter already need no filter evaluation
+            cursor.execute(
+                "SELECT meter_id, customer_id FROM metering_customermeter "
+                "WHERE customer_id = ANY(%(customers)b::uuid[])",
+                {"customers": batch_customers},
+            )
+            known = set(cursor.fetchall())
             now = timezone.now()
             ch_rows, pairs, firsts, names = [], set(), {}, {}
             for row, event_id in accepted:
@@ -658,8 +688,10 @@ class ClickHouseStore(EventStore):
                     "metadata": row.metadata,
                 }
                 for meter in meters:
-                    if meter.filter and meter.aggregation and filters.evaluate(meter.filter, event):
-                        pairs.add((meter.id, customer))
+                    pair = (meter.id, customer)
+                    fresh = pair not in known and pair not in pairs
+                    if fresh and filters.evaluate(meter.filter, event):
+                        pairs.add(pair)
             if pairs:
                 ordered = sorted(pairs, key=lambda pair: (str(pair[0]), str(pair[1])))
                 cursor.execute(
@@ -880,29 +912,26 @@ GROUP BY {group}
         return parts, total
 
     def additive_values(self, meter, windows: list[Window]) -> dict:
-        boundary = _reading.get()
         func = meter.aggregation["func"]
-        rows = [
-            (n, str(window.customer_id), micros(lo), micros(hi))
-            for n, window in enumerate(windows)
-            for lo, hi in utc_ranges(window.ranges)
-        ]
-        if not rows:
-            return {}
-        scope = self._scope(
-            meter.organization_id, {window.customer_id for window in windows}, boundary
-        )
-        p = Params()
-        sql = f"""
-SELECT w.k, count(), sum(e.v)
+        return {
+            index: Decimal(partial.event_count) if func == "count" else partial.numeric_sum
+            for index, partial in self.window_partials(meter, windows).items()
+        }
+
+    def _joined_windows(self, meter, rows, scope, extra_where: str, p: Params) -> str:
+        """Events of the scope joined to window rows (key, customer, start, end in µs): one
+        scan for every window of a meter, grouped by window key."""
+        return f"""
+SELECT w.k, count(), count(e.v), sum(e.v), min(e.v), max(e.v), uniqExact(e.vk),
+       groupUniqArray(e.vk)
 FROM (
     SELECT {scope.customer(p)} AS c, toUnixTimestamp64Micro(timestamp) AS t,
-           {number_sql(meter, p) if func == "sum" else "CAST(NULL, " + "'Nullable(Decimal(76, 20))')"} AS v
+           {number_sql(meter, p)} AS v, {key_sql(meter, p)} AS vk
     FROM {layout().events} FINAL
     WHERE {scope.where(p)} AND source = 'user'
       AND timestamp >= fromUnixTimestamp64Micro({p(min(r[2] for r in rows))}, 'UTC')
       AND timestamp < fromUnixTimestamp64Micro({p(max(r[3] for r in rows))}, 'UTC')
-      AND {filter_sql(meter.filter, p)} AND {self._seen(boundary)}
+      AND {filter_sql(meter.filter, p)} AND {extra_where}
 ) AS e
 INNER JOIN (
     SELECT x.1 AS k, toUUID(x.2) AS c, x.3 AS ws, x.4 AS we
@@ -912,9 +941,85 @@ INNER JOIN (
 WHERE e.t >= w.ws AND e.t < w.we
 GROUP BY w.k
 """
-        result = {}
-        for k, count, total in client().query(sql, parameters=p.values).result_rows:
-            result[k] = Decimal(count) if func == "count" else (trimmed(total) or Decimal(0))
+
+    @staticmethod
+    def _window_rows(windows, ranges_of) -> list:
+        return [
+            (n, str(window.customer_id), micros(lo), micros(hi))
+            for n, window in enumerate(windows)
+            for lo, hi in utc_ranges(ranges_of(window))
+        ]
+
+    def window_partials(self, meter, windows: list[Window]) -> dict:
+        """Each window's own events as a Partial (window index → Partial), one statement."""
+        rows = self._window_rows(windows, lambda window: window.ranges)
+        if not rows:
+            return {}
+        boundary = _reading.get()
+        scope = self._scope(meter.organization_id, {w.customer_id for w in windows}, boundary)
+        p = Params()
+        sql = self._joined_windows(meter, rows, scope, self._seen(boundary), p)
+        return {
+            k: _partial(count, nc, ns, mn, mx, distinct)
+            for k, count, nc, ns, mn, mx, distinct, _keys in client()
+            .query(sql, parameters=p.values)
+            .result_rows
+        }
+
+    def late_partials(self, meter, windows: list[Window]) -> dict:
+        """The late arrivals of every window with `late` (index → Partial whose distinct
+        counts only values the window's own events lack): one statement per boundary they
+        arrived after (a close batch shares one), and one for the values already seen."""
+        result: dict = {}
+        by_since: dict = defaultdict(list)
+        for n, window in enumerate(windows):
+            if window.late is not None and utc_ranges(window.late.ranges):
+                by_since[window.late.since.token].append(n)
+        if not by_since:
+            return result
+        boundary = _reading.get()
+        customers = {w.customer_id for w in windows}
+        links = dict(
+            CustomerLink.objects.filter(customer_id__in=list(customers)).values_list(
+                "customer_id", "txid"
+            )
+        )
+        scope = self._scope(meter.organization_id, customers, boundary)
+        for token, members in by_since.items():
+            group = [windows[n] for n in members]
+            rows = [
+                (members[i], *row[1:])
+                for row in self._window_rows(group, lambda window: window.late.ranges)
+                for i in [row[0]]
+            ]
+            # unlinked rows were seen by the old boundary only if their link was
+            linked_then = [str(c) for c, txid in links.items() if visible(txid, token)]
+            seen_then = (
+                f"({visible_sql(token)} AND (customer_id != "
+                "toUUID('00000000-0000-0000-0000-000000000000') OR "
+                f"c IN {Params.literal_uuids(linked_then)}))"
+            )
+            p = Params()
+            sql = self._joined_windows(
+                meter, rows, scope, f"{self._seen(boundary)} AND NOT {seen_then}", p
+            )
+            for k, count, nc, ns, mn, mx, _distinct, keys in (
+                client().query(sql, parameters=p.values).result_rows
+            ):
+                partial = _partial(count, nc, ns, mn, mx, 0)
+                partial.keys = set(keys)
+                result[k] = partial
+        with_keys = [n for n, partial in result.items() if partial.keys]
+        if with_keys and meter.aggregation.get("func") == "unique":
+            own = self._window_rows([windows[n] for n in with_keys], lambda window: window.ranges)
+            own = [(with_keys[row[0]], *row[1:]) for row in own]
+            if own:
+                p = Params()
+                sql = self._joined_windows(meter, own, scope, self._seen(boundary), p)
+                for k, *_rest, keys in client().query(sql, parameters=p.values).result_rows:
+                    result[k].keys -= set(keys)
+        for partial in result.values():
+            partial.distinct = len(partial.keys)
         return result
 
     def _one_customer(self, window: Window, boundary):
