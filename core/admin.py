@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import (
     ClockedSchedule,
@@ -10,9 +11,11 @@ from django_celery_beat.models import (
     PeriodicTask,
     SolarSchedule,
 )
+from djmoney.models.fields import MoneyField
 
 from core import outbox
 from core.errors import DomainError
+from core.forms import CurrencyMoneyField, SignificantDecimalField
 from core.models import PendingTask
 
 admin.site.site_header = "Meterline"
@@ -57,8 +60,18 @@ class GuardedActionsMixin:
         return super().changelist_view(request, extra_context)
 
 
+# form fields show stored numbers as staff write them (core.display): a rate "0.2", not
+# "0.200000000000"; an amount to its currency's places
+NUMBER_FIELDS = {
+    MoneyField: {"form_class": CurrencyMoneyField},
+    models.DecimalField: {"form_class": SignificantDecimalField},
+}
+
+
 class MeterlineModelAdmin(GuardedActionsMixin, admin.ModelAdmin):
     """Base class of every Meterline ModelAdmin."""
+
+    formfield_overrides = NUMBER_FIELDS
 
 
 @admin.register(PendingTask)

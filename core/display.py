@@ -6,10 +6,14 @@ value raw (`82.69206145966709346991037131882202304738`, `0.000000000000`):
 - unit prices: at least the currency's places and as many more as the rate has significant
   digits, no trailing zeros beyond those ("0.005 USD" a unit, not "0.500000000000" cents);
 - meter values and quantities: at most `places` fraction digits (2 by default: averages),
-  trailing zeros trimmed, thousands separated ("872,358", "81.83", "0.5").
+  trailing zeros trimmed, thousands separated ("872,358", "81.83", "0.5");
+- values in form fields: what staff would type, exact (the form saves what it shows): a rate
+  by its significant digits ("0.2", not "0.200000000000"), an amount with its currency's places
+  ("29.00", "1000" yen).
 
 Rounding is half away from zero, like billing's."""
 
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Context, Decimal
 
 from moneyed import Money, get_currency
@@ -73,3 +77,34 @@ def unit_price(minor_rate, currency: str) -> str:
     exact = EXACT.normalize(_rounded(major, MAX_UNIT_PRICE_PLACES))
     shown = max(places, -exact.as_tuple().exponent)
     return _signed(exact, f"{exact.copy_abs():,.{shown}f} {currency}")
+
+
+def plain(value) -> str:
+    """A decimal as staff type it: its significant digits, no exponent, no separators, exact:
+    0.200000000000 -> "0.2", 1E+3 -> "1000", 0E-12 -> "0"."""
+    if value is None:
+        return ""
+    value = Decimal(value)
+    if value == 0:
+        return "0"
+    return f"{EXACT.normalize(value):f}"
+
+
+def money_input(amount, currency: str) -> str:
+    """An amount as a form field shows it: the currency's places ("29.00", JPY "1000"); more
+    only if the stored amount has them (never rounded: saving unchanged keeps the value)."""
+    amount = Decimal(amount)
+    rounded = _rounded(amount, currency_places(currency))
+    return f"{rounded:f}" if rounded == amount else plain(amount)
+
+
+def percent(basis_points) -> str:
+    """A rate in basis points: 2000 -> "20 %", 887 -> "8.87 %"."""
+    if basis_points is None:
+        return "—"
+    return f"{plain(Decimal(basis_points).scaleb(-2))} %"
+
+
+def day(moment: datetime | None) -> str:
+    """A date in a list's column: "Dec 5, 2026" (the time is in the tooltip or on the page)."""
+    return "—" if moment is None else f"{moment:%b %-d, %Y}"

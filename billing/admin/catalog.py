@@ -11,9 +11,10 @@ from django.core.exceptions import ValidationError
 from billing import catalog, discounts, taxes
 from billing.catalog import PriceSpec
 from billing.errors import BillingError
-from billing.models import Benefit, Discount, Price, PriceType, Product, TaxRate
+from billing.models import Benefit, Discount, DiscountType, Price, PriceType, Product, TaxRate
 from billing.money import to_minor
-from core.admin import MeterlineModelAdmin, add_domain_errors
+from core.admin import NUMBER_FIELDS, MeterlineModelAdmin, add_domain_errors
+from core.display import money, percent, plain, unit_price
 from core.errors import DomainError
 from metering.models import Meter
 
@@ -80,6 +81,7 @@ class PriceForm(forms.ModelForm):
     class Meta:
         model = Price
         fields = ("amount_type", "price_amount", "meter", "unit_amount", "tiers", "cap_amount")
+        labels = {"unit_amount": "Unit amount (cents)"}
 
     def clean(self):
         data = super().clean()
@@ -199,10 +201,35 @@ class PriceInline(admin.TabularInline):
     extra = 0
     autocomplete_fields = ("meter",)
     show_change_link = False
+    formfield_overrides = NUMBER_FIELDS
+    readonly_fields = ("per_unit", "unit_amount_cents")
     verbose_name_plural = "Prices (a price in use is archived and replaced when you change it)"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).filter(is_archived=False).select_related("meter")
+        return (
+            super()
+            .get_queryset(request)
+            .filter(is_archived=False)
+            .select_related("meter", "product")
+        )
+
+    def get_fields(self, request, obj=None):
+        fields = [*PriceForm.Meta.fields, "per_unit"]
+        if not self.has_change_permission(request, obj):
+            # read-only, the stored rate would print with its 12 places: its digits instead
+            fields[fields.index("unit_amount")] = "unit_amount_cents"
+        return fields
+
+    @admin.display(description="Unit amount (cents)")
+    def unit_amount_cents(self, price):
+        return plain(price.unit_amount) if price.unit_amount is not None else "—"
+
+    @admin.display(description="Per unit")
+    def per_unit(self, price):
+        """The unit amount as the invoice writes it (0.5 cents: "0.005 USD")."""
+        if price is None or price.pk is None or price.unit_amount is None:
+            return "—"
+        return unit_price(price.unit_amount, price.product.currency)
 
 
 class ProductForm(forms.ModelForm):
@@ -384,6 +411,9 @@ class DiscountForm(forms.ModelForm):
             "products",
             "metadata",
         )
+        help_texts = {
+            "basis_points": "Percentage discounts, in hundredths of a percent: 1500 is 15 %."
+        }
 
     def service_fields(self) -> dict:
         """The form's values in the discount service's terms (amounts in minor units)."""
@@ -432,7 +462,7 @@ class DiscountForm(forms.ModelForm):
 @admin.register(Discount)
 class DiscountAdmin(MeterlineModelAdmin):
     form = DiscountForm
-    list_display = ("name", "organization", "code", "type", "duration", "redemptions_count")
+    list_display = ("name", "organization", "code", "terms", "duration", "redemptions_count")
     list_filter = ("type", "duration")
     list_select_related = ("organization",)
     search_fields = ("name", "code")
@@ -453,6 +483,12 @@ class DiscountAdmin(MeterlineModelAdmin):
         )
         obj.pk, obj._state.adding = created.pk, False
 
+    @admin.display(description="Terms", ordering="type")
+    def terms(self, discount):
+        if discount.type == DiscountType.PERCENTAGE:
+            return f"{percent(discount.basis_points)} off"
+        return f"{money(discount.amount)} off" if discount.amount is not None else "—"
+
     def save_related(self, request, form, formsets, change):
         """The products went through the discount service with the rest."""
 
@@ -468,6 +504,7 @@ class TaxRateForm(forms.ModelForm):
     class Meta:
         model = TaxRate
         fields = ("organization", "name", "country", "state", "basis_points", "inclusive")
+        help_texts = {"basis_points": "Hundredths of a percent: 2000 is 20 %, 887 is 8.87 %."}
 
     def clean(self):
         data = super().clean()
@@ -490,13 +527,17 @@ class TaxRateForm(forms.ModelForm):
 @admin.register(TaxRate)
 class TaxRateAdmin(MeterlineModelAdmin):
     form = TaxRateForm
-    list_display = ("name", "organization", "country", "state", "basis_points", "inclusive")
+    list_display = ("name", "organization", "country", "state", "rate", "inclusive")
     list_filter = ("country", "inclusive")
     list_select_related = ("organization",)
     show_full_result_count = False
 
     def get_readonly_fields(self, request, obj=None):
         return ("organization",) if obj else ()
+
+    @admin.display(description="Rate", ordering="basis_points")
+    def rate(self, tax_rate):
+        return percent(tax_rate.basis_points)
 
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
