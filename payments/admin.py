@@ -16,19 +16,21 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from billing.admin.invoices import InvoiceAdmin as BillingInvoiceAdmin
-from billing.models import Invoice
+from billing.models import Invoice, InvoiceStatus
 from billing.money import format_amount, minor_factor, to_money
 from core.admin import MeterlineModelAdmin, add_domain_errors
 from core.errors import DomainError
 from customers.admin import register_activity_section
 from metering.admin.events import EstimatedCountPaginator
 from payments import collection, manual, refunds
+from payments.configuration import resolved
 from payments.models import (
     BillingProfile,
     CollectionState,
     InvoiceCollection,
     OrganizationPayments,
     Payment,
+    Provider,
     Refund,
     RefundReason,
 )
@@ -156,6 +158,33 @@ class InvoiceAdmin(BillingInvoiceAdmin):
 
     inlines = (*BillingInvoiceAdmin.inlines, PaymentInline, RefundInline)
     actions = (*BillingInvoiceAdmin.actions, "retry_payment", "record_payment", "refund")
+    # the page's buttons (billing's InvoiceAdmin): the statuses the services accept
+    page_actions = {
+        **BillingInvoiceAdmin.page_actions,
+        "record_payment": collection.COLLECTABLE,
+        "retry_payment": collection.COLLECTABLE,
+        "refund": (InvoiceStatus.PAID,),
+    }
+    page_action_notes = {
+        **BillingInvoiceAdmin.page_action_notes,
+        "retry_payment": "The customer's default payment method is charged the amount due now, "
+        "whatever the retry schedule says.",
+    }
+    form_actions = ("record_payment", "refund")
+    page_action_buttons = {
+        **BillingInvoiceAdmin.page_action_buttons,
+        "record_payment": "Record payment",
+        "retry_payment": "Retry payment",
+    }
+
+    def page_action_applies(self, name, invoice):
+        if not super().page_action_applies(name, invoice):
+            return False
+        if name == "retry_payment":  # refused by collection.retry_now: record it instead
+            return resolved(invoice.organization_id)[0] != Provider.MANUAL
+        if name == "refund":
+            return refunds.left_to_refund(invoice) > 0
+        return True
 
     def get_readonly_fields(self, request, obj=None):
         return [*super().get_readonly_fields(request, obj), "collection_display"]

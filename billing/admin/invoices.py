@@ -3,8 +3,10 @@
 An invoice's page is a read-only document, like a billing tool's: a header (number, status,
 customer, dates, amounts), its lines, credit notes (and payments, added by the payments app);
 the copied columns (seller, tax, usage boundaries) are under "Details". A finalized invoice never
-changes, so the page offers no Save; status changes go through the list's actions (mark paid,
-void) and the invoice services."""
+changes, so the page offers no Save; status changes are the list's actions (mark paid, void),
+also offered as buttons at the top of the page when they apply to the invoice's status: a button
+opens a confirmation page, then runs the same action (same permission, same service) on that one
+invoice."""
 
 from collections import defaultdict
 from datetime import timedelta
@@ -14,6 +16,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -32,7 +35,7 @@ from billing.admin.display import (
 )
 from billing.charts import Bar, bar_chart
 from billing.errors import BillingError
-from billing.models import Invoice, InvoiceLine
+from billing.models import Invoice, InvoiceLine, InvoiceStatus
 from core.admin import MeterlineModelAdmin
 from core.display import currency_places
 from customers.admin import register_activity_section
@@ -214,7 +217,32 @@ DETAIL_FIELDS = (
 @admin.register(Invoice)
 class InvoiceAdmin(MeterlineModelAdmin):
     """Finalized invoices are immutable: the page is a read-only document; status changes go
-    through the actions (mark paid, void)."""
+    through the actions (mark paid, void), from the list or from the page's buttons."""
+
+    # the list's actions offered as buttons on an invoice's page, with the statuses each applies
+    # to (the services' own rules: invoices.TRANSITIONS)
+    page_actions = {
+        "mark_paid": invoices.TRANSITIONS[InvoiceStatus.PAID],
+        "void": invoices.TRANSITIONS[InvoiceStatus.VOID],
+        "void_rebill_fixed": invoices.TRANSITIONS[InvoiceStatus.VOID],
+    }
+    # what each page action does, said on its confirmation page
+    page_action_notes = {
+        "mark_paid": "The invoice becomes paid: nothing is charged; the payment is recorded as "
+        "received outside Meterline.",
+        "void": "The invoice is voided: it keeps its number and lines but is no longer owed. Its "
+        "metered usage is billed on the subscription's next invoice; the customer balance it "
+        "used is given back.",
+        "void_rebill_fixed": "The invoice is voided: it keeps its number and lines but is no "
+        "longer owed. Its metered usage and its fixed lines are billed again on the "
+        "subscription's next invoice; the customer balance it used is given back.",
+    }
+    # a button's label where the action's own (the list's) is long
+    page_action_buttons = {"void": "Void"}
+    # offered on another action's confirmation page rather than as a button of their own
+    page_action_variants = {"void": ("void_rebill_fixed",)}
+    # page actions with a form page of their own (the action renders it): no confirmation first
+    form_actions: tuple[str, ...] = ()
 
     # five columns that fit beside the sidebar and the filters at 1440 px: the organization
     # under the customer, the period under the invoice date
@@ -257,7 +285,75 @@ class InvoiceAdmin(MeterlineModelAdmin):
             extra["title"] = f"Invoice {invoice.number or '(draft)'}"
             if invoice.is_finalized:
                 extra["pdf_url"] = reverse("admin:billing_invoice_pdf", args=[invoice.pk])
+            variants = {v for names in self.page_action_variants.values() for v in names}
+            extra["page_actions"] = [
+                (
+                    reverse("admin:billing_invoice_act", args=[invoice.pk, name]),
+                    self.page_action_buttons.get(name, label),
+                )
+                for name, label in self.available_page_actions(request, invoice)
+                if name not in variants
+            ]
         return super().change_view(request, object_id, form_url, extra)
+
+    def page_action_applies(self, name: str, invoice: Invoice) -> bool:
+        return invoice.status in self.page_actions[name]
+
+    def available_page_actions(self, request, invoice) -> list[tuple[str, str]]:
+        """(name, label) of the page actions the user may run (the list's permission checks)
+        that apply to the invoice."""
+        allowed = self.get_actions(request)
+        return [
+            (name, allowed[name][2])
+            for name in self.page_actions
+            if name in allowed and self.page_action_applies(name, invoice)
+        ]
+
+    def page_action_view(self, request, invoice_id, name):
+        """A page button: the list's action `name` on this one invoice. Actions with their own
+        form (record a payment, refund) show it at once; the others a confirmation page first.
+        Done, it goes back to the invoice's page."""
+        invoice = self.get_object(request, str(invoice_id))
+        if invoice is None or name not in self.page_actions:
+            raise Http404
+        allowed = self.get_actions(request)
+        if name not in allowed:
+            raise PermissionDenied
+        action, _, label = allowed[name]
+        page = reverse("admin:billing_invoice_change", args=[invoice.pk])
+        if not self.page_action_applies(name, invoice):
+            status = invoice.get_status_display().lower()
+            self.message_user(
+                request,
+                f"{invoice.number}: “{label}” does not apply to a {status} invoice.",
+                messages.WARNING,
+            )
+            return redirect(page)
+        confirmed = request.method == "POST" and "apply" in request.POST
+        if name not in self.form_actions and not confirmed:
+            alternatives = [
+                (reverse("admin:billing_invoice_act", args=[invoice.pk, other]), other_label)
+                for other, other_label in self.available_page_actions(request, invoice)
+                if other in self.page_action_variants.get(name, ())
+            ]
+            return TemplateResponse(
+                request,
+                "admin/billing/invoice/confirm_action.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": f"{label}: invoice {invoice.number}",
+                    "label": label,
+                    "note": self.page_action_notes.get(name, ""),
+                    "invoice": invoice,
+                    "total": money(invoice.total),
+                    "amount_due": money(invoice.amount_due),
+                    "invoice_url": page,
+                    "alternatives": alternatives,
+                    "opts": self.model._meta,
+                },
+            )
+        response = action(self, request, Invoice.objects.filter(pk=invoice.pk))
+        return response or redirect(page)
 
     def get_urls(self):
         pdf = path(
@@ -270,7 +366,12 @@ class InvoiceAdmin(MeterlineModelAdmin):
             self.admin_site.admin_view(self.dashboard_view),
             name="billing_dashboard",
         )
-        return [pdf, board, *super().get_urls()]
+        act = path(
+            "<uuid:invoice_id>/act/<slug:name>/",
+            self.admin_site.admin_view(self.page_action_view),
+            name="billing_invoice_act",
+        )
+        return [pdf, board, act, *super().get_urls()]
 
     def dashboard_view(self, request):
         """Revenue per month and per product, MRR, usage per meter (90 days), open and
