@@ -21,6 +21,7 @@ from django.utils.http import urlencode
 from rest_framework_api_key.models import APIKey
 
 from core.admin import MeterlineModelAdmin
+from core.display import day
 from core.forms import OptionalJSONField
 from customers.models import APIToken, Customer, Organization
 from customers.services import create_customer, delete_customer, update_customer
@@ -173,6 +174,17 @@ class APITokenAdmin(MeterlineModelAdmin):
 # --- customers ---------------------------------------------------------------------------------
 
 
+def stamped_day(moment) -> str:
+    """A list cell: the day on one line, the exact time in the tooltip."""
+    if moment is None:
+        return "—"
+    return format_html(
+        '<span class="ml-nowrap" title="{}">{}</span>',
+        f"{moment:%Y-%m-%d %H:%M:%S} UTC",
+        day(moment),
+    )
+
+
 class DeletedFilter(admin.SimpleListFilter):
     title = "status"
     parameter_name = "status"
@@ -190,13 +202,13 @@ class DeletedFilter(admin.SimpleListFilter):
 
 @admin.register(Customer)
 class CustomerAdmin(MeterlineModelAdmin):
+    # columns that fit beside the sidebar and the filters at 1440 px: the name and organization
+    # under the email, dates without their time (in the tooltip)
     list_display = (
-        "email",
-        "name",
-        "external_id",
-        "organization",
-        "created_at",
-        "first_user_event_at",
+        "customer_display",
+        "external_id_display",
+        "created",
+        "first_event",
         "is_active",
     )
     list_filter = ("organization", DeletedFilter, "created_at")
@@ -247,6 +259,36 @@ class CustomerAdmin(MeterlineModelAdmin):
     @admin.display(boolean=True, description="Active", ordering="deleted_at")
     def is_active(self, obj):
         return obj.deleted_at is None
+
+    @admin.display(description="Customer", ordering="email")
+    def customer_display(self, obj):
+        sub = " · ".join(part for part in (obj.name, obj.organization.name) if part)
+        return format_html(
+            '<div class="ml-ellipsis" title="{}">{}</div><div class="ml-sub ml-ellipsis" '
+            'title="{}">{}</div>',
+            obj.email,
+            obj.email,
+            sub,
+            sub,
+        )
+
+    @admin.display(description="External id", ordering="external_id")
+    def external_id_display(self, obj):
+        if not obj.external_id:
+            return "—"
+        return format_html(
+            '<div class="ml-ellipsis ml-narrow" title="{}">{}</div>',
+            obj.external_id,
+            obj.external_id,
+        )
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj):
+        return stamped_day(obj.created_at)
+
+    @admin.display(description="First event", ordering="first_user_event_at")
+    def first_event(self, obj):
+        return stamped_day(obj.first_user_event_at)
 
     @admin.display(description="Overview")
     def activity(self, obj):

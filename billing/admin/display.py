@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from django.utils.html import format_html
 
-from core.display import money, money_minor, number, unit_price  # noqa: F401 - re-exported
+from core.display import day, money, money_minor, number, unit_price  # noqa: F401 - re-exported
 
 
 def units(value: Decimal) -> str:
@@ -16,10 +16,6 @@ def units(value: Decimal) -> str:
 def cents(value) -> str:
     """Minor units → '12.34' for display."""
     return f"{Decimal(value) / 100:,.2f}"
-
-
-def day(moment: datetime | None) -> str:
-    return "—" if moment is None else f"{moment:%b %-d, %Y}"
 
 
 def span(start: datetime, end: datetime) -> str:

@@ -67,6 +67,8 @@ def test_back_office_pages_read_well(office, tmp_path):
         assert_readable(page)
         screenshot(page, tmp_path, "admin-index.png")
 
+        assert page.locator("#ml-billing-shortcuts").get_by_role("link", name="Margins").is_visible()
+
         # the dashboard opens on the organization with activity, not on "Acme"
         page.get_by_role("link", name="Billing dashboard").click()
         assert page.locator("#content-main h2").first.inner_text() == "Meterline Demo"
@@ -75,10 +77,17 @@ def test_back_office_pages_read_well(office, tmp_path):
         assert_readable(page)
         screenshot(page, tmp_path, "admin-dashboard.png")
 
+        # its margins: the same organization's
+        page.locator("#ml-dashboard-links").get_by_role("link", name="Margins").click()
+        assert page.locator("h2").first.inner_text() == "Meterline Demo"
+        assert page.locator("#content-main").get_by_text("Customers", exact=True).is_visible()
+
         # lists: an organization filter, every column inside the page at 1440 px
         for path, name in [
             ("billing/invoice/", "admin-invoices.png"),
             ("billing/subscription/", "admin-subscriptions.png"),
+            ("metering/event/", "admin-events.png"),
+            ("customers/customer/", "admin-customers.png"),
         ]:
             page.goto(f"{base}/admin/{path}")
             assert page.locator("#changelist-filter").get_by_text("By organization").is_visible()
@@ -93,6 +102,7 @@ def test_back_office_pages_read_well(office, tmp_path):
             "in the currency", ""
         )
         assert page.locator(".ml-doc-total").inner_text().endswith(" USD")
+        assert page.locator(".object-tools a.ml-action").count() >= 1  # its money actions
         assert_readable(page, decimals=UNIT_PRICES)
         screenshot(page, tmp_path, "admin-invoice.png")
 
