@@ -328,7 +328,7 @@ class EventAdmin(MeterlineModelAdmin):
     @admin.display(description="metadata")
     def metadata_pretty(self, obj):
         text = json.dumps(obj.metadata or {}, indent=2, sort_keys=True, ensure_ascii=False)
-        return format_html('<pre style="margin: 0">{}</pre>', text)
+        return format_html('<pre class="ml-pre">{}</pre>', text)
 
     # ------------------------------------------------------------------------------------------
     # MATCHED METERS: which meters this event matched, and with what value. Uses the meter

@@ -226,7 +226,7 @@ def test_demo_customer_margin_is_its_invoices_minus_its_costs(tmp_path):
     html = page.content.decode()
     assert f"{Decimal(expected_revenue) / 100:,.2f} USD" in html
     # 7.25 cents: shown rounded to the cent of a euro, exact on hover
-    assert '<td title="7.25">0.07 EUR</td><td style="color: #ba2121">−0.07 EUR</td>' in html
+    assert '<td title="7.25">0.07 EUR</td><td class="ml-negative">−0.07 EUR</td>' in html
     exported = admin.get(
         "/admin/billing/margins/",
         {
