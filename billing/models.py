@@ -63,6 +63,10 @@ class Product(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def is_recurring(self) -> bool:
+        return self.recurring_interval is not None
+
 
 class PriceType(models.TextChoices):
     FIXED = "fixed", "Fixed"

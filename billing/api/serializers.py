@@ -34,7 +34,11 @@ class ProductCreateSerializer(StrictSerializer):
     description = serializers.CharField(
         max_length=10_000, required=False, allow_null=True, allow_blank=True
     )
-    recurring_interval = serializers.ChoiceField(choices=Interval.values)
+    # null or absent: a one-time product, bought rather than subscribed to (a credit pack), as
+    # Polar's ProductCreateOneTime
+    recurring_interval = serializers.ChoiceField(
+        choices=Interval.values, required=False, allow_null=True, default=None
+    )
     recurring_interval_count = serializers.IntegerField(min_value=1, max_value=999, default=1)
     trial_interval = serializers.ChoiceField(
         choices=Interval.values, required=False, allow_null=True

@@ -302,3 +302,21 @@ def test_staff_grant_in_the_admin_and_the_customer_page(organization, meter, cus
         403,
     )
     assert CreditGrant.objects.filter(pk=grant.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_one_time_product_through_polar_sdk(polar, live_org_token):
+    """Polar's one-time product (`recurring_interval` null) is created and read back by
+    polar-sdk; subscribing to it is a 422 naming the product."""
+    from polar.v2026_10.errors import HTTPValidationError
+
+    product = polar.products.create(
+        name="1,000 calls", prices=[{"amount_type": "fixed", "price_amount": 1000}]
+    )
+    assert (product.recurring_interval, product.is_recurring) == (None, False)
+    assert polar.products.get(id=product.id).recurring_interval is None
+    customer = polar.customers.create(email="p@example.com", external_id="p")
+    with pytest.raises(HTTPValidationError) as caught:
+        polar.subscriptions.create(product_id=product.id, customer_id=customer.id)
+    assert caught.value.status_code == 422
+    assert "one-time product" in caught.value.error.detail[0].msg
