@@ -41,6 +41,7 @@ from billing.models import (
     Invoice,
     InvoiceStatus,
 )
+from core import audit
 from metering.queries import ADDITIVE, Window
 
 SUBSCRIPTION_RANK, GRANT_RANK = 0, 1
@@ -303,18 +304,34 @@ def grant(
     granted_at = granted_at or timezone.now()
     if expires_at is not None and expires_at <= granted_at:
         raise BillingError("A grant expires after it is granted", field=("expires_at",))
-    return CreditGrant.objects.create(
-        organization_id=customer.organization_id,
-        customer=customer,
-        meter=meter,
-        source=source,
-        units=units,
-        granted_at=granted_at,
-        expires_at=expires_at,
-        reason=reason[:280],
-        invoice=invoice,
-        benefit=benefit,
-    )
+    with transaction.atomic():
+        made = CreditGrant.objects.create(
+            organization_id=customer.organization_id,
+            customer=customer,
+            meter=meter,
+            source=source,
+            units=units,
+            granted_at=granted_at,
+            expires_at=expires_at,
+            reason=reason[:280],
+            invoice=invoice,
+            benefit=benefit,
+        )
+        if source == CreditSource.STAFF:
+            # credits are money given away: the staff user who granted them is on record
+            audit.record(
+                made,
+                action="credit grant",
+                created=True,
+                changes={
+                    "customer": (None, customer.email),
+                    "meter": (None, meter.name),
+                    "units": (None, units),
+                    "expires_at": (None, expires_at.isoformat() if expires_at else None),
+                    "reason": (None, made.reason),
+                },
+            )
+    return made
 
 
 def grant_pack(invoice: Invoice) -> list[CreditGrant]:
