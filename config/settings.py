@@ -168,6 +168,8 @@ AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_MINUTES", default=15) / 60
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+# its start-up banner would print on every process and command; lockouts are still logged
+AXES_VERBOSE = False
 
 # Audit log of staff actions on money (django-auditlog, core/audit.py): changes stored as JSON.
 AUDITLOG_STORE_JSON_CHANGES = True
@@ -191,7 +193,8 @@ CONTENT_SECURITY_POLICY = {
 }
 
 # --- email -------------------------------------------------------------------------------------
-EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+# an empty EMAIL_URL (a blank line in .env) means unset, not an unparsable address
+EMAIL_CONFIG = env.email_url_config(env.str("EMAIL_URL", default="") or "consolemail://")
 vars().update(EMAIL_CONFIG)
 if EMAIL_CONFIG["EMAIL_BACKEND"] == "django.core.mail.backends.console.EmailBackend":
     # the console shows invoice emails without their PDF's base64

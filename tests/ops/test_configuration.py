@@ -135,6 +135,7 @@ def test_data_dir_can_be_set_in_dot_env(tmp_path):
 
     shell = manage(
         "shell",
+        "--no-imports",
         "-c",
         "from django.conf import settings; print(settings.DATA_DIR)",
         env=clean_env(DATABASE_URL=SERVER_DATABASE_URL),
@@ -165,3 +166,20 @@ def test_env_example_copied_to_dot_env_keeps_the_commands_working(tmp_path):
     for number, line in enumerate((ROOT / ".env.example").read_text().splitlines(), start=1):
         if line and not line.startswith("#"):
             assert "#" not in line, f".env.example:{number}: {line}"
+
+
+def test_a_blank_email_url_means_unset_and_commands_print_no_library_banner():
+    """`EMAIL_URL=` (a blank line kept from .env.example) used to stop every command with
+    'Invalid email schema'; and no library's start-up banner precedes a command's own output."""
+    done = manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        "from django.conf import settings; print(settings.EMAIL_BACKEND)",
+        env=clean_env(
+            EMAIL_URL="", DATABASE_URL=SERVER_DATABASE_URL, SECRET_KEY="x", DEBUG="0"
+        ),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["core.mail.ConsoleSummaryBackend"]
+    assert "AXES" not in done.stderr
