@@ -73,6 +73,28 @@ def filter_events(request, queryset, errors: ErrorList):
     return queryset
 
 
+def event_criteria(request, errors: ErrorList) -> dict:
+    """The list filters as plain values (the ClickHouse event store applies them itself), with
+    the same parsing and errors as `filter_events`. Tree filters are the caller's."""
+    query_params = request.query_params
+    criteria = {
+        "customer_ids": params.uuid_list(request, "customer_id", errors),
+        "external_ids": params.string_list(request, "external_customer_id", errors),
+        "names": params.string_list(request, "name", errors, max_length=128),
+        "sources": params.enum_list(request, "source", ("user", "system"), errors),
+        "start": params.parse_datetime(
+            query_params.get("start_timestamp"), "start_timestamp", errors
+        ),
+        "end": params.parse_datetime(query_params.get("end_timestamp"), "end_timestamp", errors),
+        "query": query_params.get("query"),
+        "metadata": params.metadata_filters(request, errors),
+        "filters": [],
+    }
+    for condition, _user_only in _meter_conditions(request, errors):
+        criteria["filters"].append(condition)
+    return criteria
+
+
 def _filter_tree(request, queryset, errors: ErrorList):
     raw_parent = request.query_params.get("parent_id")
     parent_id = (
@@ -92,6 +114,16 @@ def _filter_tree(request, queryset, errors: ErrorList):
 def filter_events_by_meter(request, queryset, errors: ErrorList):
     """`meter_id` and `filter` (a meter filter as JSON) narrow the list to matching events, with
     the same typed comparison rule as the meters (metering.filters)."""
+    for condition, user_only in _meter_conditions(request, errors):
+        sql, sql_params = filters.compile_filter(condition, alias="metering_event")
+        if user_only:  # meters only count user events
+            sql = f"(metering_event.source = 'user' AND {sql})"
+        queryset = queryset.filter(RawSQL(sql, sql_params, output_field=_bool()))
+    return queryset
+
+
+def _meter_conditions(request, errors: ErrorList) -> list[tuple[dict, bool]]:
+    """(filter, only user events) of `meter_id` and `filter`."""
     raw_meter = request.query_params.get("meter_id")
     raw_filter = request.query_params.get("filter")
     conditions = []
@@ -114,12 +146,7 @@ def filter_events_by_meter(request, queryset, errors: ErrorList):
             cleaned = filters.validate_filter(parsed, ["query", "filter"], errors)
             if cleaned is not None:
                 conditions.append((cleaned, False))
-    for condition, user_only in conditions:
-        sql, sql_params = filters.compile_filter(condition, alias="metering_event")
-        if user_only:  # meters only count user events
-            sql = f"(metering_event.source = 'user' AND {sql})"
-        queryset = queryset.filter(RawSQL(sql, sql_params, output_field=_bool()))
-    return queryset
+    return conditions
 
 
 def _decimal(text):

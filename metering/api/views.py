@@ -12,7 +12,8 @@ from rest_framework.response import Response
 from core.api import params
 from core.api.errors import PolarValidationError
 from core.errors import ErrorList
-from metering import ingest
+from metering import ingest, stores
+from metering.api import events_clickhouse
 from metering.api.event_filters import customer_q, filter_events
 from metering.api.serializers import (
     EventNameSerializer,
@@ -126,8 +127,16 @@ class EventListView(GenericAPIView):
     def get(self, request):
 
         errors = ErrorList()
-        queryset = filter_events(request, organization_events(request), errors)
         order = params.sorting(request, {"timestamp": "timestamp"}, ["-timestamp"], errors)
+        if stores.current().name == "clickhouse":
+            descending = order[0].startswith("-")
+            merged = events_clickhouse.merged_events(
+                request, organization_events(request), errors, descending
+            )
+            errors.raise_if_any(PolarValidationError)
+            page = self.paginate_queryset(merged)
+            return self.get_paginated_response(EventSerializer(page, many=True).data)
+        queryset = filter_events(request, organization_events(request), errors)
         errors.raise_if_any(PolarValidationError)
         queryset = queryset.order_by(*order, "-id" if order[0].startswith("-") else "id")
         page = self.paginate_queryset(queryset)
@@ -139,6 +148,9 @@ class EventDetailView(GenericAPIView):
 
     @extend_schema(operation_id="events_get")
     def get(self, request, id):
+        if stores.current().name == "clickhouse":
+            event = events_clickhouse.lookup(request, organization_events(request), id)
+            return Response(EventSerializer(event).data)
         return Response(
             EventSerializer(get_object_or_404(organization_events(request), pk=id)).data
         )

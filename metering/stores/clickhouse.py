@@ -37,8 +37,9 @@ from django.utils import timezone
 
 from core.db import bound_cursor
 from core.metadata import metadata_value_candidates
+from customers.models import Customer
 from metering import aggregation, filters, jsonio, locks, rollups, series
-from metering.models import CustomerLink, EventBatch, Meter
+from metering.models import CustomerLink, EventBatch, EventKey, Meter
 from metering.stores import clickhouse_schema
 from metering.stores.base import (
     EventStore,
@@ -780,6 +781,12 @@ class ClickHouseStore(EventStore):
     def relay(self) -> int:
         return relay()
 
+    def list_events(self, organization_id, criteria: dict, *, descending: bool, limit: int):
+        return list_events(organization_id, criteria, descending=descending, limit=limit)
+
+    def count_events(self, organization_id, criteria: dict, *, cap: int) -> int:
+        return count_events(organization_id, criteria, cap=cap)
+
     def backfill(self, meter) -> None:
         """A new or redefined meter: customer meters for every customer with matching events
         (the numbers themselves are computed on read)."""
@@ -1193,4 +1200,166 @@ def _ranges_sql(ranges: list[Range], p: Params) -> str:
         f"(timestamp >= fromUnixTimestamp64Micro({p(micros(lo))}, 'UTC') AND "
         f"timestamp < fromUnixTimestamp64Micro({p(micros(hi))}, 'UTC'))"
         for lo, hi in ranges
+    )
+
+
+# --- event lists and lookups (the API's GET /v1/events/) ----------------------------------------
+
+
+class StoredEvent:
+    """A user event read from ClickHouse, with the attributes the event serializer reads."""
+
+    def __init__(self, row, customers: dict, links: dict, parents: dict, children: dict):
+        (
+            self.id,
+            self.organization_id,
+            customer_id,
+            moment,
+            self.name,
+            self.source,
+            external_customer_id,
+            external_id,
+            parent_reference,
+            metadata,
+        ) = row
+        self.timestamp = _utc(moment)
+        if customer_id == ZERO:
+            customer_id = links.get(external_customer_id)
+        self.customer_id = customer_id
+        self.customer = customers.get(customer_id)
+        self.external_customer_id = external_customer_id or None
+        self.external_id = external_id or None
+        self.parent_id = parents.get(parent_reference) if parent_reference else None
+        self.child_count = children.get(self.id, 0)
+        self.metadata = jsonio.loads(metadata)
+        cost = self.metadata.get("_cost")
+        self.cost_amount = (
+            str(cost["amount"]) if isinstance(cost, dict) and "amount" in cost else None
+        )
+
+
+EVENT_LIST_COLUMNS = (
+    "id, organization_id, customer_id, timestamp, name, source, external_customer_id, "
+    "external_id, parent_reference, metadata"
+)
+
+
+def event_where(organization_id, criteria: dict, p: Params) -> str:
+    """The list filters of the event API over ClickHouse (the user events it holds)."""
+    parts = [f"organization_id = {p(str(organization_id))}"]
+    if criteria.get("sources") and "user" not in criteria["sources"]:
+        return "0"
+    customer_ids, external_ids = criteria.get("customer_ids"), criteria.get("external_ids")
+    if customer_ids or external_ids:
+        ids = {str(c) for c in customer_ids or ()}
+        if external_ids:
+            ids |= {
+                str(c)
+                for c in Customer.objects.filter(
+                    organization_id=organization_id, external_id__in=external_ids
+                ).values_list("pk", flat=True)
+            }
+        unlinked = set(external_ids or ())
+        unlinked |= set(
+            CustomerLink.objects.filter(customer_id__in=list(ids)).values_list(
+                "external_customer_id", flat=True
+            )
+        )
+        parts.append(
+            f"(customer_id IN {Params.literal_uuids(sorted(ids))} OR (customer_id = "
+            "toUUID('00000000-0000-0000-0000-000000000000') AND external_customer_id IN "
+            f"{p(sorted(unlinked) or [''])}))"
+        )
+    if criteria.get("names"):
+        parts.append(f"name IN {p(criteria['names'])}")
+    if criteria.get("start"):
+        parts.append(
+            f"timestamp >= fromUnixTimestamp64Micro({p(micros(criteria['start']))}, 'UTC')"
+        )
+    if criteria.get("end"):
+        parts.append(f"timestamp <= fromUnixTimestamp64Micro({p(micros(criteria['end']))}, 'UTC')")
+    if criteria.get("query"):
+        parts.append(f"positionCaseInsensitiveUTF8(name, {p(criteria['query'])}) > 0")
+    if criteria.get("metadata"):
+        parts.append(metadata_filter_sql(criteria["metadata"], p))
+    for condition in criteria.get("filters", ()):
+        parts.append(filter_sql(condition, p))
+    if criteria.get("parent_refs") is not None:
+        parts.append(f"parent_reference IN {p(criteria['parent_refs'] or [''])}")
+    if criteria.get("ids") is not None:
+        parts.append(f"id IN {Params.literal_uuids([str(i) for i in criteria['ids']] or [])}")
+    return " AND ".join(parts)
+
+
+def _parents_and_children(organization_id, rows) -> tuple[dict, dict]:
+    """parent reference → parent id (an event id, or an external id), and event id → number of
+    events naming it as parent."""
+    references = {r[8] for r in rows if r[8]}
+    parents: dict = {}
+    if references:
+        for key, event_id in EventKey.objects.filter(
+            organization_id=organization_id, external_id__in=references
+        ).values_list("external_id", "event_id"):
+            parents[key] = event_id
+        for reference in references - set(parents):
+            try:
+                parents[reference] = uuid.UUID(reference)
+            except ValueError:
+                continue
+    children: dict = {}
+    names = {str(r[0]): r[0] for r in rows} | {r[7]: r[0] for r in rows if r[7]}
+    if names:
+        p = Params()
+        for reference, count in (
+            client()
+            .query(
+                f"SELECT parent_reference, count() FROM {layout().events} FINAL "
+                f"WHERE organization_id = {p(str(organization_id))} "
+                f"AND parent_reference IN {p(sorted(names))} GROUP BY parent_reference",
+                parameters=p.values,
+            )
+            .result_rows
+        ):
+            children[names[reference]] = children.get(names[reference], 0) + count
+    return parents, children
+
+
+def list_events(organization_id, criteria: dict, *, descending: bool, limit: int) -> list:
+    """The first `limit` user events matching `criteria`, by timestamp then id."""
+    p = Params()
+    direction = "DESC" if descending else "ASC"
+    rows = (
+        client()
+        .query(
+            f"SELECT {EVENT_LIST_COLUMNS} FROM {layout().events} FINAL "
+            f"WHERE {event_where(organization_id, criteria, p)} "
+            f"ORDER BY timestamp {direction}, id {direction} LIMIT {int(limit)}",
+            parameters=p.values,
+        )
+        .result_rows
+    )
+    if not rows:
+        return []
+    unlinked = {r[6] for r in rows if r[2] == ZERO}
+    links = dict(
+        CustomerLink.objects.filter(
+            organization_id=organization_id, external_customer_id__in=unlinked
+        ).values_list("external_customer_id", "customer_id")
+    )
+    wanted = {r[2] for r in rows if r[2] != ZERO} | set(links.values())
+    customers = Customer.objects.in_bulk(list(wanted))
+    parents, children = _parents_and_children(organization_id, rows)
+    return [StoredEvent(r, customers, links, parents, children) for r in rows]
+
+
+def count_events(organization_id, criteria: dict, *, cap: int) -> int:
+    p = Params()
+    return (
+        client()
+        .query(
+            f"SELECT count() FROM (SELECT 1 FROM {layout().events} FINAL "
+            f"WHERE {event_where(organization_id, criteria, p)} LIMIT {int(cap)})",
+            parameters=p.values,
+        )
+        .result_rows[0][0]
     )

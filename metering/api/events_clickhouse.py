@@ -1,0 +1,118 @@
+"""`GET /v1/events/` and `GET /v1/events/{id}` when user events live in ClickHouse: the user
+events come from the store, the system events (credits, resets) from PostgreSQL, merged in
+timestamp order under the same filters and pagination."""
+
+from django.http import Http404
+
+from core.api import params
+from core.errors import ErrorList
+from metering import stores
+from metering.api.event_filters import MAX_DEPTH, event_criteria, filter_events
+from metering.models import EventKey, EventSource
+
+
+class _Page(list):
+    def count(self):
+        return len(self)
+
+
+class MergedEvents:
+    """The PostgreSQL queryset and the ClickHouse store as one sequence ordered by timestamp
+    and id, for the pagination's `[:cap].count()` and `[offset:offset + limit]`."""
+
+    def __init__(self, queryset, organization_id, criteria: dict, descending: bool):
+        self.queryset, self.organization_id = queryset, organization_id
+        self.criteria, self.descending = criteria, descending
+
+    def order_by(self, *args):
+        return self
+
+    def count(self):
+        return self.queryset.count() + stores.current().count_events(
+            self.organization_id, self.criteria, cap=10**9
+        )
+
+    def __getitem__(self, window: slice):
+        end = window.stop
+        if window.start is None and end is not None:  # the capped count
+            in_pg = self.queryset.order_by()[:end].count()
+            return _Page(
+                [None]
+                * min(
+                    end,
+                    in_pg
+                    + stores.current().count_events(self.organization_id, self.criteria, cap=end),
+                )
+            )
+        pg = list(self.queryset[:end])
+        ch = stores.current().list_events(
+            self.organization_id, self.criteria, descending=self.descending, limit=end
+        )
+        merged = sorted(pg + ch, key=lambda e: (e.timestamp, str(e.id)), reverse=self.descending)
+        return merged[window]
+
+
+def clickhouse_criteria(request, errors: ErrorList) -> dict | None:
+    """The list filters for the store; None when nothing there can match."""
+    criteria = event_criteria(request, errors)
+    raw_parent = request.query_params.get("parent_id")
+    parent_id = (
+        params.parse_uuid(raw_parent, ["query", "parent_id"], errors) if raw_parent else None
+    )
+    depth = params.parse_int(request, "depth", errors, minimum=0, maximum=MAX_DEPTH)
+    if parent_id is None and depth is None:
+        return criteria
+    if parent_id is None:
+        if depth == 0:
+            criteria["parent_refs"] = []  # roots: no parent named
+            return criteria
+        errors.add(
+            ["query", "depth"],
+            "With the ClickHouse event store, depth needs parent_id (or depth=0)",
+            "unsupported",
+        )
+        return criteria
+    organization_id = request.auth.organization.pk
+    if depth is None:
+        criteria["parent_refs"] = _references([parent_id], organization_id)
+        return criteria
+    found, level = [parent_id], [parent_id]
+    for _ in range(depth):
+        children = stores.current().list_events(
+            organization_id,
+            {"parent_refs": _references(level, organization_id)},
+            descending=False,
+            limit=10_000,
+        )
+        level = [child.id for child in children]
+        if not level:
+            break
+        found += level
+    criteria["ids"] = found
+    return criteria
+
+
+def _references(event_ids: list, organization_id) -> list[str]:
+    """How children name these events: by id, or by external id."""
+    keys = EventKey.objects.filter(organization_id=organization_id, event_id__in=event_ids)
+    return [str(i) for i in event_ids] + list(keys.values_list("external_id", flat=True))
+
+
+def merged_events(request, queryset, errors: ErrorList, descending: bool) -> MergedEvents:
+    criteria = clickhouse_criteria(request, errors)
+    system = filter_events(request, queryset, errors).filter(source=EventSource.SYSTEM)
+    order = "-" if descending else ""
+    system = system.order_by(f"{order}timestamp", f"{order}id")
+    return MergedEvents(system, request.auth.organization.pk, criteria, descending)
+
+
+def lookup(request, queryset, event_id):
+    found = queryset.filter(pk=event_id).first()
+    if found is not None:
+        return found
+    events = stores.current().list_events(
+        request.auth.organization.pk, {"ids": [event_id]}, descending=False, limit=1
+    )
+    if not events:
+        raise Http404
+    return events[0]
