@@ -36,6 +36,7 @@ MAX_RATE_DECIMALS = 12
 MAX_RATE_DIGITS = 17  # Polar's unit_amount: 17 digits, 12 of them decimals (< 100,000 cents)
 MAX_PRICE_AMOUNT = 99_999_999  # Polar's bound for price_amount (Stripe's per charge), in cents
 MAX_TIER_BOUND = 10**40  # usage values are below 10^40 (events.md)
+MAX_EXPIRY_DAYS = 36_500  # a credit pack's expiry in days: a hundred years keeps it a date
 
 
 @dataclass
@@ -430,9 +431,28 @@ def _benefit_meter(organization, meter_id):
     return meter
 
 
+def check_expiry_days(days) -> None:
+    """A pack's `expires_after_days`: a positive whole number of days (bounded), or None."""
+    if days is None:
+        return
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_EXPIRY_DAYS:
+        raise InvalidPrice(
+            f"expires_after_days is a whole number of days from 1 to {MAX_EXPIRY_DAYS}, or null",
+            field=("properties", "expires_after_days"),
+        )
+
+
 def create_benefit(
-    *, organization, description: str, meter_id, units: int, rollover: bool, metadata=None
+    *,
+    organization,
+    description: str,
+    meter_id,
+    units: int,
+    rollover: bool,
+    metadata=None,
+    expires_after_days: int | None = None,
 ) -> Benefit:
+    check_expiry_days(expires_after_days)
     return Benefit.objects.create(
         organization=organization,
         description=description,
@@ -440,12 +460,15 @@ def create_benefit(
         units=units,
         rollover=rollover,
         metadata=metadata or {},
+        expires_after_days=expires_after_days,
     )
 
 
 def update_benefit(benefit: Benefit, **changes) -> Benefit:
     """Description, units, rollover, metadata, deletion; the meter while no product carries it
     (a period's credits would otherwise change meter mid-subscription)."""
+    if "expires_after_days" in changes:
+        check_expiry_days(changes["expires_after_days"])
     if "meter_id" in changes and changes["meter_id"] != benefit.meter_id:
         if benefit.products.exists():
             raise InvalidPrice(

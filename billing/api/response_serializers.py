@@ -317,6 +317,17 @@ class BenefitPropertiesSerializer(serializers.Serializer):
     meter_id = serializers.UUIDField()
 
 
+class BenefitPropertiesWithExpirySerializer(BenefitPropertiesSerializer):
+    """A benefit's properties as the benefits and products endpoints show them (Polar's client
+    skips the extra key); the customer state's granted benefits keep Polar's three."""
+
+    expires_after_days = serializers.IntegerField(
+        allow_null=True,
+        help_text="Meterline extension: on a one-time product (a credit pack), the units bought "
+        "expire this many days after the order is paid; null: never",
+    )
+
+
 class BenefitSerializer(serializers.Serializer):
     """Polar's `BenefitMeterCredit` (the one benefit type Meterline has)."""
 
@@ -332,7 +343,7 @@ class BenefitSerializer(serializers.Serializer):
     metadata = Metadata()
     visibility = Always("public")
     visibility_configurable = Always(False)
-    properties = BenefitPropertiesSerializer(source="*")
+    properties = BenefitPropertiesWithExpirySerializer(source="*")
 
 
 class ProductBaseSerializer(serializers.Serializer):

@@ -4,6 +4,7 @@ fields, wrong types and bad enum values are 422s naming the field. Response bodi
 
 from rest_framework import serializers
 
+from billing.catalog import MAX_EXPIRY_DAYS
 from billing.credit_notes import REASONS
 from billing.models import DiscountDuration, DiscountType, Interval
 from billing.money import is_known_currency
@@ -109,6 +110,11 @@ class MeterCreditPropertiesSerializer(StrictSerializer):
     units = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
     rollover = serializers.BooleanField()
     meter_id = serializers.UUIDField()
+    # Meterline extension: a credit pack's units expire this many days after the order is paid
+    # (null or absent: never); bounded so the expiry stays a date
+    expires_after_days = serializers.IntegerField(
+        min_value=1, max_value=MAX_EXPIRY_DAYS, required=False, allow_null=True
+    )
 
 
 class BenefitCreateSerializer(StrictSerializer):

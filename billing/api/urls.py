@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing.api import margins, views
+from billing.api import margins, packs, views
 
 urlpatterns = [
     path("products/", views.ProductListView.as_view()),
@@ -29,4 +29,5 @@ urlpatterns = [
     path("tax-rates/", views.TaxRateListView.as_view()),
     path("tax-rates/<uuid:id>", views.TaxRateDetailView.as_view()),
     path("metrics/margins", margins.MarginReportView.as_view()),
+    path("customers/<uuid:id>/credit-packs", packs.CustomerCreditPacksView.as_view()),
 ]
