@@ -100,7 +100,7 @@ def main(argv=None) -> None:
     totals.clear()
     counts.clear()
     wall = 0.0
-    from metering.jsonio import loads
+    from core.strict_json import loads
 
     bodies = [workload.body(batch) for batch in batches[2:]]
     profiler = None

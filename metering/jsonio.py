@@ -1,10 +1,12 @@
-"""JSON on the ingest path through msgspec (parsing a 1,000-event body and writing its metadata
-several times faster than the standard library and simplejson), with the exact-number rule of
-`core.strict_json`: a number with a fraction or exponent becomes the Decimal it spells.
+"""JSON through msgspec with the exact-number rule of `core.strict_json`: a number with a fraction
+or exponent becomes the Decimal it spells, and a Decimal is written as that number.
 
-Anything msgspec refuses — NaN/Infinity, a lone surrogate escape, invalid UTF-8, malformed or
-too deeply nested input, an integer beyond its range — is parsed again by `core.strict_json`,
-so every result and every error a client can see stays the one that parser gives."""
+Writing is what pays: an ingest batch's 1,000 metadata objects become jsonb text in ~0.7 ms
+instead of 15-23 ms with simplejson (docs/performance.md). Parsing is on a par with the
+standard library's C parser, so API bodies keep `core.strict_json` as their one parser; `loads`
+here falls back to it for anything msgspec refuses (NaN/Infinity, a lone surrogate escape,
+invalid UTF-8, malformed or too deeply nested input, an integer beyond its range), so its
+results and errors are that parser's."""
 
 import decimal
 

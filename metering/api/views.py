@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from core.api import params
 from core.api.errors import PolarValidationError
 from core.errors import ErrorList
+from core.strict_json import loads
 from metering import ingest, stores
 from metering.api import events_clickhouse
 from metering.api.event_filters import customer_q, filter_events
@@ -21,7 +22,6 @@ from metering.api.serializers import (
     EventsIngestResponseSerializer,
     EventsIngestSerializer,
 )
-from metering.jsonio import loads
 from metering.models import Event, EventName
 
 EVENT_SOURCES = ("user", "system")
