@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from portal import views
+from portal import pack_views, views
 
 app_name = "portal"
 
@@ -18,6 +18,7 @@ portal_patterns = [
     path("invoices/<uuid:invoice_id>", views.invoice_page, name="invoice"),
     path("invoices/<uuid:invoice_id>/download", views.invoice_download, name="invoice-download"),
     path("invoices/<uuid:invoice_id>/pay", views.pay_invoice, name="invoice-pay"),
+    path("credit-packs/<uuid:product_id>/buy", pack_views.buy_pack, name="credit-pack-buy"),
     path(
         "credit-notes/<uuid:credit_note_id>/download",
         views.credit_note_download,
