@@ -143,11 +143,15 @@ class PendingStateChange(models.Model):
 class AlertMetric(models.TextChoices):
     UNITS = "units", "units consumed in the period"
     AMOUNT = "amount", "amount so far in the period (cents)"
+    BALANCE = "balance", "credits left below the threshold (units)"
 
 
 class AlertRule(models.Model):
     """Usage alert (Meterline extension): when a customer's usage of `meter` in the current
-    billing period reaches `threshold`, fire once for that customer and period."""
+    billing period reaches `threshold`, fire once for that customer and period. A `balance`
+    rule fires when the meter's credits left (credited − consumed, as the customer meter shows
+    it) fall below `threshold` units: once per period and state of the credit ledger, so again
+    only after new credits were granted (or the next period began) and it fell below again."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
@@ -183,12 +187,16 @@ class AlertFiring(models.Model):
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
     value = models.DecimalField(max_digits=24, decimal_places=6)
+    # balance rules: the units granted to the customer on the meter so far (the ledger only grows,
+    # so new credits make a new crossing possible); 0 for the others
+    crossing = models.BigIntegerField(default=0)
     fired_at = models.DateTimeField()
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["rule", "customer", "period_start"], name="alert_fires_once_per_period"
+                fields=["rule", "customer", "period_start", "crossing"],
+                name="alert_fires_once_per_crossing",
             )
         ]
 
