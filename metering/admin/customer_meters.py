@@ -19,6 +19,15 @@ from metering.models import CustomerMeter
 MAX_UNITS = 10**12
 
 
+def balance_cell(numbers) -> str:
+    """The balance (credited − consumed) only where there are credits: for a meter without any
+    it would be minus the usage — "−82.42" for an average latency — which is no balance at all.
+    With credits it is exact and may be negative (the units beyond them)."""
+    if not numbers.credited_units:
+        return format_html('<span title="{}">—</span>', "no credits")
+    return exact_title(numbers.balance)
+
+
 def exact_title(value) -> str:
     """A meter value rounded for reading (averages have long fractions), exact in the tooltip."""
     exact = f"{value.normalize():f}" if hasattr(value, "normalize") else str(value)
@@ -130,7 +139,7 @@ class CustomerMeterAdmin(MeterlineModelAdmin):
 
     @admin.display(description="balance")
     def balance(self, obj):
-        return exact_title(self._numbers(obj).balance)
+        return balance_cell(self._numbers(obj))
 
     @admin.action(
         description="Grant or revoke credits (with a reason)", permissions=["grant_credits"]
@@ -201,7 +210,7 @@ def meters_section(customer) -> str:
                     cm.meter.name,
                     exact_title(numbers.consumed_units),
                     exact_title(numbers.credited_units),
-                    exact_title(numbers.balance),
+                    balance_cell(numbers),
                 )
                 for cm, numbers in rows
             ),
