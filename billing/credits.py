@@ -24,7 +24,7 @@ re-checks each remainder; a grant drawn meanwhile by another subscription's clos
 measure again (`CreditsChanged`)."""
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -204,6 +204,59 @@ def remaining_grants(pairs, *, live_at: datetime | None = None, granted_before=N
                 Slice(pk, source, units - drawn, expires_at, created_at, granted_at)
             )
     return found
+
+
+@dataclass(frozen=True)
+class GrantBalance:
+    """A grant as the customer sees it: its units and what is left of them."""
+
+    grant_id: object
+    source: str
+    units: int
+    left: int
+    granted_at: datetime
+    expires_at: datetime | None
+    created_at: datetime
+
+    def burn_order(self):
+        """The order a period draws grants in (`Slice.order`): earliest expiry first, then the
+        ones without expiry, oldest first."""
+        return (self.expires_at is None, self.expires_at or self.created_at, self.created_at)
+
+
+def grant_balances(customer_id, meter_ids, *, now: datetime) -> dict:
+    """meter id → the customer's unexpired grants of that meter with something left after the
+    closed periods' draws, in burn order. One query."""
+    grants = (
+        CreditGrant.objects.filter(customer_id=customer_id, meter_id__in=list(meter_ids))
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .annotate(
+            drawn=Coalesce(
+                Sum("draws__units", filter=~Q(draws__invoice__status=InvoiceStatus.VOID)), 0
+            )
+        )
+        .values_list(
+            "pk", "meter_id", "source", "units", "drawn", "granted_at", "expires_at", "created_at"
+        )
+    )
+    found: dict = defaultdict(list)
+    for pk, meter_id, source, units, drawn, granted_at, expires_at, created_at in grants:
+        if units - drawn > 0:
+            found[meter_id].append(
+                GrantBalance(pk, source, units, units - drawn, granted_at, expires_at, created_at)
+            )
+    return {meter_id: sorted(rows, key=GrantBalance.burn_order) for meter_id, rows in found.items()}
+
+
+def net_of_draws(balances: dict, planned: dict) -> dict:
+    """`grant_balances` less what the open periods' closes would draw so far (grant id → units,
+    `subscriptions.current_credit_draws`), never below zero."""
+    return {
+        meter_id: [
+            replace(row, left=max(row.left - planned.get(row.grant_id, 0), 0)) for row in rows
+        ]
+        for meter_id, rows in balances.items()
+    }
 
 
 def ledgers_for(periods: list[tuple]) -> tuple[dict, list[Window]]:

@@ -19,6 +19,8 @@ threshold invoices (issued, voided) bumps `Subscription.threshold_version` under
 close that measured the period before the change measures it again (`billing.cycles`)."""
 
 import logging
+from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
@@ -28,7 +30,14 @@ from moneyed import Money
 
 from billing import cycles, metered, plan
 from billing.errors import BillingError
-from billing.models import LIVE_STATUSES, BillingReason, Invoice, Product, Subscription
+from billing.models import (
+    LIVE_STATUSES,
+    BillingReason,
+    Invoice,
+    InvoiceStatus,
+    Product,
+    Subscription,
+)
 from billing.money import check_storable, is_known_currency, to_minor, to_money
 from metering import queries
 
@@ -177,6 +186,55 @@ def changed(subscription_id) -> None:
     Subscription.objects.filter(pk=subscription_id).update(
         threshold_version=F("threshold_version") + 1, modified_at=timezone.now()
     )
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a subscription's current period stands against its threshold."""
+
+    threshold: Money  # in force: its own, else its product's
+    uninvoiced: Money  # the period's charges that count toward it and no invoice billed yet
+    invoices: list  # the period's threshold invoices (not void), oldest first
+
+
+def progress(subscriptions: list[Subscription]) -> dict:
+    """subscription id → Progress, for the live ones with a threshold in force (loaded through
+    `cycles.live_subscriptions`): one measure of their current periods and one read of their
+    threshold invoices, for any number of subscriptions."""
+    watched = [
+        s for s in subscriptions if s.status in LIVE_STATUSES and threshold_of(s) is not None
+    ]
+    if not watched:
+        return {}
+    with queries.consistent_read():
+        usages = metered.measure(
+            [(s, s.current_period_start, s.current_period_end) for s in watched]
+        )
+    start_of = {s.pk: s.current_period_start for s in watched}
+    issued: dict = defaultdict(list)
+    for invoice in (
+        Invoice.objects.filter(
+            subscription_id__in=list(start_of),
+            billing_reason=BillingReason.SPEND_THRESHOLD,
+            period_start__in=set(start_of.values()),
+        )
+        .exclude(status__in=(InvoiceStatus.VOID, InvoiceStatus.DRAFT))
+        .order_by("created_at", "sequence")
+    ):
+        if invoice.period_start == start_of[invoice.subscription_id]:
+            issued[invoice.subscription_id].append(invoice)
+    return {
+        s.pk: Progress(
+            threshold_of(s),
+            to_money(plan.uninvoiced_amount(usages[s.pk]), s.currency),
+            issued[s.pk],
+        )
+        for s in watched
+        if s.pk in usages
+    }
 
 
 # --- settings ----------------------------------------------------------------------------------

@@ -106,6 +106,13 @@ def _window_numbers(meter: Meter, customer: Customer, system_events=None) -> Met
     return MeterNumbers(consumed, credited, balance_of(credited, consumed), window_start)
 
 
+def window_start_of(customer_meter: CustomerMeter) -> datetime | None:
+    """When the customer meter's window starts (its latest reset), None for all time: one read
+    of the customer's resets and credits, no usage aggregated."""
+    windows = _windows(_system_events(customer_meter.customer_id))
+    return windows.get(str(customer_meter.meter_id), (None, 0))[0]
+
+
 def ensure_customer_meter(*, customer: Customer, meter: Meter) -> CustomerMeter:
     obj, _ = CustomerMeter.objects.get_or_create(
         customer=customer, meter=meter, defaults={"modified_at": timezone.now()}

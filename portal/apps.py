@@ -12,7 +12,8 @@ class PortalConfig(AppConfig):
         from portal.extensions import Section, registry
 
         registry.charge_estimators.append(billing.estimate_charges)
-        registry.period_providers.append(billing.current_period)
+        registry.period_providers.append(billing.current_periods)
+        registry.credit_grant_providers.append(billing.credit_grants)
         registry.sections.extend(
             [
                 Section("Subscriptions", "portal:subscriptions"),

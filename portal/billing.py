@@ -12,10 +12,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Prefetch
+from django.contrib.postgres.aggregates import ArrayAgg
+from django.db.models import Prefetch, Q
+from django.utils import timezone
 from djmoney.money import Money
 
-from billing import cycles, documents, subscriptions
+from billing import credits, cycles, documents, subscriptions, thresholds
 from billing.documents import ADDRESS_FIELDS, tax_label
 from billing.errors import SubscriptionStateError
 from billing.invoices import InvoiceDraft, LineDraft
@@ -79,26 +81,49 @@ def estimate_charges(*, customer: Customer, meters) -> ChargeEstimate | None:
     return ChargeEstimate(by_meter=charges, total=total)
 
 
-def current_period(*, customer: Customer, meter) -> Period | None:
-    """The current period of the customer's live subscription that prices the meter (the
-    earliest-started one if several do), else of the customer's earliest-started live
-    subscription, so that every meter of the page covers the same billing period."""
-    live = Subscription.objects.filter(customer=customer, status__in=LIVE_STATUSES).order_by(
-        "started_at"
-    )
-    pricing = (
-        live.filter(
-            subscription_prices__price__meter=meter, subscription_prices__ends_at__isnull=True
+def current_periods(*, customer: Customer, meters) -> dict | None:
+    """meter id → the current period of the customer's live subscription that prices the meter
+    (the earliest-started one if several do), else of the customer's earliest-started live
+    subscription, so that every meter of the page covers the same billing period. One query for
+    any number of meters; None without a live subscription."""
+    live = list(
+        Subscription.objects.filter(customer=customer, status__in=LIVE_STATUSES)
+        .order_by("started_at", "pk")
+        .values_list("pk", "current_period_start", "current_period_end")
+        .annotate(
+            priced=ArrayAgg(
+                "subscription_prices__price__meter_id",
+                filter=Q(subscription_prices__ends_at__isnull=True),
+                default=[],
+            )
         )
-        .only("current_period_start", "current_period_end")
-        .first()
     )
-    if pricing is not None:
-        return Period(pricing.current_period_start, pricing.current_period_end, billed=True)
-    first = live.only("current_period_start", "current_period_end").first()
-    if first is None:
+    if not live:
         return None
-    return Period(first.current_period_start, first.current_period_end)
+    _, first_start, first_end, _ = live[0]
+    periods = {}
+    for meter in meters:
+        pricing = next((row for row in live if meter.pk in row[3]), None)
+        if pricing is not None:
+            periods[meter.pk] = Period(pricing[1], pricing[2], billed=True)
+        else:
+            periods[meter.pk] = Period(first_start, first_end)
+    return periods
+
+
+def credit_grants(*, customer: Customer, meters) -> dict | None:
+    """meter id → the ledger's grants (packs, staff grants) of the customer's meters with units
+    left, earliest expiry first (the order they are used in). What is left is net of what the
+    current period's close would draw so far, as the meter's "credits left" is; that takes a
+    measure of the current period, made only when some grant has something left."""
+    now = timezone.now()
+    meter_ids = [m.meter_id for m in meters]
+    found = credits.grant_balances(customer.pk, meter_ids, now=now)
+    if not found:
+        return None
+    live = list(_live_subscriptions(customer))
+    planned = subscriptions.current_credit_draws(live) if live else {}
+    return credits.net_of_draws(found, planned)
 
 
 # --- subscriptions ------------------------------------------------------------------------------
@@ -161,20 +186,53 @@ class UpcomingInvoice:
 
 
 @dataclass(frozen=True)
+class ThresholdView:
+    """A subscription's spend threshold and where its current period stands against it."""
+
+    threshold: Money
+    uninvoiced: Money  # usage charges of the period no invoice billed yet (before discount, tax)
+    invoices: list[Invoice]  # this period's threshold invoices, oldest first
+
+    @property
+    def invoiced(self) -> Money:
+        """What this period's threshold invoices billed in all (their totals)."""
+        total = sum((invoice.total for invoice in self.invoices), Money(0, self.threshold.currency))
+        return Money(total.amount, self.threshold.currency)
+
+
+@dataclass(frozen=True)
 class SubscriptionView:
     subscription: Subscription
     upcoming: UpcomingInvoice
+    threshold: ThresholdView | None = None
+
+
+def _as_money(amount) -> Money:
+    return Money(amount.amount, str(amount.currency))
 
 
 def customer_subscriptions(customer: Customer) -> list[SubscriptionView]:
-    """The customer's live subscriptions, each with its upcoming invoice."""
-    return [
-        SubscriptionView(
-            subscription,
-            UpcomingInvoice.from_draft(subscriptions.upcoming_invoice(subscription)),
+    """The customer's live subscriptions, each with its upcoming invoice and, when a spend
+    threshold is in force, the period's charges not invoiced yet and its threshold invoices."""
+    live = list(_live_subscriptions(customer).order_by("started_at"))
+    progress = thresholds.progress(live)
+    views = []
+    for subscription in live:
+        found = progress.get(subscription.pk)
+        views.append(
+            SubscriptionView(
+                subscription,
+                UpcomingInvoice.from_draft(subscriptions.upcoming_invoice(subscription)),
+                None
+                if found is None
+                else ThresholdView(
+                    _as_money(found.threshold),
+                    _as_money(found.uninvoiced),
+                    [_labelled(invoice) for invoice in found.invoices],
+                ),
+            )
         )
-        for subscription in _live_subscriptions(customer).order_by("started_at")
-    ]
+    return views
 
 
 def set_cancel_at_period_end(

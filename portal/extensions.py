@@ -3,16 +3,21 @@
 The portal sits above billing (portal → billing is the allowed import direction), so billing
 never imports this module. Instead, the portal registers billing's functions here from its own
 `PortalConfig.ready()` when billing provides them; until then nothing is registered and the pages
-show usage without prices. Three slots:
+show usage without prices. Four slots:
 
 - **charge estimators** — `(customer=, meters=[MeterUsage]) -> ChargeEstimate | None`: the
   estimated charge so far per meter and in total (billing: the upcoming invoice's metered lines).
   The first estimator that returns an estimate is used.
-- **period providers** — `(customer=, meter=) -> Period | None`: the customer's current billing
-  period for a meter, the one range the usage page shows it over (card and chart). Billing: the
-  current period of the subscription that prices the meter (`billed`: the meter's numbers are
-  then billing's), else of the customer's earliest live subscription. Without one the page
-  shows the current calendar month (UTC).
+- **period providers** — `(customer=, meters=[Meter]) -> {meter id: Period} | None`: the
+  customer's current billing period of each meter, the one range the usage page shows it over
+  (card and chart), for all the page's meters in one call (a page or poll looks periods up once,
+  not per meter). Billing: the current period of the subscription that prices the meter
+  (`billed`: the meter's numbers are then billing's), else of the customer's earliest live
+  subscription. A meter no provider answers for is shown over the current calendar month (UTC).
+- **credit grants** — `(customer=, meters=[MeterUsage]) -> {meter id: [grant]} | None`: the
+  customer's prepaid credits of each meter (billing: the ledger's grants with what is left after
+  what the current period would draw, earliest expiry first). Each grant has `units`, `left` and
+  `expires_at`.
 - **sections** — further pages linked from the portal's navigation (billing: subscriptions and
   invoices), as `Section(label, url_name)`; the URL name is reversed with the organization slug.
 """
@@ -53,13 +58,25 @@ class Section:
 class Registry:
     charge_estimators: list[Callable] = field(default_factory=list)
     period_providers: list[Callable] = field(default_factory=list)
+    credit_grant_providers: list[Callable] = field(default_factory=list)
     sections: list[Section] = field(default_factory=list)
 
     def estimate_charges(self, *, customer, meters) -> ChargeEstimate | None:
         return _first_answer(self.charge_estimators, customer=customer, meters=meters)
 
-    def current_period(self, *, customer, meter) -> Period | None:
-        return _first_answer(self.period_providers, customer=customer, meter=meter)
+    def current_periods(self, *, customer, meters) -> dict:
+        """meter id → Period of the first provider that answers for that meter."""
+        found: dict = {}
+        for provider in self.period_providers:
+            wanted = [meter for meter in meters if meter.pk not in found]
+            if not wanted:
+                break
+            answer = provider(customer=customer, meters=wanted) or {}
+            found.update({meter.pk: answer[meter.pk] for meter in wanted if meter.pk in answer})
+        return found
+
+    def credit_grants(self, *, customer, meters) -> dict:
+        return _first_answer(self.credit_grant_providers, customer=customer, meters=meters) or {}
 
 
 def _first_answer(functions: list[Callable], **kwargs):

@@ -58,6 +58,8 @@ class MeterUsage:
     credits_since: datetime | None
     window_start: datetime | None  # the latest reset; None: the window is all time
     estimated_charge: Money | None = None
+    # prepaid credits of the ledger (packs, staff grants): units, left, expires_at; burn order
+    grants: tuple = ()
 
     @property
     def customer_meter_id(self) -> uuid.UUID:
@@ -126,12 +128,17 @@ def daily_label(meter) -> str:
 
 def customer_usage(customer: Customer, *, now: datetime | None = None) -> Usage:
     """Every active meter of the customer over one period (`meter_period`): its value, its
-    credits where it has any, and, when billing provides one, the estimated charge so far."""
+    credits where it has any, and, when billing provides one, the estimated charge so far. The
+    periods of all meters are looked up at once."""
     now = now or timezone.now()
+    active = customer_meters.active_customer_meters(customer=customer)
+    provided = registry.current_periods(customer=customer, meters=[cm.meter for cm, _ in active])
     meters = []
-    for customer_meter, numbers in customer_meters.active_customer_meters(customer=customer):
+    for customer_meter, numbers in active:
         meter = customer_meter.meter
-        period = meter_period(customer_meter, window_start=numbers.window_start, now=now)
+        period = _resolved_period(
+            provided.get(meter.pk), window_start=numbers.window_start, now=now
+        )
         if period.billed:
             consumed = numbers.consumed_units  # the numbers billing bills, late usage included
         else:
@@ -151,6 +158,9 @@ def customer_usage(customer: Customer, *, now: datetime | None = None) -> Usage:
                 window_start=numbers.window_start,
             )
         )
+    grants = registry.credit_grants(customer=customer, meters=meters)
+    if grants:
+        meters = [replace(m, grants=tuple(grants.get(m.meter_id, ()))) for m in meters]
     periods = {(m.period.start, m.period.end) for m in meters}
     page_period = meters[0].period if len(periods) == 1 else None
     estimate: ChargeEstimate | None = registry.estimate_charges(customer=customer, meters=meters)
@@ -192,32 +202,49 @@ def _month_of(moment: datetime) -> Period:
 
 def window_start(customer_meter: CustomerMeter) -> datetime | None:
     """When the customer meter's window starts (its latest reset), None for all time."""
-    return customer_meters.numbers_for(customer_meter.meter, customer_meter.customer).window_start
+    return customer_meters.window_start_of(customer_meter)
 
 
-def meter_period(
-    customer_meter: CustomerMeter, *, window_start: datetime | None, now: datetime
+def _resolved_period(
+    provided: Period | None, *, window_start: datetime | None, now: datetime
 ) -> Period:
+    if provided is None:
+        provided = _month_of(now)
+    if (
+        not provided.billed
+        and window_start is not None
+        and provided.start < window_start < provided.end
+    ):
+        return replace(provided, start=window_start)
+    return provided
+
+
+_LOOK_UP = object()
+
+
+def meter_period(customer_meter: CustomerMeter, *, window_start=_LOOK_UP, now: datetime) -> Period:
     """The one range the page shows a meter over, card and chart alike: billing's current
     period when billing provides one (the subscription that prices the meter, else the
     customer's), else the calendar month (UTC); a meter billing doesn't bill starts at its
-    latest reset if that falls inside the range."""
-    period = registry.current_period(customer=customer_meter.customer, meter=customer_meter.meter)
-    if period is None:
-        period = _month_of(now)
-    if not period.billed and window_start is not None and period.start < window_start < period.end:
-        return replace(period, start=window_start)
-    return period
+    latest reset if that falls inside the range (looked up only then, unless given)."""
+    provided = registry.current_periods(
+        customer=customer_meter.customer, meters=[customer_meter.meter]
+    ).get(customer_meter.meter_id)
+    if window_start is _LOOK_UP:
+        billed = provided is not None and provided.billed
+        window_start = None if billed else customer_meters.window_start_of(customer_meter)
+    return _resolved_period(provided, window_start=window_start, now=now)
 
 
 def daily_usage(
     customer_meter: CustomerMeter,
     *,
-    window_start: datetime | None,
+    window_start=_LOOK_UP,
     now: datetime | None = None,
     period: Period | None = None,
 ) -> DailyUsage:
-    """The meter's value per UTC day of its period (`meter_period` unless given), up to now."""
+    """The meter's value per UTC day of its period (`meter_period` unless given), up to now.
+    `window_start`: the latest reset if the caller knows it (else read when it matters)."""
     now = now or timezone.now()
     period = period or meter_period(customer_meter, window_start=window_start, now=now)
     period = replace(period, start=max(period.start, period.end - timedelta(days=MAX_CHART_DAYS)))

@@ -192,8 +192,8 @@ def sign_out(request, org_slug):
 # --- usage ----------------------------------------------------------------------------------
 
 
-def _chart_context(customer_meter, *, window_start, period=None) -> dict:
-    daily = usage.daily_usage(customer_meter, window_start=window_start, period=period)
+def _chart_context(customer_meter, *, period=None) -> dict:
+    daily = usage.daily_usage(customer_meter, period=period)
     places = usage.places(customer_meter.meter.aggregation.get("func", "count"))
     return {
         "customer_meter": customer_meter,
@@ -223,8 +223,7 @@ def _usage_context(request) -> dict:
 def usage_page(request):
     context = _usage_context(request)
     context["charts"] = [
-        _chart_context(m.customer_meter, window_start=m.window_start, period=m.period)
-        for m in context["usage"].meters
+        _chart_context(m.customer_meter, period=m.period) for m in context["usage"].meters
     ]
     return render(request, "portal/usage.html", context)
 
@@ -246,7 +245,7 @@ def chart_fragment(request, customer_meter_id):
     context = _context(
         request,
         request.organization,
-        item=_chart_context(customer_meter, window_start=usage.window_start(customer_meter)),
+        item=_chart_context(customer_meter),
         chart_poll_seconds=settings.PORTAL_POLL_SECONDS * 6,
     )
     return render(request, "portal/_chart.html", context)

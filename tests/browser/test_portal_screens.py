@@ -2,8 +2,9 @@
 subscriptions, invoices and one invoice, at desktop width (1280 px) and on a 375 px phone.
 
 The customer is a heavy one (hundreds of millions of tokens, a dollar amount in the millions)
-with every kind of meter (count, sum, max, average, distinct), credits on one meter, usage of
-earlier periods and three invoices issued the same day. Every page must show one period (stated
+with every kind of meter (count, sum, max, average, distinct), credits on one meter (the
+period's and a prepaid grant), a spend threshold, usage of earlier periods and three invoices
+issued the same day. Every page must show one period (stated
 on it), label each figure by what it is, and pass the shared layout checks: no text cut (axis
 labels included), no number across lines, no horizontal scroll, and no decimal with more digits
 than its currency (USD: 2) or meter needs (the average meter: 2; a rate of half a cent: 3).
@@ -16,9 +17,10 @@ from decimal import Decimal
 
 import pytest
 from django.utils import timezone
+from moneyed import Money
 from polar.v2026_10 import Polar
 
-from billing import cycles, discounts, invoices, subscriptions, taxes
+from billing import credits, cycles, discounts, invoices, subscriptions, taxes, thresholds
 from billing.catalog import PriceSpec, create_product
 from billing.models import Invoice
 from customers.services import create_customer
@@ -61,6 +63,7 @@ class Scene:
     invoice_numbers: list[str]
     cycle_invoice_id: str  # the latest renewal, with metered lines
     tokens_total: int
+    grant_expiry: str  # the prepaid grant's expiry as the page writes it
 
 
 @pytest.fixture
@@ -161,6 +164,11 @@ def scene(live_server, transactional_db, token_for, settings) -> Scene:
         "subscription_create",
     ]
     invoices.mark_paid(issued[-1])
+    # a prepaid grant that outlives the period (the period's own 500 credits are used first), and
+    # a threshold above this period's charges (set after the usage: none issued)
+    expiry = now + timedelta(days=90)
+    credits.grant(customer=alice, meter=calls, units=1000, expires_at=expiry)
+    thresholds.set_subscription_threshold(subscription, Money("2000000.00", "USD"))
     return Scene(
         base_url=live_server.url,
         secret=secret,
@@ -169,6 +177,7 @@ def scene(live_server, transactional_db, token_for, settings) -> Scene:
         invoice_numbers=[i.number for i in issued],
         cycle_invoice_id=str(issued[0].pk),
         tokens_total=sum(tokens_by_day),
+        grant_expiry=f"{expiry.day} {expiry:%b %Y}",
     )
 
 
@@ -200,6 +209,11 @@ def check_usage(page, scene: Scene):
     assert calls["Used this period"] == "302 units"
     assert "Balance" not in page.locator("main").inner_text()
     assert [k for k in calls if k.startswith("Credits")] == ["Credits", "Credits left"]
+    # 500 of the period + 1,000 prepaid; the period's 500 go first (they expire with it)
+    assert (calls["Credits"], calls["Credits left"]) == ("1,500 units", "1,198 units")
+    assert calls["Prepaid credits used earliest expiry first"] == (
+        f"1,000 credits, 1,000 left, expire {scene.grant_expiry}"
+    )
     assert page.locator('[data-field="balance"]').count() == 1
     captions = page.locator(".chart figcaption").all_inner_texts()
     assert [c.split(" (UTC)")[0].replace(f" {scene.period}", "") for c in captions] == [
@@ -212,6 +226,14 @@ def check_usage(page, scene: Scene):
     # compact axis labels: 140,190,858 on the busiest day → steps of 100M
     tokens_chart = page.locator(".chart", has_text="Tokens: tokens per day")
     assert tokens_chart.locator(".y-label").all_text_contents() == ["0", "100M", "200M"]
+
+
+def check_subscriptions(page, scene: Scene):
+    threshold = page.locator('[data-field="threshold"]').inner_text().replace("\xa0", " ")
+    assert "We invoice your usage whenever it reaches $2,000,000.00" in threshold
+    # the tokens' charges (the calls are all credited), nothing invoiced early yet
+    assert "not invoiced yet this period: $1,778,931.44" in threshold
+    assert "Nothing invoiced early this period yet." in threshold
 
 
 def check_invoices(page, scene: Scene):
@@ -259,7 +281,12 @@ def test_portal_pages_read_well_on_desktop_and_phone(scene, tmp_path):
             )
         base = f"{scene.base_url}/portal/acme-inc"
         pages = [*PAGES, (f"invoices/{scene.cycle_invoice_id}", "invoice")]
-        checks = {"usage": check_usage, "invoices": check_invoices, "invoice": check_invoice}
+        checks = {
+            "usage": check_usage,
+            "subscriptions": check_subscriptions,
+            "invoices": check_invoices,
+            "invoice": check_invoice,
+        }
         for path, name in pages:
             for page, size in ((desktop, "desktop"), (phone, "phone")):
                 assert page.goto(f"{base}/{path}").status == 200

@@ -230,8 +230,8 @@ def test_period_provider_sets_the_chart_range(world, clean_registry):
     now = timezone.now()
     period = Period(now - timedelta(days=3), now + timedelta(days=27))
 
-    def provider(*, customer, meter):
-        return period if meter.name == "API calls" else None
+    def provider(*, customer, meters):
+        return {meter.pk: period for meter in meters if meter.name == "API calls"}
 
     clean_registry.period_providers.append(provider)
     calls = CustomerMeter.objects.get(customer=world.alice, meter=world.acme.calls)
