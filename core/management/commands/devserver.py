@@ -111,6 +111,7 @@ class Command(BaseCommand):
         self.localstripe_url = None
         # the settings this run gives its children (and records for its neighbours)
         self.shared: dict[str, str] = {}
+        recorded = False
         self.log_dir = settings.DATA_DIR / LOG_DIR
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # the stripe library logs each request at INFO: hundreds of lines while the demo seeds
@@ -124,6 +125,7 @@ class Command(BaseCommand):
                 self._start_localstripe(stripe_port)
             # `./dev manage …` beside this run: the same localstripe and mail folder
             devrun.record(settings.DATA_DIR, self.shared)
+            recorded = True
             # the web server boots (seconds of CPU) while this process checks the migrations
             # and the schedules; the banner waits for both. Its first connection would start
             # the embedded PostgreSQL too: this process starts it first
@@ -144,7 +146,7 @@ class Command(BaseCommand):
             for sig in previous:
                 signal.signal(sig, signal.SIG_IGN)
             self._stop_children()
-            if self.shared:
+            if recorded:
                 devrun.forget(settings.DATA_DIR)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
