@@ -96,32 +96,43 @@ def _seeing_own_writes(snapshot: str, own: str | None) -> str:
 
 
 def window_values(windows: list[Window]) -> dict:
-    """key → WindowValue. count/sum: set-based for all windows of a meter; the others window
-    by window (their values don't add up across ranges)."""
+    """key → WindowValue. A store that reads every meter at once (ClickHouse: one statement for
+    a close's windows) answers them together; otherwise count/sum set-based for all windows of a
+    meter, the others with their late arrivals."""
     result = {window.key: WindowValue(Decimal(0)) for window in windows}
     by_meter: dict = defaultdict(list)
     for window in windows:
         by_meter[window.meter.pk].append(window)
     store = stores.current()
-    for group in by_meter.values():
+    groups = list(by_meter.values())
+    if store.reads_meters_together:
+        # count/sum windows carry no late arrivals (billing adds usage up by period instead)
+        for group, (own, late) in zip(groups, store.meters_partials(groups), strict=True):
+            _set_values(result, group, own, late)
+        return result
+    for group in groups:
         meter = group[0].meter
         if meter.aggregation.get("func") in ADDITIVE:
             for index, value in store.additive_values(meter, group).items():
                 result[group[index].key] = WindowValue(value)
             continue
-        func = meter.aggregation["func"]
-        own = store.window_partials(meter, group)
-        late = store.late_partials(meter, group)
-        for index, window in enumerate(group):
-            mine = own.get(index, aggregation.Partial())
-            if index not in late:
-                result[window.key] = WindowValue(aggregation.final_value(func, mine))
-                continue
-            joined = _joined(mine, late[index])
-            result[window.key] = WindowValue(
-                aggregation.final_value(func, joined), late[index].event_count
-            )
+        _set_values(
+            result, group, store.window_partials(meter, group), store.late_partials(meter, group)
+        )
     return result
+
+
+def _set_values(result: dict, group: list[Window], own: dict, late: dict) -> None:
+    func = group[0].meter.aggregation["func"]
+    for index, window in enumerate(group):
+        mine = own.get(index, aggregation.Partial())
+        if index not in late:
+            result[window.key] = WindowValue(aggregation.final_value(func, mine))
+            continue
+        joined = _joined(mine, late[index])
+        result[window.key] = WindowValue(
+            aggregation.final_value(func, joined), late[index].event_count
+        )
 
 
 def _joined(own: aggregation.Partial, late: aggregation.Partial) -> aggregation.Partial:

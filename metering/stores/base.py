@@ -75,6 +75,8 @@ class EventStore:
     name: str = ""
     # PostgreSQL keeps per-meter rollups maintained at ingest; a column store aggregates events
     rollups: bool = False
+    # answers `meters_partials` (every meter's windows at once) instead of meter by meter
+    reads_meters_together: bool = False
 
     # --- writes -------------------------------------------------------------------------------
     def write(self, *, organization, rows: list) -> list:
@@ -136,6 +138,12 @@ class EventStore:
             if late is not None:
                 result[index] = late
         return result
+
+    def meters_partials(self, groups: list[list[Window]]) -> list[tuple[dict, dict]]:
+        """For each group (the windows of one meter): its own partials and its late partials
+        (as `window_partials` and `late_partials`; none for count/sum), all meters read together.
+        Only stores with `reads_meters_together`."""
+        raise NotImplementedError
 
     def late_partial(self, window: Window, own_ranges: list[Range]):
         """The window's late arrivals as a Partial whose `distinct` counts only values its own

@@ -600,6 +600,7 @@ def watermark() -> datetime | None:
 class ClickHouseStore(EventStore):
     name = "clickhouse"
     rollups = False
+    reads_meters_together = True
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -925,79 +926,114 @@ GROUP BY {group}
             for index, partial in self.window_partials(meter, windows).items()
         }
 
-    def _joined_windows(self, meter, rows, scope, extra_where: str, p: Params) -> str:
-        """Events of the scope joined to window rows (key, customer, start, end in µs): one
-        scan for every window of a meter, grouped by window key."""
+    def window_partials(self, meter, windows: list[Window]) -> dict:
+        return self.meters_partials([windows])[0][0]
+
+    def late_partials(self, meter, windows: list[Window]) -> dict:
+        return self.meters_partials([windows])[0][1]
+
+    def _joined_meters(self, meters_, rows, scope, extra_where: str, p: Params, *, keys) -> str:
+        """Events of the scope joined to window rows (key, meter position, customer, start and
+        end in µs): one scan for the windows of every meter. Each event becomes one row per meter
+        whose filter it matches (its value and distinct key for that meter), joined to that
+        meter's windows of its customer, grouped by window key; `keys` adds each window's
+        distinct keys."""
+        matches = ", ".join(
+            f"tuple(toUInt32({n}), {number_sql(meter, p)}, {key_sql(meter, p)}, "
+            f"toUInt8({filter_sql(meter.filter, p)}))"
+            for n, meter in enumerate(meters_)
+        )
         return f"""
-SELECT w.k, count(), count(e.v), sum(e.v), min(e.v), max(e.v), uniqExact(e.vk),
-       groupUniqArray(e.vk)
+SELECT w.k, count(), count(e.v), sum(e.v), min(e.v), max(e.v), uniqExact(e.vk)
+       {", groupUniqArray(e.vk)" if keys else ""}
 FROM (
-    SELECT {scope.customer(p)} AS c, toUnixTimestamp64Micro(timestamp) AS t,
-           {number_sql(meter, p)} AS v, {key_sql(meter, p)} AS vk
-    FROM {layout().events} FINAL
-    WHERE {scope.where(p)} AND source = 'user'
-      AND timestamp >= fromUnixTimestamp64Micro({p(min(r[2] for r in rows))}, 'UTC')
-      AND timestamp < fromUnixTimestamp64Micro({p(max(r[3] for r in rows))}, 'UTC')
-      AND {filter_sql(meter.filter, p)} AND {extra_where}
+    SELECT c, t, x.1 AS m, x.2 AS v, x.3 AS vk
+    FROM (
+        SELECT {scope.customer(p)} AS c, toUnixTimestamp64Micro(timestamp) AS t,
+               arrayFilter(y -> y.4 = 1, [{matches}]) AS xs
+        FROM {layout().events} FINAL
+        WHERE {scope.where(p)} AND source = 'user'
+          AND timestamp >= fromUnixTimestamp64Micro({p(min(r[3] for r in rows))}, 'UTC')
+          AND timestamp < fromUnixTimestamp64Micro({p(max(r[4] for r in rows))}, 'UTC')
+          AND {extra_where}
+    ) ARRAY JOIN xs AS x
 ) AS e
 INNER JOIN (
-    SELECT x.1 AS k, toUUID(x.2) AS c, x.3 AS ws, x.4 AS we
+    SELECT x.1 AS k, toUInt32(x.2) AS m, toUUID(x.3) AS c, x.4 AS ws, x.5 AS we
     FROM (SELECT arrayJoin(arrayZip({p([r[0] for r in rows])}, {p([r[1] for r in rows])},
-                                    {p([r[2] for r in rows])}, {p([r[3] for r in rows])})) AS x)
-) AS w ON e.c = w.c
+                                    {p([r[2] for r in rows])}, {p([r[3] for r in rows])},
+                                    {p([r[4] for r in rows])})) AS x)
+) AS w ON e.c = w.c AND e.m = w.m
 WHERE e.t >= w.ws AND e.t < w.we
 GROUP BY w.k
 """
 
-    @staticmethod
-    def _window_rows(windows, ranges_of) -> list:
-        return [
-            (n, str(window.customer_id), micros(lo), micros(hi))
-            for n, window in enumerate(windows)
-            for lo, hi in utc_ranges(ranges_of(window))
+    def meters_partials(self, groups: list[list[Window]]) -> list[tuple[dict, dict]]:
+        """Every meter's windows of a close at once, per organization: one statement for the
+        windows' own events, one per boundary their late arrivals came after (count/sum take
+        none)."""
+        results: list[tuple[dict, dict]] = [({}, {}) for _ in groups]
+        by_org: dict = defaultdict(list)
+        for g, group in enumerate(groups):
+            if group:
+                by_org[group[0].meter.organization_id].append(g)
+        boundary = _reading.get()
+        for organization_id, members in by_org.items():
+            self._organization_partials(organization_id, groups, members, boundary, results)
+        return results
+
+    def _organization_partials(self, organization_id, groups, members, boundary, results):
+        meters_ = [groups[g][0].meter for g in members]
+        # every window of the organization: (meter position, group, index in group, window)
+        flat = [
+            (pos, g, i, window)
+            for pos, g in enumerate(members)
+            for i, window in enumerate(groups[g])
         ]
-
-    def window_partials(self, meter, windows: list[Window]) -> dict:
-        """Each window's own events as a Partial (window index → Partial), one statement."""
-        rows = self._window_rows(windows, lambda window: window.ranges)
-        if not rows:
-            return {}
-        boundary = _reading.get()
-        scope = self._scope(meter.organization_id, {w.customer_id for w in windows}, boundary)
-        p = Params()
-        sql = self._joined_windows(meter, rows, scope, self._seen(boundary), p)
-        return {
-            k: _partial(count, nc, ns, mn, mx, distinct)
-            for k, count, nc, ns, mn, mx, distinct, _keys in client()
-            .query(sql, parameters=p.values)
-            .result_rows
-        }
-
-    def late_partials(self, meter, windows: list[Window]) -> dict:
-        """The late arrivals of every window with `late` (index → Partial whose distinct
-        counts only values the window's own events lack): one statement per boundary they
-        arrived after (a close batch shares one), and one for the values already seen."""
-        result: dict = {}
-        by_since: dict = defaultdict(list)
-        for n, window in enumerate(windows):
-            if window.late is not None and utc_ranges(window.late.ranges):
-                by_since[window.late.since.token].append(n)
-        if not by_since:
-            return result
-        boundary = _reading.get()
-        customers = {w.customer_id for w in windows}
-        links = dict(
-            CustomerLink.objects.filter(customer_id__in=list(customers)).values_list(
-                "customer_id", "txid"
-            )
+        late_of: dict = defaultdict(list)  # boundary token → flat positions
+        for n, (pos, _g, _i, window) in enumerate(flat):
+            late = window.late
+            if (
+                late is not None
+                and meters_[pos].aggregation.get("func") not in ("count", "sum")
+                and utc_ranges(late.ranges)
+            ):
+                late_of[late.since.token].append(n)
+        # a late unique value counts only if the window's own events lack it: read own keys
+        keys = any(
+            meters_[flat[n][0]].aggregation.get("func") == "unique"
+            for members_ in late_of.values()
+            for n in members_
         )
-        scope = self._scope(meter.organization_id, customers, boundary)
-        for token, members in by_since.items():
-            group = [windows[n] for n in members]
+        scope = self._scope(organization_id, {w.customer_id for *_, w in flat}, boundary)
+        own_keys: dict = {}
+        rows = [
+            (n, pos, str(window.customer_id), micros(lo), micros(hi))
+            for n, (pos, _g, _i, window) in enumerate(flat)
+            for lo, hi in utc_ranges(window.ranges)
+        ]
+        if rows:
+            p = Params()
+            sql = self._joined_meters(meters_, rows, scope, self._seen(boundary), p, keys=keys)
+            for k, count, nc, ns, mn, mx, distinct, *found in (
+                client().query(sql, parameters=p.values).result_rows
+            ):
+                _pos, g, i, _window = flat[k]
+                results[g][0][i] = _partial(count, nc, ns, mn, mx, distinct)
+                if found:
+                    own_keys[k] = set(found[0])
+        if not late_of:
+            return
+        links = dict(
+            CustomerLink.objects.filter(
+                customer_id__in=list({w.customer_id for *_, w in flat})
+            ).values_list("customer_id", "txid")
+        )
+        for token, positions in late_of.items():
             rows = [
-                (members[i], *row[1:])
-                for row in self._window_rows(group, lambda window: window.late.ranges)
-                for i in [row[0]]
+                (n, flat[n][0], str(flat[n][3].customer_id), micros(lo), micros(hi))
+                for n in positions
+                for lo, hi in utc_ranges(flat[n][3].late.ranges)
             ]
             # unlinked rows were seen by the old boundary only if their link was
             linked_then = [str(c) for c, txid in links.items() if visible(txid, token)]
@@ -1007,27 +1043,17 @@ GROUP BY w.k
                 f"c IN {Params.literal_uuids(linked_then)}))"
             )
             p = Params()
-            sql = self._joined_windows(
-                meter, rows, scope, f"{self._seen(boundary)} AND NOT {seen_then}", p
+            sql = self._joined_meters(
+                meters_, rows, scope, f"{self._seen(boundary)} AND NOT {seen_then}", p, keys=True
             )
-            for k, count, nc, ns, mn, mx, _distinct, keys in (
+            for k, count, nc, ns, mn, mx, _distinct, found in (
                 client().query(sql, parameters=p.values).result_rows
             ):
+                _pos, g, i, _window = flat[k]
                 partial = _partial(count, nc, ns, mn, mx, 0)
-                partial.keys = set(keys)
-                result[k] = partial
-        with_keys = [n for n, partial in result.items() if partial.keys]
-        if with_keys and meter.aggregation.get("func") == "unique":
-            own = self._window_rows([windows[n] for n in with_keys], lambda window: window.ranges)
-            own = [(with_keys[row[0]], *row[1:]) for row in own]
-            if own:
-                p = Params()
-                sql = self._joined_windows(meter, own, scope, self._seen(boundary), p)
-                for k, *_rest, keys in client().query(sql, parameters=p.values).result_rows:
-                    result[k].keys -= set(keys)
-        for partial in result.values():
-            partial.distinct = len(partial.keys)
-        return result
+                partial.keys = set(found) - own_keys.get(k, set())
+                partial.distinct = len(partial.keys)
+                results[g][1][i] = partial
 
     def _one_customer(self, window: Window, boundary):
         """(scope, the link's transaction or None) of a window's customer."""
