@@ -13,13 +13,11 @@ from __future__ import annotations
 import decimal
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db import connection, transaction
-from django.db.utils import OperationalError
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -28,8 +26,9 @@ from django.utils.html import format_html
 from core.admin import MeterlineModelAdmin, add_domain_errors
 from core.errors import DomainError, ErrorList
 from customers.models import Customer
-from metering import aggregation, filters, meters
+from metering import aggregation, filters, meters, stores
 from metering.models import CustomerMeter, Meter, MeterState, MeterUnit
+from metering.stores.base import ReadTimedOut
 
 PREVIEW_DAYS = 30
 PREVIEW_TOP = 10
@@ -104,21 +103,6 @@ def readable_location(loc: list) -> str:
 
 # --- preview -------------------------------------------------------------------------------------
 
-PREVIEW_SQL = """
-WITH ev AS MATERIALIZED (
-    SELECT e.customer_id, (e.timestamp AT TIME ZONE 'UTC')::date AS day,
-           {num} AS num, {key} AS vk
-    FROM metering_event e
-    WHERE e.organization_id = %s AND e.source = 'user'
-      AND e.timestamp >= %s AND e.timestamp < %s AND {where}
-)
-SELECT GROUPING(customer_id), GROUPING(day), customer_id, day,
-       count(*), count(num), sum(num), min(num), max(num), count(DISTINCT vk)
-FROM ev
-GROUP BY GROUPING SETS ((), (customer_id), (day))
-"""
-
-
 def _value(func: str, count, numeric_count, total, low, high, distinct) -> decimal.Decimal:
     """One preview group's value, by the same arithmetic as every other read path."""
     partial = aggregation.Partial(
@@ -172,49 +156,33 @@ def compute_preview(
     top: int = PREVIEW_TOP,
 ) -> Preview:
     """The meter's numbers over the last `days` calendar days (UTC, today included) computed
-    from raw events in one statement: the matching events, per customer and per day."""
+    from raw events by the event store in one read: the matching events, per customer and per
+    day."""
     now = now or timezone.now()
     first_day = now.astimezone(UTC).date() - timedelta(days=days - 1)
     start = datetime.combine(first_day, time.min, tzinfo=UTC)
     preview = Preview(start, now, readable_filter(filter_), readable_aggregation(aggregation))
     func = aggregation["func"]
-    prop = aggregation.get("property")
-    if func in filters.PROPERTY_FUNCS:
-        num_sql, num_params = filters.numeric_sql(prop)
-    else:
-        num_sql, num_params = "NULL::numeric", []
-    if func == "unique":
-        key_sql, key_params = filters.value_key_sql(prop)
-    else:
-        key_sql, key_params = "NULL::text", []
-    where_sql, where_params = filters.compile_filter(filter_)
-    sql = PREVIEW_SQL.format(num=num_sql, key=key_sql, where=where_sql)
-    params = [*num_params, *key_params, organization_id, start, now, *where_params]
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            # the preview reads raw events: bound its time so a broad filter on a big
-            # organization can't hold the admin page for long
-            cursor.execute(
-                "SELECT set_config('statement_timeout', %s, true)", [str(PREVIEW_TIMEOUT_MS)]
-            )
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
-            cursor.execute("SELECT set_config('statement_timeout', '0', true)")
-    except OperationalError as exc:
+        figures = stores.current().preview(
+            organization_id,
+            filter_=filter_,
+            aggregation=aggregation,
+            start=start,
+            end=now,
+            timeout_ms=PREVIEW_TIMEOUT_MS,
+        )
+    except ReadTimedOut as exc:
         preview.error = f"The preview did not finish within {PREVIEW_TIMEOUT_MS // 1000} s ({exc})."
         return preview
+    if figures.total is not None:
+        preview.matching_events = figures.total[0]
     per_customer = []
-    per_day: dict[date, tuple[int, decimal.Decimal]] = {}
-    for g_customer, g_day, customer_id, day, *figures in rows:
-        value = _value(func, *figures)
-        if g_customer and g_day:
-            preview.matching_events = figures[0]
-        elif not g_customer:
-            if customer_id is not None:
-                per_customer.append((customer_id, figures[0], value))
-                preview.linked_events += figures[0]
-        else:
-            per_day[day] = (figures[0], value)
+    for customer_id, numbers in figures.customers.items():
+        if customer_id is not None:
+            per_customer.append((customer_id, numbers[0], _value(func, *numbers)))
+            preview.linked_events += numbers[0]
+    per_day = {day: (numbers[0], _value(func, *numbers)) for day, numbers in figures.days.items()}
     per_customer.sort(key=lambda item: (-item[2], -item[1], str(item[0])))
     preview.customers_with_usage = len(per_customer)
     chosen = per_customer[:top]

@@ -3,15 +3,15 @@
 import decimal
 import json
 
-from django.db.models import BooleanField, Q
+from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
 
 from core.api import params
 from core.errors import ErrorList
 from core.strict_json import NonFiniteNumber
-from customers.models import Customer
 from metering import filters
 from metering.models import Meter
+from metering.stores.postgres import customer_q
 
 MAX_DEPTH = 5
 
@@ -24,24 +24,6 @@ WITH RECURSIVE tree(id, depth) AS (
 )
 SELECT id FROM tree
 """
-
-
-def customer_q(customer_ids: list, external_ids: list) -> Q:
-    """Events of these customers, by id or external id (including events sent for an external
-    id before its customer existed).
-
-    A linked event sent with an external id belongs to the customer holding that id (ids are
-    immutable once set and kept on soft delete), so "external id in X" is "customer with an
-    external id in X" (`event_customer_ts`) or "not linked yet, sent with an id in X" (the
-    partial `event_unlinked_customer`): no index on the events' external customer id needed."""
-    q = Q()
-    if customer_ids:
-        q |= Q(customer_id__in=customer_ids)
-    if external_ids:
-        q |= Q(customer_id__isnull=True, external_customer_id__in=external_ids) | Q(
-            customer_id__in=Customer.objects.filter(external_id__in=external_ids).values("pk")
-        )
-    return q
 
 
 def filter_events(request, queryset, errors: ErrorList):

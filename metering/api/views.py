@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db.models import Count, Max, Min, OuterRef, Subquery, Value
+from django.db.models import Count, OuterRef, Subquery, Value
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
@@ -15,7 +15,7 @@ from core.errors import ErrorList
 from core.strict_json import loads
 from metering import ingest, stores
 from metering.api import events_clickhouse
-from metering.api.event_filters import customer_q, filter_events
+from metering.api.event_filters import filter_events
 from metering.api.serializers import (
     EventNameSerializer,
     EventSerializer,
@@ -156,6 +156,24 @@ class EventDetailView(GenericAPIView):
         )
 
 
+class _Rows(list):
+    """A computed list the pagination counts like a queryset."""
+
+    def count(self):
+        return len(self)
+
+    def order_by(self, *fields):
+        return self
+
+
+def sort_rows(rows: list[dict], order: list[str]) -> list[dict]:
+    """`order` as the ORM spells it ("-last_seen", "name"), on dicts: stable sorts, last key
+    first."""
+    for key in reversed(order):
+        rows = sorted(rows, key=lambda row: row[key.lstrip("-")], reverse=key.startswith("-"))
+    return rows
+
+
 NAME_SORTING = {
     "name": "name",
     "occurrences": "occurrences",
@@ -189,24 +207,23 @@ class EventNameListView(GenericAPIView):
         order = params.sorting(request, NAME_SORTING, ["-last_seen"], errors)
         errors.raise_if_any(PolarValidationError)
         if customer_ids or external_ids:
-            # per-customer names come from the customer's own events (indexed by customer)
-            events = Event.objects.filter(organization=organization).filter(
-                customer_q(customer_ids, external_ids)
+            # per-customer names come from the customer's own events, wherever the store keeps
+            # them; a customer's names are few, so they sort here
+            names = stores.current().customer_event_names(
+                organization.pk,
+                customer_ids=customer_ids,
+                external_ids=external_ids,
+                sources=sources,
+                query=query,
             )
-            if sources:
-                events = events.filter(source__in=sources)
-            if query:
-                events = events.filter(name__icontains=query)
-            queryset = events.values("name", "source").annotate(
-                occurrences=Count("*"), first_seen=Min("timestamp"), last_seen=Max("timestamp")
-            )
-        else:
-            queryset = EventName.objects.filter(organization=organization)
-            if sources:
-                queryset = queryset.filter(source__in=sources)
-            if query:
-                queryset = queryset.filter(name__icontains=query)
-            queryset = queryset.values("name", "source", "occurrences", "first_seen", "last_seen")
+            page = self.paginate_queryset(_Rows(sort_rows(names, [*order, "name", "source"])))
+            return self.get_paginated_response(EventNameSerializer(page, many=True).data)
+        queryset = EventName.objects.filter(organization=organization)
+        if sources:
+            queryset = queryset.filter(source__in=sources)
+        if query:
+            queryset = queryset.filter(name__icontains=query)
+        queryset = queryset.values("name", "source", "occurrences", "first_seen", "last_seen")
         queryset = queryset.order_by(*order, "name")
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(EventNameSerializer(page, many=True).data)

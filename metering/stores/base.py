@@ -11,11 +11,17 @@ API share them without importing each other.
 """
 
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 Range = tuple[datetime, datetime]
+# count, numeric count, sum (None when no number), min, max, distinct values: one group's figures
+Figures = tuple[int, int, Decimal | None, Decimal | None, Decimal | None, int]
+
+
+class ReadTimedOut(Exception):
+    """A bounded read (the meter editor's preview) ran past its time limit."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,16 @@ class WindowEvent:
     number: Decimal | None  # the aggregated property as a number (sum/avg/min/max)
     value_key: str | None  # the aggregated property's identity (unique)
     arrival_txid: int | None
+
+
+@dataclass
+class PreviewFigures:
+    """A filter and aggregation over an organization's user events in a time range: every
+    matching event, per customer (None: not linked to one) and per UTC day."""
+
+    total: Figures | None = None
+    customers: dict = field(default_factory=dict)  # customer id | None → Figures
+    days: dict[date, Figures] = field(default_factory=dict)
 
 
 def utc_ranges(ranges) -> list[Range]:
@@ -164,6 +180,22 @@ class EventStore:
         raise NotImplementedError
 
     def has_user_events(self, organization_id) -> bool:
+        raise NotImplementedError
+
+    # --- lists (API, admin) ---------------------------------------------------------------------
+    def customer_event_names(
+        self, organization_id, *, customer_ids, external_ids, sources=None, query=None
+    ) -> list[dict]:
+        """The event names of these customers' events (by customer id or external id, events
+        sent with the external id before the customer existed included), user and system
+        events: name, source, occurrences, first_seen, last_seen; in no particular order."""
+        raise NotImplementedError
+
+    def preview(
+        self, organization_id, *, filter_: dict, aggregation: dict, start, end, timeout_ms: int
+    ) -> PreviewFigures:
+        """A meter that may not be saved yet, over the user events in [start, end): raises
+        ReadTimedOut past `timeout_ms`."""
         raise NotImplementedError
 
     def backfill(self, meter) -> None:
