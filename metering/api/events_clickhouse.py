@@ -63,14 +63,7 @@ def clickhouse_criteria(request, errors: ErrorList) -> dict | None:
     if parent_id is None and depth is None:
         return criteria
     if parent_id is None:
-        if depth == 0:
-            criteria["parent_refs"] = []  # roots: no parent named
-            return criteria
-        errors.add(
-            ["query", "depth"],
-            "With the ClickHouse event store, depth needs parent_id (or depth=0)",
-            "unsupported",
-        )
+        criteria["depth_from_roots"] = depth
         return criteria
     organization_id = request.auth.organization.pk
     if depth is None:

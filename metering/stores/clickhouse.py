@@ -1357,7 +1357,30 @@ def event_where(organization_id, criteria: dict, p: Params) -> str:
         parts.append(f"parent_reference IN {p(criteria['parent_refs'] or [''])}")
     if criteria.get("ids") is not None:
         parts.append(f"id IN {Params.literal_uuids([str(i) for i in criteria['ids']] or [])}")
+    if criteria.get("depth_from_roots") is not None:
+        parts.append(_tree_sql(organization_id, criteria["depth_from_roots"], p))
     return " AND ".join(parts)
+
+
+def _tree_sql(organization_id, depth: int, p: Params) -> str:
+    """Events at most `depth` levels below a root, as PostgreSQL's recursive query over
+    `parent_id` answers it: a root names no parent, or one that no event of the organization
+    is (by id or external id); level k+1 names an event of level k. One IN subquery per level
+    (depth is at most 5)."""
+    org = f"organization_id = {p(str(organization_id))}"
+    names = "arrayJoin(arrayFilter(x -> x != '', [toString(id), external_id]))"
+    level = (
+        f"(parent_reference = '' OR parent_reference NOT IN "
+        f"(SELECT {names} FROM {layout().events} WHERE {org}))"
+    )
+    levels = [level]
+    for _ in range(depth):
+        level = (
+            f"(parent_reference != '' AND parent_reference IN "
+            f"(SELECT {names} FROM {layout().events} WHERE {org} AND {level}))"
+        )
+        levels.append(level)
+    return "(" + " OR ".join(levels) + ")"
 
 
 def _parents_and_children(organization_id, rows) -> tuple[dict, dict]:

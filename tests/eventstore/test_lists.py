@@ -155,3 +155,54 @@ def test_the_meter_editors_preview(store, token_for, func):
         (date(2025, 3, 3), 5, first_day),
         (date(2025, 3, 4), 2, second_day),
     ]
+
+
+def test_the_event_tree_from_the_roots(api_org):
+    api, org = api_org
+    meter = meters.create_meter(
+        organization=org, name="calls", filter=LLM, aggregation={"func": "count"}
+    )
+
+    def sent(name, minutes, key=None, parent=None):
+        body = {"name": name, "external_customer_id": "ada", "timestamp": at(minutes)}
+        if key:
+            body["external_id"] = key
+        if parent:
+            body["parent_id"] = parent
+        return body
+
+    ingest_events(
+        organization=org,
+        events=[
+            sent("root", 0, "r1"),
+            sent("child", 1, "c1", "r1"),
+            sent("grandchild", 2, "g1", "c1"),
+            sent("great-grandchild", 3, None, "g1"),
+            sent("dangling", 4, None, "nobody"),  # its parent never came: a root
+            sent("orphan", 5, "o1", "late"),  # adopted by the parent sent after it
+        ],
+    )
+    ingest_events(organization=org, events=[sent("late parent", 6, "late")])
+    ada = create_customer(organization=org, email="ada@x.io", external_id="ada")
+    customer_meters.grant_credits(customer=ada, meter=meter, units=5, timestamp=T + timedelta(1))
+
+    def tree(depth):
+        response = api.get("/v1/events/", {"depth": depth, "sorting": "timestamp"})
+        assert response.status_code == 200, response.content
+        return [e["name"] for e in response.json()["items"]]
+
+    roots = ["root", "dangling", "late parent", "meter.credited"]
+    assert tree(0) == roots
+    assert tree(1) == ["root", "child", "dangling", "orphan", "late parent", "meter.credited"]
+    assert tree(2) == [
+        "root",
+        "child",
+        "grandchild",
+        "dangling",
+        "orphan",
+        "late parent",
+        "meter.credited",
+    ]
+    assert len(tree(5)) == 8
+    response = api.get("/v1/events/", {"depth": 3, "name": "great-grandchild"})
+    assert response.json()["pagination"] == {"total_count": 1, "max_page": 1}
