@@ -389,7 +389,9 @@ class Scope:
         linked = (
             "customer_id != toUUID('00000000-0000-0000-0000-000000000000')"
             if self.customer_ids is None
-            else f"customer_id IN {p([str(c) for c in self.customer_ids] or [str(ZERO)])}"
+            # written into the text: a close names thousands of customers
+            else "customer_id IN "
+            + Params.literal_uuids([str(c) for c in self.customer_ids] or [str(ZERO)])
         )
         if not self.links:
             return f"({org} AND {linked})"
@@ -957,44 +959,58 @@ GROUP BY {group}
     def late_partials(self, meter, windows: list[Window]) -> dict:
         return self.meters_partials([windows])[0][1]
 
-    def _joined_meters(self, meters_, rows, scope, extra_where: str, p: Params, *, keys) -> str:
-        """Events of the scope joined to window rows (key, meter position, customer, start and
-        end in µs): one scan for the windows of every meter. Each event becomes one row per meter
-        whose filter it matches (its value and distinct key for that meter), joined to that
-        meter's windows of its customer, grouped by window key; `keys` adds each window's
-        distinct keys."""
-        matches = ", ".join(
-            f"tuple(toUInt32({n}), {number_sql(meter, p)}, {key_sql(meter, p)}, "
-            f"toUInt8({filter_sql(meter.filter, p)}))"
-            for n, meter in enumerate(meters_)
+    def _sliced(self, meters_, entries, scope, extra_where: str, *, keys: bool) -> dict:
+        """Every meter's figures for each customer and range set, in one scan: -If aggregates
+        per meter (its filter, value and distinct key), grouped by customer and by the range
+        set an event falls in (`entries`: customer, meter position, ranges in µs). Returns
+        (customer, meter position, ranges) → count, numbers, sum, min, max, distinct, and the
+        distinct keys with `keys`."""
+        sets: dict = {}
+        for customer, _pos, ranges in entries:
+            sets.setdefault(ranges, set()).add(customer)
+        ordered = list(sets)
+        t = "toUnixTimestamp64Micro(timestamp)"
+
+        def inside(ranges) -> str:  # integers: safe to write into the text
+            return " OR ".join(f"({t} >= {int(lo)} AND {t} < {int(hi)})" for lo, hi in ranges)
+
+        if len(ordered) == 1:
+            slot, in_set = "0", f"({inside(ordered[0])})"
+        else:
+            # an event counts in each range set holding it that one of its customer's windows use
+            choices = ", ".join(
+                f"if(({inside(ranges)}) AND c IN {Params.literal_uuids(sorted(sets[ranges]))}, "
+                f"{n}, 0)"
+                for n, ranges in enumerate(ordered, start=1)
+            )
+            slot, in_set = f"arrayJoin(arrayFilter(s -> s > 0, [{choices}])) - 1", "1"
+        p = Params()
+        columns = []
+        for meter in meters_:
+            f, v, k = filter_sql(meter.filter, p), number_sql(meter, p), key_sql(meter, p)
+            columns.append(
+                f"countIf({f}), countIf(({v}) IS NOT NULL AND {f}), sumIf({v}, {f}), "
+                f"minIf({v}, {f}), maxIf({v}, {f}), uniqExactIf({k}, {f})"
+                + (f", groupUniqArrayIf({k}, {f})" if keys else "")
+            )
+        lo = min(r[0][0] for r in ordered)
+        hi = max(r[-1][1] for r in ordered)
+        sql = (
+            f"SELECT {scope.customer(p)} AS c, {slot} AS s, {', '.join(columns)} "
+            f"FROM {layout().events} FINAL WHERE {scope.where(p)} AND source = 'user' "
+            f"AND timestamp >= fromUnixTimestamp64Micro({int(lo)}, 'UTC') "
+            f"AND timestamp < fromUnixTimestamp64Micro({int(hi)}, 'UTC') "
+            f"AND {in_set} AND {extra_where} GROUP BY c, s"
         )
-        return f"""
-SELECT w.k, count(), count(e.v), sum(e.v), min(e.v), max(e.v), uniqExact(e.vk)
-       {", groupUniqArray(e.vk)" if keys else ""}
-FROM (
-    SELECT c, t, x.1 AS m, x.2 AS v, x.3 AS vk
-    FROM (
-        SELECT {scope.customer(p)} AS c, toUnixTimestamp64Micro(timestamp) AS t,
-               arrayFilter(y -> y.4 = 1, [{matches}]) AS xs
-        FROM {layout().events} FINAL
-        WHERE {scope.where(p)} AND source = 'user'
-          AND timestamp >= fromUnixTimestamp64Micro({p(min(r[3] for r in rows))}, 'UTC')
-          AND timestamp < fromUnixTimestamp64Micro({p(max(r[4] for r in rows))}, 'UTC')
-          AND {extra_where}
-    ) ARRAY JOIN xs AS x
-) AS e
-INNER JOIN (
-    SELECT x.1 AS k, toUInt32(x.2) AS m, toUUID(x.3) AS c, x.4 AS ws, x.5 AS we
-    FROM (SELECT arrayJoin(arrayZip({p([r[0] for r in rows])}, {p([r[1] for r in rows])},
-                                    {p([r[2] for r in rows])}, {p([r[3] for r in rows])},
-                                    {p([r[4] for r in rows])})) AS x)
-) AS w ON e.c = w.c AND e.m = w.m
-WHERE e.t >= w.ws AND e.t < w.we
-GROUP BY w.k
-"""
+        width = 7 if keys else 6
+        figures = {}
+        for customer, s, *values in client().query(sql, parameters=p.values).result_rows:
+            for pos in range(len(meters_)):
+                figures[str(customer), pos, ordered[s]] = values[width * pos : width * pos + width]
+        return figures
 
     def meters_partials(self, groups: list[list[Window]]) -> list[tuple[dict, dict]]:
-        """Every meter's windows of a close at once, per organization: one statement for the
+        """Every meter's windows of a close at once, per organization: one scan for the
         windows' own events, one per boundary their late arrivals came after (count/sum take
         none)."""
         results: list[tuple[dict, dict]] = [({}, {}) for _ in groups]
@@ -1015,6 +1031,10 @@ GROUP BY w.k
             for pos, g in enumerate(members)
             for i, window in enumerate(groups[g])
         ]
+
+        def in_micros(ranges) -> tuple:
+            return tuple((micros(lo), micros(hi)) for lo, hi in utc_ranges(ranges))
+
         late_of: dict = defaultdict(list)  # boundary token → flat positions
         for n, (pos, _g, _i, window) in enumerate(flat):
             late = window.late
@@ -1027,26 +1047,28 @@ GROUP BY w.k
         # a late unique value counts only if the window's own events lack it: read own keys
         keys = any(
             meters_[flat[n][0]].aggregation.get("func") == "unique"
-            for members_ in late_of.values()
-            for n in members_
+            for positions in late_of.values()
+            for n in positions
         )
         scope = self._scope(organization_id, {w.customer_id for *_, w in flat}, boundary)
-        own_keys: dict = {}
-        rows = [
-            (n, pos, str(window.customer_id), micros(lo), micros(hi))
+        own = [
+            (n, str(window.customer_id), pos, in_micros(window.ranges))
             for n, (pos, _g, _i, window) in enumerate(flat)
-            for lo, hi in utc_ranges(window.ranges)
         ]
-        if rows:
-            p = Params()
-            sql = self._joined_meters(meters_, rows, scope, self._seen(boundary), p, keys=keys)
-            for k, count, nc, ns, mn, mx, distinct, *found in (
-                client().query(sql, parameters=p.values).result_rows
-            ):
-                _pos, g, i, _window = flat[k]
-                results[g][0][i] = _partial(count, nc, ns, mn, mx, distinct)
-                if found:
-                    own_keys[k] = set(found[0])
+        own = [entry for entry in own if entry[3]]
+        own_keys: dict = {}
+        if own:
+            figures = self._sliced(
+                meters_, [e[1:] for e in own], scope, self._seen(boundary), keys=keys
+            )
+            for n, *key in own:
+                found = figures.get(tuple(key))
+                if found is None or not found[0]:
+                    continue
+                _pos, g, i, _window = flat[n]
+                results[g][0][i] = _partial(*found[:6])
+                if keys:
+                    own_keys[n] = set(found[6])
         if not late_of:
             return
         links = dict(
@@ -1055,10 +1077,9 @@ GROUP BY w.k
             ).values_list("customer_id", "txid")
         )
         for token, positions in late_of.items():
-            rows = [
-                (n, flat[n][0], str(flat[n][3].customer_id), micros(lo), micros(hi))
+            entries = [
+                (n, str(flat[n][3].customer_id), flat[n][0], in_micros(flat[n][3].late.ranges))
                 for n in positions
-                for lo, hi in utc_ranges(flat[n][3].late.ranges)
             ]
             # unlinked rows were seen by the old boundary only if their link was
             linked_then = [str(c) for c, txid in links.items() if visible(txid, token)]
@@ -1067,16 +1088,20 @@ GROUP BY w.k
                 "toUUID('00000000-0000-0000-0000-000000000000') OR "
                 f"c IN {Params.literal_uuids(linked_then)}))"
             )
-            p = Params()
-            sql = self._joined_meters(
-                meters_, rows, scope, f"{self._seen(boundary)} AND NOT {seen_then}", p, keys=True
+            figures = self._sliced(
+                meters_,
+                [e[1:] for e in entries],
+                scope,
+                f"{self._seen(boundary)} AND NOT {seen_then}",
+                keys=True,
             )
-            for k, count, nc, ns, mn, mx, _distinct, found in (
-                client().query(sql, parameters=p.values).result_rows
-            ):
-                _pos, g, i, _window = flat[k]
-                partial = _partial(count, nc, ns, mn, mx, 0)
-                partial.keys = set(found) - own_keys.get(k, set())
+            for n, *key in entries:
+                found = figures.get(tuple(key))
+                if found is None or not found[0]:
+                    continue
+                _pos, g, i, _window = flat[n]
+                partial = _partial(*found[:5], 0)
+                partial.keys = set(found[6]) - own_keys.get(n, set())
                 partial.distinct = len(partial.keys)
                 results[g][1][i] = partial
 

@@ -161,6 +161,60 @@ def test_numbers_at_the_range_limits(org, six):
     assert window["w"].value == aggregation.exact_sum([LIMIT, LIMIT, tiny])
 
 
+def test_a_close_reads_every_meter_over_each_customers_own_ranges(org, six):
+    """Windows of several meters, customers and range sets in one read (ClickHouse answers them
+    in one scan): a customer's events count only in its own windows, a window of two ranges
+    takes both, overlapping sets of different customers stay apart."""
+    ada = create_customer(organization=org, email="ada@x.io", external_id="ada")
+    bob = create_customer(organization=org, email="bob@x.io", external_id="bob")
+    ingest_events(
+        organization=org,
+        events=[
+            event("ada", 0, 5, "a"),
+            event("ada", 30, 7, "b"),
+            event("ada", 90, 1, "a"),
+            event("ada", 200, 3, "c"),
+            event("bob", 10, 100, "x"),
+            event("bob", 100, 200, "y"),
+        ],
+    )
+    two = ((T, T + timedelta(minutes=20)), (T + timedelta(minutes=80), T + timedelta(minutes=100)))
+    hour = ((T, T + timedelta(minutes=60)),)
+    with queries.consistent_read():
+        got = queries.window_values(
+            [
+                Window("ada sum", six["sum"], ada.pk, two),
+                Window("ada max", six["max"], ada.pk, hour),
+                Window("ada unique", six["unique"], ada.pk, two),
+                Window("ada count", six["count"], ada.pk, ((T, T + timedelta(days=1)),)),
+                Window(
+                    "bob count",
+                    six["count"],
+                    bob.pk,
+                    ((T + timedelta(minutes=60), T + timedelta(minutes=120)),),
+                ),
+                Window("bob min", six["min"], bob.pk, hour),
+                Window("bob avg", six["avg"], bob.pk, two),
+                Window(
+                    "bob empty",
+                    six["max"],
+                    bob.pk,
+                    ((T + timedelta(days=2), T + timedelta(days=3)),),
+                ),
+            ]
+        )
+    assert {key: value.value for key, value in got.items()} == {
+        "ada sum": 6,
+        "ada max": 7,
+        "ada unique": 1,
+        "ada count": 4,
+        "bob count": 1,
+        "bob min": 100,
+        "bob avg": 100,
+        "bob empty": 0,
+    }
+
+
 def test_late_arrivals_after_a_boundary_and_linking(org, six):
     ada = create_customer(organization=org, email="ada@x.io", external_id="ada")
     ingest_events(organization=org, events=[event("ada", 60, 5, "a"), event("ada", 120, 7, "b")])
