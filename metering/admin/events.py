@@ -7,6 +7,11 @@
   summary table, not a DISTINCT scan), source, time period, customer (from its page).
 - Search is exact (external id, external customer id, event id), never `icontains`.
 - Only the timestamp column is sortable (the indexes are ordered by timestamp).
+
+With a store that keeps the user events outside PostgreSQL (ClickHouse), the same pages list
+PostgreSQL's system events merged with the store's user events under the same filters
+(`StoreEventChangeList`), look an event up in both, and the store's rows are shown as unsaved
+`Event` instances. The count is capped there too (never a full count in either store).
 """
 
 import json
@@ -14,11 +19,14 @@ import uuid
 from datetime import timedelta
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Q, QuerySet
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
@@ -26,7 +34,8 @@ from django.utils.http import urlencode
 from core.admin import MeterlineModelAdmin
 from customers.admin import register_activity_section
 from customers.models import Customer, Organization
-from metering import filters
+from metering import filters, stores
+from metering.event_lists import MergedEvents
 from metering.models import Event, EventName, EventSource, Meter
 
 COUNT_CAP = 10_000
@@ -58,6 +67,8 @@ class EstimatedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         queryset = self.object_list
+        if isinstance(queryset, MergedEvents):
+            return queryset[: self.cap + 1].count()
         if not isinstance(queryset, QuerySet):
             return len(queryset)
         if not queryset.query.where:
@@ -169,6 +180,134 @@ class CustomerFilter(admin.SimpleListFilter):
         return queryset.filter(customer_id=pk) if pk else queryset.none()
 
 
+# --- events in another store -----------------------------------------------------------------
+
+
+def user_events_elsewhere() -> bool:
+    return not stores.current().user_events_in_postgres
+
+
+def as_events(found: list) -> list:
+    """Events of the store as unsaved `Event` instances (what the admin's columns, links and
+    fields read), their organization and customer already attached; PostgreSQL's rows as
+    they are."""
+    stored = [e for e in found if not isinstance(e, Event)]
+    organizations = Organization.objects.in_bulk(list({e.organization_id for e in stored}))
+    out = []
+    for item in found:
+        if isinstance(item, Event):
+            out.append(item)
+            continue
+        event = Event(
+            id=item.id,
+            organization_id=item.organization_id,
+            name=item.name,
+            source=item.source,
+            timestamp=item.timestamp,
+            ingested_at=item.ingested_at,
+            customer_id=item.customer_id,
+            external_customer_id=item.external_customer_id,
+            external_id=item.external_id,
+            parent_id=item.parent_id,
+            parent_reference=item.parent_reference,
+            metadata=item.metadata,
+        )
+        if item.organization_id in organizations:
+            event.organization = organizations[item.organization_id]
+        if item.customer is not None:
+            event.customer = item.customer
+        out.append(event)
+    return out
+
+
+def store_event(organization_id, event_id) -> Event | None:
+    found = stores.current().list_events(
+        organization_id, {"ids": [event_id]}, descending=False, limit=1
+    )
+    return as_events(found)[0] if found else None
+
+
+class _ListedEvents(MergedEvents):
+    def _clone(self):  # the whole (short) list: the admin shows it on one page
+        return self[0 : COUNT_CAP + 1]
+
+    def __getitem__(self, window: slice):
+        page = super().__getitem__(window)
+        return page if window.start is None else as_events(page)
+
+
+# the changelist's own parameters and the filters' (see EventAdmin.list_filter)
+CHANGELIST_PARAMS = {"q", "o", "p", "all", "e", "_facets", "_to_field", "_popup"}
+PARENT_PARAMS = ("parent", "parent_id", "parent__id__exact")
+
+
+class StoreEventChangeList(ChangeList):
+    """The events changelist when the user events live in the store: the filters, search and
+    ordering applied to PostgreSQL's system events as usual, and as criteria to the store's
+    user events; the two merged by timestamp."""
+
+    def get_queryset(self, request, exclude_parameters=None):
+        queryset = super().get_queryset(request, exclude_parameters)
+        if exclude_parameters is not None:  # facet counts: PostgreSQL's rows only
+            return queryset
+        organization_id, criteria = self.store_criteria(request)
+        descending = self.get_ordering(request, queryset)[0].startswith("-")
+        return _ListedEvents(
+            queryset.filter(source=EventSource.SYSTEM), organization_id, criteria, descending
+        )
+
+    def store_criteria(self, request) -> tuple:
+        values = {spec.parameter_name: spec.value() for spec in self.filter_specs}
+        criteria: dict = {}
+        organization_id = None
+        if values.get(OrganizationFilter.parameter_name) is not None:
+            organization_id = _uuid_or_none(values[OrganizationFilter.parameter_name])
+            if organization_id is None:
+                criteria["ids"] = []  # an organization that cannot exist: nothing
+        if values.get(EventNameFilter.parameter_name) is not None:
+            criteria["names"] = [values[EventNameFilter.parameter_name]]
+        if values.get(SourceFilter.parameter_name) is not None:
+            criteria["sources"] = [values[SourceFilter.parameter_name]]
+        period = PeriodFilter.PERIODS.get(values.get(PeriodFilter.parameter_name) or "")
+        if period is not None:
+            criteria["start"] = timezone.now() - period[1]
+        if values.get(CustomerFilter.parameter_name) is not None:
+            customer = _uuid_or_none(values[CustomerFilter.parameter_name])
+            criteria["customer_ids"] = [customer] if customer else []
+            if customer is None:
+                criteria["ids"] = []
+        if self.query.strip():
+            criteria["search"] = self.query.strip()
+        known = CHANGELIST_PARAMS | set(values) | set(PARENT_PARAMS)
+        known |= {"timestamp__gte", "timestamp__lt"}
+        unknown = set(request.GET) - known
+        if unknown:  # a lookup the store's criteria cannot express
+            raise IncorrectLookupParameters(f"Not with this event store: {sorted(unknown)}")
+        for name, key in (("timestamp__gte", "start"), ("timestamp__lt", "before")):
+            if name in request.GET:
+                moment = _datetime_or_none(request.GET[name])
+                if moment is None:
+                    raise IncorrectLookupParameters(f"{name}: not a time")
+                criteria[key] = max(moment, criteria.get(key, moment))
+        for name in PARENT_PARAMS:
+            if name in request.GET:
+                parent = _uuid_or_none(request.GET[name])
+                criteria["parent_ids"] = [parent] if parent else []
+                if parent is None:
+                    criteria["ids"] = []
+        return organization_id, criteria
+
+
+def _datetime_or_none(text):
+    try:
+        moment = parse_datetime(text)
+    except ValueError:
+        return None
+    if moment is not None and timezone.is_naive(moment):
+        moment = timezone.make_aware(moment)
+    return moment
+
+
 # --- events ---------------------------------------------------------------------------------
 
 
@@ -238,16 +377,30 @@ class EventAdmin(MeterlineModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def get_changelist(self, request, **kwargs):
+        return StoreEventChangeList if user_events_elsewhere() else super().get_changelist(request)
+
     def get_object(self, request, object_id, from_field=None):
         pk = _uuid_or_none(object_id)
         if pk is None:
             return None
-        return (
+        found = (
             self.get_queryset(request)
             .select_related("organization", "customer", "parent")
             .filter(pk=pk)
             .first()
         )
+        if found is not None or not user_events_elsewhere():
+            return found
+        event = store_event(None, pk)
+        if event is not None and event.parent_id is not None:
+            # a parent that no event is stays unresolved, as PostgreSQL leaves it
+            parent = store_event(event.organization_id, event.parent_id)
+            if parent is None:
+                event.parent_id = None
+            else:
+                event.parent = parent
+        return event
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -308,12 +461,22 @@ class EventAdmin(MeterlineModelAdmin):
 
     @admin.display(description="children")
     def children_links(self, obj):
-        # event_parent partial index: (parent_id) WHERE parent_id IS NOT NULL
-        children = list(
-            Event.objects.filter(parent=obj)
-            .order_by("timestamp")
-            .only("id", "name", "timestamp")[: CHILDREN_SHOWN + 1]
-        )
+        if user_events_elsewhere():
+            children = as_events(
+                stores.current().list_events(
+                    obj.organization_id,
+                    {"parent_ids": [obj.pk]},
+                    descending=False,
+                    limit=CHILDREN_SHOWN + 1,
+                )
+            )
+        else:
+            # event_parent partial index: (parent_id) WHERE parent_id IS NOT NULL
+            children = list(
+                Event.objects.filter(parent=obj)
+                .order_by("timestamp")
+                .only("id", "name", "timestamp")[: CHILDREN_SHOWN + 1]
+            )
         if not children:
             return "—"
         items = format_html_join(
@@ -405,11 +568,21 @@ def _short_metadata(metadata: dict, limit: int = 80) -> str:
 def recent_events_section(customer: Customer) -> str:
     """The customer's newest events, for the customer's admin page: one short range scan of the
     (customer_id, -timestamp) index."""
-    events = list(
-        Event.objects.filter(customer=customer)
-        .order_by("-timestamp")
-        .only("id", "name", "timestamp", "external_id", "metadata")[:RECENT_EVENTS]
-    )
+    if user_events_elsewhere():
+        events = _ListedEvents(
+            Event.objects.filter(customer=customer, source=EventSource.SYSTEM).order_by(
+                "-timestamp", "-id"
+            ),
+            customer.organization_id,
+            {"customer_ids": [customer.pk]},
+            descending=True,
+        )[0:RECENT_EVENTS]
+    else:
+        events = list(
+            Event.objects.filter(customer=customer)
+            .order_by("-timestamp")
+            .only("id", "name", "timestamp", "external_id", "metadata")[:RECENT_EVENTS]
+        )
     if not events:
         return format_html("<p>{}</p>", "No events yet.")
     rows = format_html_join(

@@ -91,6 +91,9 @@ class EventStore:
     name: str = ""
     # PostgreSQL keeps per-meter rollups maintained at ingest; a column store aggregates events
     rollups: bool = False
+    # False: PostgreSQL's `metering_event` holds only the system events, and event lists merge
+    # them with the store's `list_events` (metering.event_lists)
+    user_events_in_postgres: bool = True
     # answers `meters_partials` (every meter's windows at once) instead of meter by meter
     reads_meters_together: bool = False
 
@@ -183,6 +186,17 @@ class EventStore:
         raise NotImplementedError
 
     # --- lists (API, admin) ---------------------------------------------------------------------
+    def list_events(self, organization_id, criteria: dict, *, descending: bool, limit: int):
+        """The first `limit` user events matching `criteria` (the API's list filters, the
+        admin's; every organization when `organization_id` is None) by timestamp then id,
+        with the attributes of `Event` the API and the admin read. Only stores without
+        `user_events_in_postgres`: the PostgreSQL store's lists are querysets."""
+        raise NotImplementedError
+
+    def count_events(self, organization_id, criteria: dict, *, cap: int) -> int:
+        """How many user events `list_events` would give, counted up to `cap`."""
+        raise NotImplementedError
+
     def customer_event_names(
         self, organization_id, *, customer_ids, external_ids, sources=None, query=None
     ) -> list[dict]:

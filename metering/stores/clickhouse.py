@@ -149,10 +149,11 @@ def _utc(moment: datetime) -> datetime:
 
 
 def _partial(count, nc, ns, mn, mx, distinct) -> aggregation.Partial:
+    """A window's figures; a close reads only those its meter's function needs (NULL sum)."""
     return aggregation.Partial(
         event_count=int(count),
         numeric_count=int(nc),
-        numeric_sum=trimmed(ns) if nc else Decimal(0),
+        numeric_sum=trimmed(ns) if nc and ns is not None else Decimal(0),
         numeric_min=trimmed(mn) if nc else None,
         numeric_max=trimmed(mx) if nc else None,
         distinct=int(distinct),
@@ -606,6 +607,7 @@ def watermark() -> datetime | None:
 class ClickHouseStore(EventStore):
     name = "clickhouse"
     rollups = False
+    user_events_in_postgres = False
     reads_meters_together = True
 
     # --- writes -------------------------------------------------------------------------------
@@ -1315,8 +1317,11 @@ class StoredEvent:
             external_id,
             parent_reference,
             metadata,
+            ingested_at,
         ) = row
         self.timestamp = _utc(moment)
+        self.ingested_at = _utc(ingested_at)
+        self.parent_reference = parent_reference or None
         if customer_id == ZERO:
             customer_id = links.get(external_customer_id)
         self.customer_id = customer_id
@@ -1334,13 +1339,14 @@ class StoredEvent:
 
 EVENT_LIST_COLUMNS = (
     "id, organization_id, customer_id, timestamp, name, source, external_customer_id, "
-    "external_id, parent_reference, metadata"
+    "external_id, parent_reference, metadata, ingested_at"
 )
 
 
 def event_where(organization_id, criteria: dict, p: Params) -> str:
-    """The list filters of the event API over ClickHouse (the user events it holds)."""
-    parts = [f"organization_id = {p(str(organization_id))}"]
+    """The list filters of the event API (and the admin's, across organizations when
+    `organization_id` is None) over ClickHouse (the user events it holds)."""
+    parts = ["1"] if organization_id is None else [f"organization_id = {p(str(organization_id))}"]
     if criteria.get("sources") and "user" not in criteria["sources"]:
         return "0"
     customer_ids, external_ids = criteria.get("customer_ids"), criteria.get("external_ids")
@@ -1353,16 +1359,23 @@ def event_where(organization_id, criteria: dict, p: Params) -> str:
                     organization_id=organization_id, external_id__in=external_ids
                 ).values_list("pk", flat=True)
             }
-        unlinked = set(external_ids or ())
-        unlinked |= set(
-            CustomerLink.objects.filter(customer_id__in=list(ids)).values_list(
-                "external_customer_id", flat=True
+        # unlinked events sent with the customers' external ids, in their own organization
+        unlinked = {(str(organization_id), x) for x in external_ids or ()}
+        unlinked |= {
+            (str(org), x)
+            for org, x in CustomerLink.objects.filter(customer_id__in=list(ids)).values_list(
+                "organization_id", "external_customer_id"
             )
+        }
+        sent_with = (
+            f"external_customer_id IN {p(sorted(x for _, x in unlinked) or [''])}"
+            if organization_id is not None
+            else "concat(toString(organization_id), '/', external_customer_id) IN "
+            f"{p(sorted(f'{org}/{x}' for org, x in unlinked) or [''])}"
         )
         parts.append(
             f"(customer_id IN {Params.literal_uuids(sorted(ids))} OR (customer_id = "
-            "toUUID('00000000-0000-0000-0000-000000000000') AND external_customer_id IN "
-            f"{p(sorted(unlinked) or [''])}))"
+            f"toUUID('00000000-0000-0000-0000-000000000000') AND {sent_with}))"
         )
     if criteria.get("names"):
         parts.append(f"name IN {p(criteria['names'])}")
@@ -1372,6 +1385,12 @@ def event_where(organization_id, criteria: dict, p: Params) -> str:
         )
     if criteria.get("end"):
         parts.append(f"timestamp <= fromUnixTimestamp64Micro({p(micros(criteria['end']))}, 'UTC')")
+    if criteria.get("before"):
+        parts.append(
+            f"timestamp < fromUnixTimestamp64Micro({p(micros(criteria['before']))}, 'UTC')"
+        )
+    if criteria.get("search"):
+        parts.append(_search_sql(criteria["search"], p))
     if criteria.get("query"):
         parts.append(f"positionCaseInsensitiveUTF8(name, {p(criteria['query'])}) > 0")
     if criteria.get("metadata"):
@@ -1380,11 +1399,45 @@ def event_where(organization_id, criteria: dict, p: Params) -> str:
         parts.append(filter_sql(condition, p))
     if criteria.get("parent_refs") is not None:
         parts.append(f"parent_reference IN {p(criteria['parent_refs'] or [''])}")
+    if criteria.get("parent_ids") is not None:
+        parts.append(f"parent_reference IN {p(references(criteria['parent_ids']) or [''])}")
     if criteria.get("ids") is not None:
         parts.append(f"id IN {Params.literal_uuids([str(i) for i in criteria['ids']] or [])}")
     if criteria.get("depth_from_roots") is not None:
         parts.append(_tree_sql(organization_id, criteria["depth_from_roots"], p))
     return " AND ".join(parts)
+
+
+def references(event_ids: list) -> list[str]:
+    """How children name these events: by id, or by their external id (their key)."""
+    keys = EventKey.objects.filter(event_id__in=event_ids).values_list("external_id", flat=True)
+    return [str(i) for i in event_ids] + list(keys)
+
+
+def _as_uuid(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
+def _search_sql(term: str, p: Params) -> str:
+    """The admin's exact search: the event's id or external id, or its customer's external id
+    (sent with the event, or held by the customer it was sent for)."""
+    customers = [
+        str(c) for c in Customer.objects.filter(external_id=term).values_list("pk", flat=True)[:100]
+    ]
+    alternatives = [
+        f"external_id = {p(term)}",
+        "(customer_id = toUUID('00000000-0000-0000-0000-000000000000') AND "
+        f"external_customer_id = {p(term)})",
+    ]
+    if customers:
+        alternatives.append(f"customer_id IN {Params.literal_uuids(customers)}")
+    event_id = _as_uuid(term)
+    if event_id is not None:
+        alternatives.append(f"id = toUUID({p(str(event_id))})")
+    return "(" + " OR ".join(alternatives) + ")"
 
 
 def _tree_sql(organization_id, depth: int, p: Params) -> str:
@@ -1457,16 +1510,25 @@ def list_events(organization_id, criteria: dict, *, descending: bool, limit: int
     )
     if not rows:
         return []
-    unlinked = {r[6] for r in rows if r[2] == ZERO}
-    links = dict(
-        CustomerLink.objects.filter(
-            organization_id=organization_id, external_customer_id__in=unlinked
-        ).values_list("external_customer_id", "customer_id")
-    )
-    wanted = {r[2] for r in rows if r[2] != ZERO} | set(links.values())
+    by_organization = defaultdict(list)
+    for row in rows:
+        by_organization[row[1]].append(row)
+    links, parents, children = {}, {}, {}
+    for organization, its in by_organization.items():
+        unlinked = {r[6] for r in its if r[2] == ZERO}
+        found = dict(
+            CustomerLink.objects.filter(
+                organization_id=organization, external_customer_id__in=unlinked
+            ).values_list("external_customer_id", "customer_id")
+        )
+        links[organization] = found
+        parents[organization], found_children = _parents_and_children(organization, its)
+        children.update(found_children)
+    wanted = {r[2] for r in rows if r[2] != ZERO} | {
+        c for found in links.values() for c in found.values()
+    }
     customers = Customer.objects.in_bulk(list(wanted))
-    parents, children = _parents_and_children(organization_id, rows)
-    return [StoredEvent(r, customers, links, parents, children) for r in rows]
+    return [StoredEvent(r, customers, links[r[1]], parents[r[1]], children) for r in rows]
 
 
 def count_events(organization_id, criteria: dict, *, cap: int) -> int:
