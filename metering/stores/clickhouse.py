@@ -41,7 +41,7 @@ from core.db import bound_cursor
 from core.metadata import metadata_value_candidates
 from customers.models import Customer
 from metering import aggregation, filters, jsonio, locks, rollups, series
-from metering.models import CustomerLink, EventBatch, EventKey, Meter
+from metering.models import CustomerLink, Event, EventBatch, EventKey, Meter
 from metering.stores import clickhouse_schema, postgres
 from metering.stores.base import (
     EventStore,
@@ -1492,11 +1492,31 @@ def _parents_and_children(organization_id, rows) -> tuple[dict, dict]:
             organization_id=organization_id, external_id__in=references
         ).values_list("external_id", "event_id"):
             parents[key] = event_id
-        for reference in references - set(parents):
-            try:
-                parents[reference] = uuid.UUID(reference)
-            except ValueError:
-                continue
+        by_id = {
+            reference: _as_uuid(reference)
+            for reference in references - set(parents)
+            if _as_uuid(reference) is not None
+        }
+        if by_id:
+            # an id names a parent only when that event exists (as PostgreSQL resolves it)
+            p = Params()
+            wanted = sorted({str(i) for i in by_id.values()})
+            existing = {
+                row[0]
+                for row in client()
+                .query(
+                    f"SELECT DISTINCT id FROM {layout().events} WHERE organization_id = "
+                    f"{p(str(organization_id))} AND id IN {Params.literal_uuids(wanted)}",
+                    parameters=p.values,
+                )
+                .result_rows
+            }
+            existing |= set(
+                Event.objects.filter(organization_id=organization_id, pk__in=wanted).values_list(
+                    "pk", flat=True
+                )
+            )
+            parents.update({r: i for r, i in by_id.items() if i in existing})
     children: dict = {}
     names = {str(r[0]): r[0] for r in rows} | {r[7]: r[0] for r in rows if r[7]}
     if names:

@@ -182,7 +182,13 @@ def test_the_event_tree_from_the_roots(api_org):
             sent("orphan", 5, "o1", "late"),  # adopted by the parent sent after it
         ],
     )
-    ingest_events(organization=org, events=[sent("late parent", 6, "late")])
+    ingest_events(
+        organization=org,
+        events=[
+            sent("late parent", 6, "late"),
+            sent("ghost child", 7, None, "00000000-0000-0000-0000-00000000abcd"),  # no such event
+        ],
+    )
     ada = create_customer(organization=org, email="ada@x.io", external_id="ada")
     customer_meters.grant_credits(customer=ada, meter=meter, units=5, timestamp=T + timedelta(1))
 
@@ -191,9 +197,17 @@ def test_the_event_tree_from_the_roots(api_org):
         assert response.status_code == 200, response.content
         return [e["name"] for e in response.json()["items"]]
 
-    roots = ["root", "dangling", "late parent", "meter.credited"]
+    roots = ["root", "dangling", "late parent", "ghost child", "meter.credited"]
     assert tree(0) == roots
-    assert tree(1) == ["root", "child", "dangling", "orphan", "late parent", "meter.credited"]
+    assert tree(1) == [
+        "root",
+        "child",
+        "dangling",
+        "orphan",
+        "late parent",
+        "ghost child",
+        "meter.credited",
+    ]
     assert tree(2) == [
         "root",
         "child",
@@ -201,8 +215,15 @@ def test_the_event_tree_from_the_roots(api_org):
         "dangling",
         "orphan",
         "late parent",
+        "ghost child",
         "meter.credited",
     ]
-    assert len(tree(5)) == 8
+    assert len(tree(5)) == 9
+    parents = {
+        e["name"]: e["parent_id"]
+        for e in api.get("/v1/events/", {"limit": 20}).json()["items"]
+    }
+    assert parents["ghost child"] is None and parents["dangling"] is None
+    assert parents["orphan"] is not None and parents["child"] is not None
     response = api.get("/v1/events/", {"depth": 3, "name": "great-grandchild"})
     assert response.json()["pagination"] == {"total_count": 1, "max_page": 1}
