@@ -201,7 +201,13 @@ def typed_paths(metadata: dict) -> tuple[dict, dict, dict]:
                 put(path, item)
 
     for key, value in metadata.items():
-        if isinstance(value, dict):
+        # exact types first (the ingest path's common case: ~3x faster than isinstance chains)
+        kind = type(value)
+        if kind is str:
+            strings[key] = value
+        elif kind is Decimal:
+            numbers[key] = value
+        elif kind is dict:
             walk(key, value)
         else:
             put(key, value)
@@ -657,6 +663,12 @@ class ClickHouseStore(EventStore):
                 {"customers": batch_customers},
             )
             known = set(cursor.fetchall())
+            # per customer, the meters it has no customer meter for yet (usually none)
+            unknown = {}
+            for customer in batch_customers:
+                missing = [m for m in meters if (m.id, customer) not in known]
+                if missing:
+                    unknown[customer] = missing
             now = timezone.now()
             ch_rows, pairs, firsts, names = [], set(), {}, {}
             for row, event_id in accepted:
@@ -692,16 +704,18 @@ class ClickHouseStore(EventStore):
                     continue
                 if customer not in firsts or row.timestamp < firsts[customer]:
                     firsts[customer] = row.timestamp
+                missing = unknown.get(customer)
+                if not missing:
+                    continue
                 event = {
                     "name": row.name,
                     "source": "user",
                     "timestamp": row.timestamp,
                     "metadata": row.metadata,
                 }
-                for meter in meters:
+                for meter in missing:
                     pair = (meter.id, customer)
-                    fresh = pair not in known and pair not in pairs
-                    if fresh and filters.evaluate(meter.filter, event):
+                    if pair not in pairs and filters.evaluate(meter.filter, event):
                         pairs.add(pair)
             if pairs:
                 ordered = sorted(pairs, key=lambda pair: (str(pair[0]), str(pair[1])))
