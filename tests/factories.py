@@ -1,6 +1,7 @@
 import factory
 
 from customers.models import Customer, Organization
+from metering import meters
 
 
 class OrganizationFactory(factory.django.DjangoModelFactory):
@@ -19,3 +20,16 @@ class CustomerFactory(factory.django.DjangoModelFactory):
     email = factory.Sequence(lambda n: f"customer{n}@example.com")
     external_id = factory.Sequence(lambda n: f"cust_{n}")
     name = factory.Faker("name")
+
+
+def event_count_meter(organization, *, name: str = "API calls", event: str = "api.call"):
+    """A meter counting the events of one name: what most scenario tests bill."""
+    return meters.create_meter(
+        organization=organization,
+        name=name,
+        filter={
+            "conjunction": "and",
+            "clauses": [{"property": "name", "operator": "eq", "value": event}],
+        },
+        aggregation={"func": "count"},
+    )

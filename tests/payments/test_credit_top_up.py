@@ -14,24 +14,17 @@ from billing import catalog, packs, subscriptions
 from billing.catalog import PriceSpec
 from billing.models import AutoTopUp, BillingReason, CreditGrant, Invoice, InvoiceStatus
 from customers.services import create_customer
-from metering import customer_meters, meters
+from metering import customer_meters
 from metering.ingest import ingest_events
 from payments import methods
 from payments.models import Payment, PaymentStatus, PaymentTrigger
+from tests.factories import event_count_meter
 
 
 @pytest.fixture
 def setup(live_org_token, stripe_settings, eager_tasks):
     organization = live_org_token[0]
-    meter = meters.create_meter(
-        organization=organization,
-        name="API calls",
-        filter={
-            "conjunction": "and",
-            "clauses": [{"property": "name", "operator": "eq", "value": "api.call"}],
-        },
-        aggregation={"func": "count"},
-    )
+    meter = event_count_meter(organization)
     usage = catalog.create_product(
         organization=organization,
         name="Pay as you go",

@@ -12,24 +12,16 @@ from billing import catalog, subscriptions, thresholds
 from billing.catalog import PriceSpec
 from billing.models import InvoiceStatus
 from customers.services import create_customer
-from metering import meters
 from metering.ingest import ingest_events
 from payments import methods, tasks
 from payments.models import InvoiceCollection, Payment, PaymentStatus, PaymentTrigger
+from tests.factories import event_count_meter
 
 pytestmark = pytest.mark.django_db
 
 
 def test_a_threshold_invoice_is_charged_at_once(organization, stripe_settings, localstripe):
-    meter = meters.create_meter(
-        organization=organization,
-        name="API calls",
-        filter={
-            "conjunction": "and",
-            "clauses": [{"property": "name", "operator": "eq", "value": "api.call"}],
-        },
-        aggregation={"func": "count"},
-    )
+    meter = event_count_meter(organization)
     product = catalog.create_product(
         organization=organization,
         name="Usage",

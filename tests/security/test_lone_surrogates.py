@@ -14,8 +14,8 @@ from django.apps import apps
 from billing import catalog
 from billing.models import Product
 from customers.models import Customer
-from metering import meters
 from metering.models import Event, Meter
+from tests.factories import event_count_meter
 
 pytestmark = pytest.mark.django_db
 
@@ -182,15 +182,7 @@ def ids(organization, settings):
     customer = Customer.objects.create(
         organization=organization, external_id="known", email="known@example.com"
     )
-    meter = meters.create_meter(
-        organization=organization,
-        name="API calls",
-        filter={
-            "conjunction": "and",
-            "clauses": [{"property": "name", "operator": "eq", "value": "api.call"}],
-        },
-        aggregation={"func": "count"},
-    )
+    meter = event_count_meter(organization)
     product = catalog.create_product(
         organization=organization,
         name="Basic",

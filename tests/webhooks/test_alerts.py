@@ -14,8 +14,8 @@ from polar.v2026_10.webhooks import PolarWebhookUnknownTypeError, validate_event
 from billing import catalog, subscriptions
 from billing.catalog import PriceSpec
 from customers.models import Customer
-from metering import meters
 from metering.ingest import ingest_events
+from tests.factories import event_count_meter
 from tests.webhooks.conftest import deliver_pending
 from webhooks import tasks
 from webhooks.models import AlertFiring, AlertMetric, AlertRule, WebhookEndpoint, WebhookEvent
@@ -32,15 +32,7 @@ def enqueued(monkeypatch):
 
 
 def setup_billing(organization, receiver, *, metric=AlertMetric.UNITS, threshold=10):
-    meter = meters.create_meter(
-        organization=organization,
-        name="API calls",
-        filter={
-            "conjunction": "and",
-            "clauses": [{"property": "name", "operator": "eq", "value": "api.call"}],
-        },
-        aggregation={"func": "count"},
-    )
+    meter = event_count_meter(organization)
     product = catalog.create_product(
         organization=organization,
         name="Usage",

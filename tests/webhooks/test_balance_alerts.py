@@ -12,8 +12,8 @@ from django.utils import timezone
 from billing import catalog, credits, subscriptions
 from billing.catalog import PriceSpec
 from customers.services import create_customer
-from metering import meters
 from metering.ingest import ingest_events
+from tests.factories import event_count_meter
 from tests.webhooks.conftest import deliver_pending
 from webhooks import tasks
 from webhooks.models import AlertFiring, AlertMetric, AlertRule, WebhookEndpoint
@@ -51,15 +51,7 @@ def send(organization, units, tag):
 
 
 def test_low_balance_fires_once_per_crossing(organization, receiver, allow_private, enqueued):
-    meter = meters.create_meter(
-        organization=organization,
-        name="API calls",
-        filter={
-            "conjunction": "and",
-            "clauses": [{"property": "name", "operator": "eq", "value": "api.call"}],
-        },
-        aggregation={"func": "count"},
-    )
+    meter = event_count_meter(organization)
     product = catalog.create_product(
         organization=organization,
         name="Pay as you go",
