@@ -170,7 +170,7 @@ def main(argv=None) -> None:
         print(
             f"run {run}: ingest {n / ingest_s:,.0f} ev/s vs raw insert {n / raw_s:,.0f} ev/s = "
             f"{raw_s / ingest_s:.2f}x; close reads {close_s:.2f} s vs one scan {scan_s:.3f} s = "
-            f"{close_s / scan_s:.1f}x"
+            f"{close_s / scan_s:.1f}x; load {common.load_average()}"
         )
 
 
