@@ -168,8 +168,9 @@ def boundary_of(subscription) -> ReadBoundary | None:
 
 def measure(periods: list[tuple[object, datetime, datetime]]) -> dict:
     """(subscription, period start, period end) triples → {subscription id: PeriodUsage}, read
-    set-based (one or two statements per meter for count/sum, one window at a time for the
-    others). Call it inside `metering.queries.consistent_read()`."""
+    set-based: all windows in one `metering.queries.window_values` call (how many statements
+    that takes is the event store's business). Call it inside
+    `metering.queries.consistent_read()`."""
     all_groups = [(s, start, end, _groups(s, start, end)) for s, start, end in periods]
     windows, credit_windows, priced_meters = [], [], []
     for subscription, start, end, groups in all_groups:
