@@ -168,6 +168,8 @@ AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_MINUTES", default=15) / 60
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+# the address counted is core.clients.client_address's: the proxy's unless TRUSTED_PROXY_COUNT
+AXES_CLIENT_IP_CALLABLE = "core.clients.client_address"
 # its start-up banner would print on every process and command; lockouts are still logged
 AXES_VERBOSE = False
 
@@ -191,6 +193,11 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": [NONE],
     }
 }
+
+# How many reverse proxies of ours append to X-Forwarded-For in front of gunicorn (nginx: 1):
+# the client address for lockouts, sign-in rates and the audit log (core/clients.py). 0 ignores
+# the header, which any client can send.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 
 # --- email -------------------------------------------------------------------------------------
 # an empty EMAIL_URL (a blank line in .env) means unset, not an unparsable address

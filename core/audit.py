@@ -12,6 +12,8 @@ from contextvars import ContextVar
 from auditlog.middleware import AuditlogMiddleware
 from auditlog.models import LogEntry
 
+from core.clients import client_address
+
 # the request being served; auditlog's own context keeps its last actor after the request ends,
 # so the actor is read from here, which is cleared when the request is done
 _request: ContextVar = ContextVar("meterline_audit_request", default=None)
@@ -21,6 +23,11 @@ class StaffActorMiddleware(AuditlogMiddleware):
     """auditlog's middleware (the client address for the entries), plus the request whose staff
     user `record` names. Not on the API: a token is not a person, and ingestion's hot path skips
     the per-request signal wiring."""
+
+    @staticmethod
+    def _get_remote_addr(request):
+        # auditlog's own takes the first X-Forwarded-For entry, which the client writes
+        return client_address(request)
 
     def __call__(self, request):
         if request.path_info.startswith("/v1/"):

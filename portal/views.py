@@ -14,6 +14,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from core.clients import client_address
 from customers.models import Organization
 from portal import auth, billing, charts, payments, ratelimit, sign_in, tasks, usage
 from portal.branding import palette
@@ -106,7 +107,7 @@ class SignInForm(forms.Form):
 def _rate_limited(request, email: str) -> int | None:
     per_ip = ratelimit.Rate.parse(settings.PORTAL_SIGN_IN_RATE_PER_IP)
     per_email = ratelimit.Rate.parse(settings.PORTAL_SIGN_IN_RATE_PER_EMAIL)
-    ip = request.META.get("REMOTE_ADDR", "")
+    ip = client_address(request)
     return ratelimit.hit("portal-sign-in-ip", ip, per_ip) or ratelimit.hit(
         "portal-sign-in-email", email.strip().lower(), per_email
     )
