@@ -10,6 +10,7 @@ from billing.catalog import PriceSpec
 from customers.models import Customer
 from metering import meters
 from metering.ingest import ingest_events
+from tests.factories import event_count_meter
 
 
 def at(text: str) -> datetime:
@@ -23,15 +24,7 @@ def org(organization):
 
 @pytest.fixture
 def api_calls(org):
-    return meters.create_meter(
-        organization=org,
-        name="API calls",
-        filter={
-            "conjunction": "and",
-            "clauses": [{"property": "name", "operator": "eq", "value": "api.call"}],
-        },
-        aggregation={"func": "count"},
-    )
+    return event_count_meter(org)
 
 
 @pytest.fixture

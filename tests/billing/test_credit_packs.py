@@ -24,21 +24,14 @@ from billing.models import (
 from customers.services import create_customer
 from metering import customer_meters, meters
 from metering.ingest import ingest_events
+from tests.factories import event_count_meter
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def meter(organization):
-    return meters.create_meter(
-        organization=organization,
-        name="API calls",
-        filter={
-            "conjunction": "and",
-            "clauses": [{"property": "name", "operator": "eq", "value": "api.call"}],
-        },
-        aggregation={"func": "count"},
-    )
+    return event_count_meter(organization)
 
 
 @pytest.fixture
