@@ -9,7 +9,6 @@ from django.utils import timezone
 
 from billing import cycles, documents, packs, thresholds
 from billing.models import AutoTopUp
-from metering import queries
 
 
 @shared_task(acks_late=True)
@@ -68,10 +67,10 @@ def sweep_spend_thresholds() -> int:
     return len(thresholds.check())
 
 
-def enqueue_threshold_check(sender, organization, event_ids, **kwargs) -> None:
+def enqueue_threshold_check(sender, organization, batch, **kwargs) -> None:
     # one indexed query per ingest for organizations without thresholds
     if thresholds.organization_uses_thresholds(organization.pk):
-        customer_ids = queries.customers_of_events(event_ids)
+        customer_ids = batch.customer_ids
         if customer_ids:
             check_spend_thresholds.delay_on_commit(
                 str(organization.pk), [str(pk) for pk in customer_ids]
@@ -85,9 +84,9 @@ def check_credit_top_ups(customer_ids: list[str]) -> int:
     return len(packs.check_top_ups(customer_ids))
 
 
-def enqueue_top_up_check(sender, organization, event_ids, **kwargs) -> None:
+def enqueue_top_up_check(sender, organization, batch, **kwargs) -> None:
     # one indexed query per ingest for organizations without auto top-ups
     if AutoTopUp.objects.filter(customer__organization_id=organization.pk, is_active=True).exists():
-        customer_ids = queries.customers_of_events(event_ids)
+        customer_ids = batch.customer_ids
         if customer_ids:
             check_credit_top_ups.delay_on_commit([str(pk) for pk in customer_ids])

@@ -8,8 +8,9 @@ would be a cycle).
   shows the subscription's current billing period (its usage plus late usage carried into it)
   instead of all time, so the customer meter, the subscription and the upcoming invoice agree.
   One call for many pairs keeps lists of customer meters at a constant number of queries.
-- `events_ingested` (signal; organization, event_ids): sent inside an ingest's transaction once
-  its events are written (webhooks evaluates usage alerts after the commit)."""
+- `events_ingested` (signal; organization, event_ids, batch): sent inside an ingest's
+  transaction once its events are written; `batch.customer_ids` reads the events' customers once
+  for all receivers (webhooks evaluates usage alerts after the commit)."""
 
 from collections.abc import Callable
 

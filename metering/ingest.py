@@ -4,6 +4,7 @@ per-event ORM save), rolling it up for every meter before the response (read-you
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -30,6 +31,18 @@ EVENT_FIELDS = {
 }
 MAX_NAME = 128
 MAX_EXTERNAL = 256
+
+
+class IngestedBatch:
+    """What `hooks.events_ingested` receivers get as `batch`: the events' ids, and their customers
+    read once for every receiver that asks (alerts, spend thresholds, credit top-ups)."""
+
+    def __init__(self, event_ids: list):
+        self.event_ids = event_ids
+
+    @cached_property
+    def customer_ids(self) -> list:
+        return stores.current().customers_of_events(self.event_ids)
 
 
 @dataclass(frozen=True)
@@ -416,7 +429,10 @@ def ingest_events(*, organization: Organization, events: list) -> IngestResult:
                 ids = stores.current().write(organization=organization, rows=unique)
                 if ids:
                     hooks.events_ingested.send(
-                        sender=Organization, organization=organization, event_ids=ids
+                        sender=Organization,
+                        organization=organization,
+                        event_ids=ids,
+                        batch=IngestedBatch(ids),
                     )
             break
         except OperationalError as exc:

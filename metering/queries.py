@@ -14,7 +14,7 @@ time ranges — never a table, so a second event store can stand behind the same
 - `credited_in_windows(windows)`: credits granted inside each window.
 - `window_events(window)`: the raw matching events of a window (audits, tests).
 - `bucket_values(...)`: a customer's value per bucket (charts); `daily_values(...)`: every meter's
-  value per UTC day (dashboards); `customers_of_events(...)`: whose usage a batch was.
+  value per UTC day (dashboards).
 """
 
 import json
@@ -216,11 +216,6 @@ def bucket_values(meter: Meter, *, customer_id, buckets: list[Range]) -> list[De
     )
     func = meter.aggregation["func"]
     return [aggregation.final_value(func, part) for part in parts]
-
-
-def customers_of_events(event_ids: list) -> list:
-    """The customers an ingested batch's events belong to."""
-    return stores.current().customers_of_events(event_ids)
 
 
 def daily_values(*, organization_id, since: datetime, until: datetime):

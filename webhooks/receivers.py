@@ -7,7 +7,6 @@ endpoints an organization has is cached (`delivery.ENDPOINTS_CACHE_SECONDS`), so
 organization without webhooks pays no query per change."""
 
 from billing.models import InvoiceStatus
-from metering import queries
 from webhooks import alerts, delivery, payloads, state_changes, tasks
 
 
@@ -77,10 +76,10 @@ def on_customer_deleted(sender, customer, **kwargs):
     emit(customer.organization_id, "customer.deleted", lambda: payloads.customer_data(customer))
 
 
-def on_events_ingested(sender, organization, event_ids, **kwargs):
+def on_events_ingested(sender, organization, batch, **kwargs):
     # one indexed query per ingest for organizations without alert rules
     if alerts.has_rules(organization.pk):
-        customer_ids = queries.customers_of_events(event_ids)
+        customer_ids = batch.customer_ids
         if customer_ids:
             tasks.evaluate_alerts.delay_on_commit(
                 str(organization.pk), [str(pk) for pk in customer_ids]
