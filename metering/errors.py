@@ -18,3 +18,8 @@ class OrganizationMismatch(DomainError):
 
 class InvalidMeter(DomainError):
     """A meter change the apps above forbid, or an incomplete definition."""
+
+
+class InvalidCorrection(DomainError):
+    """A usage correction naming an unknown, system or already corrected event, or malformed:
+    nothing of the request was written."""

@@ -1,13 +1,20 @@
 import uuid
 
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.functions import RandomUUID
 from django.db import models
+from psycopg.types.json import Jsonb
+
+from metering import jsonio
 
 
 class EventSource(models.TextChoices):
     USER = "user", "User"
     SYSTEM = "system", "System"
+    # A user event cancelled or replaced by a usage correction (EventCorrection): kept, never
+    # deleted, and out of every meter — usage reads take `source = 'user'` only.
+    CANCELED = "canceled", "Canceled"
 
 
 class Event(models.Model):
@@ -420,3 +427,79 @@ class CustomerLink(models.Model):
 
     def __str__(self) -> str:
         return self.external_customer_id
+
+
+class ExactJSONField(models.JSONField):
+    """jsonb whose numbers stay exact: Decimals go in as the numbers they spell and come back as
+    Decimals (metering.jsonio), where the standard field would read floats."""
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        if value is None:
+            return None
+        return Jsonb(value, dumps=jsonio.dumps)
+
+    def from_db_value(self, value, expression, connection):
+        if value is None or not isinstance(value, str | bytes):
+            return value
+        return jsonio.loads(value)
+
+
+class CorrectionAction(models.TextChoices):
+    CANCEL = "cancel", "Cancel"
+    REPLACE = "replace", "Replace"
+
+
+class EventCorrection(models.Model):
+    """A usage correction: one user event cancelled, or replaced by a new event with the same
+    timestamp and customer (metering.corrections). The original stays stored, marked
+    `canceled`; this row keeps what it was, why it changed and who changed it. Billing reads
+    these rows to put the difference on the next invoice when the event's period is invoiced
+    already: a correction is billed by the first close whose read boundary sees `txid`."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        "customers.Organization", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    # no foreign keys to events: with the ClickHouse store user events aren't in PostgreSQL
+    event_id = models.UUIDField()
+    action = models.CharField(max_length=8, choices=CorrectionAction.choices)
+    reason = models.CharField(max_length=500)
+    replacement_id = models.UUIDField(null=True, blank=True)
+    customer = models.ForeignKey(
+        "customers.Customer",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="event_corrections",
+    )
+    # what the corrected event was (and the replacement is): its timestamp, arrival and content
+    event_timestamp = models.DateTimeField()
+    event_arrival_txid = models.BigIntegerField(null=True, blank=True)
+    original = ExactJSONField()  # name, external_id, external_customer_id, metadata
+    replacement = ExactJSONField(null=True, blank=True)  # name, metadata
+    # the correcting transaction (billing's read boundaries are snapshots of these ids)
+    txid = models.BigIntegerField()
+    actor = models.CharField(max_length=200)  # "staff:<username>" or "api:<token name>"
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # an event is corrected once; its replacement can be corrected in turn
+            models.UniqueConstraint(
+                fields=["organization", "event_id"], name="event_corrected_once"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["customer", "created_at"], name="correction_customer"),
+        ]
+        permissions = [("correct_event", "Can cancel or replace events (usage corrections)")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} {self.event_id}"

@@ -289,6 +289,43 @@ def after_insert(cursor, *, organization_id, event_ids: list) -> None:
         apply(cursor, meters, source_sql="e.id = ANY(%(ids)b)", source_params={"ids": event_ids})
 
 
+REBUILT_TABLES = (
+    HOUR_TABLE,
+    DAY_TABLE,
+    DELTA_ROWS,
+    UNIQUE_HOUR_TABLE,
+    UNIQUE_DAY_TABLE,
+    UNIQUE_DELTA_TABLE,
+)
+
+
+def rebuild_customer_days(cursor, organization_id, customer_days) -> None:
+    """Roll up one customer's UTC days again from their events, in every tier (a usage
+    correction took an event out or put one in: min, max and unique partials can't be undone
+    by a delta). The caller holds the organization's exclusive lock, so no ingest or compaction
+    writes these rows meanwhile."""
+    meters = organization_meters(cursor, organization_id)
+    for customer_id, day in sorted(set(customer_days)):
+        bounds = {"rb_customer": customer_id, "rb_lo": day, "rb_hi": day + DAY}
+        for table in REBUILT_TABLES:
+            cursor.execute(
+                f"DELETE FROM {table} WHERE customer_id = %(rb_customer)s "
+                "AND bucket >= %(rb_lo)s AND bucket < %(rb_hi)s",
+                bounds,
+            )
+        if meters:
+            apply(
+                cursor,
+                meters,
+                source_sql=(
+                    "e.customer_id = %(rb_customer)s AND e.timestamp >= %(rb_lo)s "
+                    "AND e.timestamp < %(rb_hi)s"
+                ),
+                source_params=bounds,
+                compact=True,
+            )
+
+
 # One meter's entries out of the delta rows that hold it; rows left empty go.
 REMOVE_METER_FROM_DELTA_ROWS = [
     f"""UPDATE {DELTA_ROWS} d SET ({DELTA_ARRAYS}) = (

@@ -32,6 +32,23 @@ class ReadBoundary:
     token: str
     taken_at: datetime
 
+    def sees(self, txid: int | None) -> bool:
+        """Had the transaction `txid` committed when this boundary was taken? (Rows written
+        before transaction ids were recorded — None — count as seen.)"""
+        return txid is None or not self.token or visible(txid, self.token)
+
+
+def snapshot_ids(token: str) -> tuple[int, int, list[int]]:
+    """A PostgreSQL snapshot's text (`xmin:xmax:running,…`) as numbers."""
+    xmin, xmax, running = token.split(":")
+    return int(xmin), int(xmax), [int(x) for x in running.split(",") if x]
+
+
+def visible(txid: int, token: str) -> bool:
+    """`pg_visible_in_snapshot` in Python: did the transaction commit before the snapshot?"""
+    xmin, xmax, running = snapshot_ids(token)
+    return txid < xmin or (txid < xmax and txid not in running)
+
 
 @dataclass(frozen=True)
 class Arrivals:
@@ -67,6 +84,23 @@ class WindowEvent:
     number: Decimal | None  # the aggregated property as a number (sum/avg/min/max)
     value_key: str | None  # the aggregated property's identity (unique)
     arrival_txid: int | None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as the store holds it: what a usage correction needs of it."""
+
+    id: object
+    name: str
+    source: str
+    timestamp: datetime
+    customer_id: object
+    external_customer_id: str | None
+    external_id: str | None
+    parent_id: object
+    parent_reference: str | None
+    arrival_txid: int | None
+    metadata: dict  # numbers exact (Decimal)
 
 
 @dataclass
@@ -106,6 +140,19 @@ class EventStore:
     def link(self, *, customer) -> int:
         """A customer received an external id: the events sent earlier with it become its
         usage, in the caller's transaction. Returns how many."""
+        raise NotImplementedError
+
+    def find_events(self, organization_id, *, ids: list, external_ids: list) -> list:
+        """The organization's events (user, canceled and — PostgreSQL — system) with these ids
+        or external ids, as StoredEvent."""
+        raise NotImplementedError
+
+    def correct(self, *, organization, corrections: list) -> list:
+        """Apply validated usage corrections (`metering.corrections.Correction`) in the
+        caller's transaction: mark each event `canceled`, insert each replacement with the
+        original's arrival, and bring whatever the store derives from events up to date.
+        Returns the replacement ids in order (None for a cancellation). Raises
+        InvalidCorrection when an event is no longer a user event (corrected meanwhile)."""
         raise NotImplementedError
 
     # --- boundaries ---------------------------------------------------------------------------

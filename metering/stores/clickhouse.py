@@ -51,7 +51,9 @@ from metering.stores.base import (
     ReadTimedOut,
     Window,
     WindowEvent,
+    snapshot_ids,
     utc_ranges,
+    visible,
 )
 
 logger = logging.getLogger(__name__)
@@ -348,19 +350,8 @@ def metadata_filter_sql(metadata: dict | None, p: Params) -> str:
 # --- boundaries -------------------------------------------------------------------------------
 
 
-def _snapshot(token: str) -> tuple[int, int, list[int]]:
-    xmin, xmax, running = token.split(":")
-    return int(xmin), int(xmax), [int(x) for x in running.split(",") if x]
-
-
-def visible(txid: int, token: str) -> bool:
-    """`pg_visible_in_snapshot` in Python."""
-    xmin, xmax, running = _snapshot(token)
-    return txid < xmin or (txid < xmax and txid not in running)
-
-
 def visible_sql(token: str, column: str = "arrival_txid") -> str:
-    xmin, xmax, running = _snapshot(token)  # integers: safe to write into the text
+    xmin, xmax, running = snapshot_ids(token)  # integers: safe to write into the text
     listed = ",".join(map(str, running))
     return (
         f"({column} < {xmin} OR ({column} < {xmax} AND NOT has([{listed}]::Array(UInt64), "
@@ -372,7 +363,7 @@ def visible_sql(token: str, column: str = "arrival_txid") -> str:
 
 def without(token: str, pending: list[int]) -> str:
     """The snapshot with the transactions in `pending` counted as not committed yet."""
-    xmin, xmax, running = _snapshot(token)
+    xmin, xmax, running = snapshot_ids(token)
     extra = {t for t in pending if t < xmax}
     if not extra:
         return token

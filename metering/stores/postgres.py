@@ -11,13 +11,15 @@ from django.db.utils import OperationalError
 
 from core.db import bound_cursor
 from customers.models import Customer
-from metering import aggregation, customer_meters, filters, ingest, locks, rollups, series
+from metering import aggregation, customer_meters, filters, ingest, jsonio, locks, rollups, series
+from metering.errors import InvalidCorrection
 from metering.models import Event, MeterState
 from metering.stores.base import (
     EventStore,
     PreviewFigures,
     Range,
     ReadTimedOut,
+    StoredEvent,
     Window,
     WindowEvent,
     utc_ranges,
@@ -183,6 +185,27 @@ def _columns(rows: list[tuple]) -> list[list]:
     ]
 
 
+FIND_EVENTS_SQL = """
+SELECT id, name, source, timestamp, customer_id, external_customer_id, external_id, parent_id,
+       parent_reference, arrival_txid, metadata::text
+FROM metering_event
+WHERE organization_id = %(org)s
+  AND (id = ANY(%(ids)s::uuid[]) OR external_id = ANY(%(external_ids)s::text[]))
+"""
+
+CANCEL_SQL = """
+UPDATE metering_event SET source = 'canceled'
+WHERE organization_id = %(org)s AND id = ANY(%(ids)s::uuid[]) AND source = 'user'
+RETURNING id
+"""
+
+INHERIT_ARRIVAL_SQL = """
+UPDATE metering_event e SET arrival_txid = t.txid
+FROM unnest(%(ids)s::uuid[], %(txids)s::bigint[]) AS t(id, txid)
+WHERE e.id = t.id
+"""
+
+
 class PostgresStore(EventStore):
     name = "postgres"
     rollups = True
@@ -210,6 +233,68 @@ class PostgresStore(EventStore):
                 )
                 cursor.execute(ingest.FIRST_EVENT_SQL, {"ids": ids})  # ingestion's lock order
         return len(ids)
+
+    def find_events(self, organization_id, *, ids: list, external_ids: list) -> list:
+        if not ids and not external_ids:
+            return []
+        with connection.cursor() as cursor:
+            cursor.execute(
+                FIND_EVENTS_SQL,
+                {"org": organization_id, "ids": ids, "external_ids": external_ids},
+            )
+            return [
+                StoredEvent(*row[:-1], jsonio.loads(row[-1]) if row[-1] else {})
+                for row in cursor.fetchall()
+            ]
+
+    def correct(self, *, organization, corrections: list) -> list:
+        """The originals marked, the replacements inserted (one by one: their ids must pair
+        with the corrections), and the customer-days they touch rolled up again under the
+        organization's exclusive lock (after the external-id slots: the lock order)."""
+        ids = [c.event.id for c in corrections]
+        with bound_cursor() as cursor:
+            locks.lock_external_ids(
+                cursor,
+                organization.pk,
+                [c.event.external_customer_id for c in corrections if c.replacement],
+            )
+            locks.lock_organization(cursor, organization.pk, exclusive=True)
+            cursor.execute(CANCEL_SQL, {"org": organization.pk, "ids": ids})
+            if cursor.rowcount != len(ids):
+                raise InvalidCorrection(
+                    "One of these events was corrected by another request meanwhile.",
+                    type_="already_corrected",
+                )
+        replacement_ids = []
+        for correction in corrections:
+            if correction.replacement is None:
+                replacement_ids.append(None)
+                continue
+            (new_id,) = ingest.insert_events(
+                organization=organization, rows=[correction.replacement]
+            )
+            replacement_ids.append(new_id)
+        inherited = [
+            (new_id, c.event.arrival_txid)
+            for c, new_id in zip(corrections, replacement_ids, strict=True)
+            if new_id is not None and c.event.arrival_txid is not None
+        ]
+        with bound_cursor() as cursor:
+            if inherited:
+                cursor.execute(
+                    INHERIT_ARRIVAL_SQL,
+                    {"ids": [i for i, _ in inherited], "txids": [t for _, t in inherited]},
+                )
+            rollups.rebuild_customer_days(
+                cursor,
+                organization.pk,
+                [
+                    (c.event.customer_id, rollups.floor_day(c.event.timestamp))
+                    for c in corrections
+                    if c.event.customer_id is not None
+                ],
+            )
+        return replacement_ids
 
     def compute(self, meter, **kwargs):
         return aggregation.postgres_compute(meter, **kwargs)
@@ -351,14 +436,18 @@ class PostgresStore(EventStore):
         num_sql, num_params = (
             filters.numeric_sql(prop) if func in filters.PROPERTY_FUNCS else ("NULL::numeric", [])
         )
-        key_sql, key_params = filters.value_key_sql(prop) if func == "unique" else ("NULL::text", [])
+        key_sql, key_params = (
+            filters.value_key_sql(prop) if func == "unique" else ("NULL::text", [])
+        )
         where_sql, where_params = filters.compile_filter(filter_)
         sql = PREVIEW_SQL.format(num=num_sql, key=key_sql, where=where_sql)
         params = [*num_params, *key_params, organization_id, start, end, *where_params]
         try:
             with transaction.atomic(), connection.cursor() as cursor:
                 # a broad filter on a big organization must not hold the admin page for long
-                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(timeout_ms)])
+                cursor.execute(
+                    "SELECT set_config('statement_timeout', %s, true)", [str(timeout_ms)]
+                )
                 cursor.execute(sql, params)
                 rows = cursor.fetchall()
                 cursor.execute("SELECT set_config('statement_timeout', '0', true)")
