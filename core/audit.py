@@ -4,7 +4,9 @@ A service that changes money on a person's say-so — void, mark paid, refund, a
 by hand, a plan change — calls `record` inside its transaction, so the entry commits or rolls
 back with the change. Who: the signed-in staff user of the request being served (the middleware
 below), with the client address; calls outside such a request (the API's tokens, workers,
-commands) record nothing — their trail is the objects and webhooks themselves.
+commands) record nothing — their trail is the objects and webhooks themselves — unless the
+service names the caller (`caller`, e.g. "api:<token name>"): usage corrections are audited
+whoever makes them.
 What: `changes` as {field: [before, after]}, and the verb in `additional_data["action"]`."""
 
 from contextvars import ContextVar
@@ -48,11 +50,17 @@ def staff_actor():
     return user
 
 
-def record(instance, *, action: str, changes: dict, created: bool = False) -> LogEntry | None:
-    """An entry for `instance` naming the staff user, or None outside a staff request."""
+def record(
+    instance, *, action: str, changes: dict, created: bool = False, caller: str | None = None
+) -> LogEntry | None:
+    """An entry for `instance` naming the staff user; outside a staff request, one naming
+    `caller` when given, else None."""
     actor = staff_actor()
-    if actor is None:
+    if actor is None and caller is None:
         return None
+    extra = {"action": action}
+    if actor is None:
+        extra["caller"] = caller
     return LogEntry.objects.log_create(
         instance,
         force_log=True,
@@ -60,7 +68,7 @@ def record(instance, *, action: str, changes: dict, created: bool = False) -> Lo
         changes={field: [_text(old), _text(new)] for field, (old, new) in changes.items()},
         actor=actor,
         actor_email=getattr(actor, "email", None) or None,
-        additional_data={"action": action},
+        additional_data=extra,
     )
 
 

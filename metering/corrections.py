@@ -19,6 +19,7 @@ from datetime import datetime
 
 from django.db import IntegrityError, connection, transaction
 
+from core import audit
 from core.errors import ErrorList
 from core.metadata import validate_metadata
 from customers.models import Organization
@@ -28,6 +29,7 @@ from metering.ingest import CURRENT_TXID_SQL, MAX_NAME, EventRow, IngestedBatch
 from metering.models import CorrectionAction, EventCorrection, EventSource
 
 MAX_CORRECTIONS = 1000
+PAST = {CorrectionAction.CANCEL: "canceled", CorrectionAction.REPLACE: "replaced"}
 MAX_REASON = 500
 FIELDS = {"event_id", "external_id", "action", "reason", "name", "metadata"}
 
@@ -125,6 +127,17 @@ def correct_events(
                     for correction, replacement_id in zip(validated, replacement_ids, strict=True)
                 ]
             )
+            for row in rows:
+                audit.record(
+                    row,
+                    action=f"event {PAST[row.action]}: {row.reason}",
+                    changes={
+                        "event_id": (None, row.event_id),
+                        "replacement_id": (None, row.replacement_id),
+                    },
+                    created=True,
+                    caller=actor,
+                )
             new_ids = [i for i in replacement_ids if i is not None]
             if new_ids:
                 # spend thresholds, alerts and top-ups look at the replacements like any ingest

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from auditlog.models import LogEntry
 
 from customers.models import Customer
 from metering import corrections, meters, queries
@@ -113,6 +114,13 @@ def test_cancel_and_replace_reflect_in_every_aggregation_at_once(organization, a
     assert replacement.source == EventSource.USER and replacement.external_id is None
     assert replace.original["metadata"] == {"v": 100, "model": "m1"}
     assert replace.replacement == {"name": "req", "metadata": {"v": 5, "model": "m0"}}
+    # every correction is in the audit log, also when no staff member made it
+    entries = LogEntry.objects.filter(object_pk__in=[str(c.pk) for c in made])
+    assert sorted((e.additional_data["action"], e.additional_data["caller"]) for e in entries) == [
+        ("event canceled: test traffic", "staff:test"),
+        ("event canceled: test traffic", "staff:test"),
+        ("event replaced: peak mis-measured", "staff:test"),
+    ]
 
 
 def test_a_bad_correction_writes_nothing(organization, ada, ten):
