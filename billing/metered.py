@@ -23,7 +23,7 @@ invoice lines themselves (`Tally`)."""
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -50,6 +50,7 @@ class Tally:
     credited: int = 0
     late_since: ReadBoundary | None = None  # the boundary that period's late set began at
     late: Decimal = Decimal(0)
+    seen: ReadBoundary | None = None  # the boundary its close read the period's usage at
 
 
 NOTHING_INVOICED = Tally(period=None)
@@ -67,6 +68,7 @@ class PriceUsage:
     late: Decimal  # count/sum: late units; others: late events that joined the set
     billed_through: dict = field(default_factory=dict)  # span id → units billed after this
     tally: Tally | None = None
+    corrections: int = 0  # usage corrections of the invoiced period `tally` this line bills
 
     @property
     def replaced(self) -> bool:
@@ -85,6 +87,20 @@ class PeriodUsage:
     threshold_version: int = 0
     # meter id → the credit ledger's grants the period may draw (billing.credits)
     ledger: dict = field(default_factory=dict)
+
+
+@dataclass
+class Fix:
+    """What usage corrections change in one price's lines: correction lines for its invoiced
+    periods, count/sum units they bill that the price's own line must not bill again, and
+    whether a replaced price's marginal line takes them (its last period was corrected)."""
+
+    lines: list = field(default_factory=list)  # PriceUsage
+    units: Decimal = Decimal(0)
+    merged: int = 0
+
+
+NO_FIX = Fix()
 
 
 def is_additive(meter) -> bool:
@@ -207,7 +223,17 @@ def measure(periods: list[tuple[object, datetime, datetime]]) -> dict:
     values = queries.window_values(windows + ledger_windows)
     credits = queries.credited_in_windows(credit_windows)
     pending = _replaced(all_groups, values)
-    tallies = _tallies([group for group, _ in pending])
+    touched = _touched(all_groups, _corrections(all_groups))
+    billed = _billed_periods([group for group, _ in pending] + [group for group, _ in touched])
+    tallies = {key: periods[-1] for key, periods in billed.items() if periods}
+    fixes = _fixes(touched, billed, tallies)
+    # a replaced avg/min/max/unique price whose last period was corrected is measured again
+    # (with its late arrivals, if any): one marginal line bills both
+    pending += [
+        (group, Decimal(0))
+        for group, _ in touched
+        if fixes[group.key].merged and group.key not in {g.key for g, _ in pending}
+    ]
     values.update(_remeasured(pending, tallies))
     invoiced = threshold_tallies([(s, start) for s, start, _end, _groups in all_groups])
     return {
@@ -215,9 +241,18 @@ def measure(periods: list[tuple[object, datetime, datetime]]) -> dict:
             start,
             end,
             [
-                usage
-                for group in groups
-                if (usage := _usage(group, values, tallies)) is not None
+                *(
+                    usage
+                    for group in groups
+                    if group.key in fixes
+                    for usage in fixes[group.key].lines
+                ),
+                *(
+                    usage
+                    for group in groups
+                    if (usage := _usage(group, values, tallies, fixes.get(group.key, NO_FIX)))
+                    is not None
+                ),
             ],
             {
                 meter_id: units
@@ -276,9 +311,10 @@ def threshold_tallies(periods: list[tuple[object, datetime]]) -> dict:
     return found
 
 
-def _cumulative(group: _Group, values: dict) -> tuple[Decimal, dict]:
-    """count/sum: (units not yet billed by the price's spans, span id → value billed after)."""
-    unbilled, through = Decimal(0), {}
+def _cumulative(group: _Group, values: dict, fix: Fix = NO_FIX) -> tuple[Decimal, dict]:
+    """count/sum: (units not yet billed by the price's spans, span id → value billed after).
+    Units that correction lines bill (`fix`) are left out: they are billed there."""
+    unbilled, through = EXACT.subtract(Decimal(0), fix.units), {}
     for sp in group.spans:
         value = values.get((group.key, sp.pk), queries.WindowValue(Decimal(0))).value
         through[sp.pk] = value
@@ -303,8 +339,9 @@ def _replaced(all_groups, values: dict) -> list[tuple[_Group, Decimal]]:
     return found
 
 
-def _tallies(groups: list[_Group]) -> dict:
-    """group key → Tally of the price's last billed period (one query for all groups)."""
+def _billed_periods(groups: list[_Group]) -> dict:
+    """group key → Tally of every period the price billed on a cycle invoice (not void), oldest
+    first; its last one is where a replaced price's late usage is priced (one query)."""
     if not groups:
         return {}
     lines = (
@@ -319,32 +356,174 @@ def _tallies(groups: list[_Group]) -> dict:
     by_pair: dict = defaultdict(list)
     for line in lines:
         by_pair[line.invoice.subscription_id, line.price_id].append(line)
-    tallies = {}
+    billed = {}
     for group in groups:
         found = by_pair.get((group.subscription.pk, group.price.pk), [])
-        own = [
-            line
+        invoices = {
+            line.invoice.pk: line.invoice
             for line in found
             if line.invoice.billing_reason == BillingReason.SUBSCRIPTION_CYCLE
             and line.invoice.period_start <= line.period_start < line.invoice.period_end
-        ]
-        if not own:
+        }
+        billed[group.key] = [_tally(invoice, found) for invoice in invoices.values()]
+    return billed
+
+
+def _tally(invoice, lines: list) -> Tally:
+    """What the lines attributed to the invoice's period billed (its own, its spend-threshold
+    invoices', later marginal and correction lines)."""
+    lo, hi = invoice.period_start, invoice.period_end
+    mine = [line for line in lines if lo <= line.period_start < hi]
+    return Tally(
+        period=(lo, hi),
+        consumed=sum((line.consumed_units for line in mine), Decimal(0)),
+        quantity=sum((line.quantity for line in mine), Decimal(0)),
+        amount=sum(to_minor(line.amount) for line in mine),
+        credited=max(line.credited_units for line in mine),
+        late_since=_boundary(invoice.late_since_snapshot, invoice.late_since_at),
+        seen=_boundary(invoice.usage_snapshot, invoice.usage_read_at),
+    )
+
+
+def _boundary(snapshot, taken_at) -> ReadBoundary | None:
+    if snapshot is None and taken_at is None:
+        return None
+    return ReadBoundary(snapshot, taken_at)
+
+
+# --- usage corrections --------------------------------------------------------------------------
+
+# A correction is read by billing from when it was made; a transaction that made one can't have
+# been open longer than this before the close boundary that must not see it was taken.
+CORRECTION_SLACK = timedelta(hours=1)
+
+
+def _corrections(all_groups) -> dict:
+    """subscription id → the usage corrections of its customer that the current read boundary
+    sees and its last close's did not: each is billed by exactly one close."""
+    now = queries.current_boundary()
+    if now is None:
+        return {}
+    last = {s.pk: boundary_of(s) for s, _start, _end, _groups in all_groups}
+    closed = [b for b in last.values() if b is not None and b.token]
+    if not closed:
+        return {}  # nothing invoiced yet: the periods' own reads show every correction
+    found = queries.corrections_since(
+        [s.customer_id for s, *_ in all_groups if last[s.pk] is not None],
+        min(b.taken_at for b in closed) - CORRECTION_SLACK,
+    )
+    by_customer = defaultdict(list)
+    for correction in found:
+        if now.sees(correction.txid):
+            by_customer[correction.customer_id].append(correction)
+    return {
+        s.pk: [c for c in by_customer[s.customer_id] if not last[s.pk].sees(c.txid)]
+        for s, *_ in all_groups
+        if last[s.pk] is not None and last[s.pk].token
+    }
+
+
+def _touched(all_groups, corrections: dict) -> list[tuple[_Group, list]]:
+    """(group, its corrections): those of an event its price applied to, on its meter."""
+    touched = []
+    for subscription, _start, _end, groups in all_groups:
+        mine = corrections.get(subscription.pk)
+        if not mine:
             continue
-        invoice = own[-1].invoice
-        lo, hi = invoice.period_start, invoice.period_end
-        mine = [line for line in found if lo <= line.period_start < hi]
-        late_since = None
-        if invoice.late_since_snapshot is not None or invoice.late_since_at is not None:
-            late_since = ReadBoundary(invoice.late_since_snapshot, invoice.late_since_at)
-        tallies[group.key] = Tally(
-            period=(lo, hi),
-            consumed=sum((line.consumed_units for line in mine), Decimal(0)),
-            quantity=sum((line.quantity for line in mine), Decimal(0)),
-            amount=sum(to_minor(line.amount) for line in mine),
-            credited=max(line.credited_units for line in mine),
-            late_since=late_since,
-        )
-    return tallies
+        for group in groups:
+            found = [
+                c
+                for c in mine
+                if c.touches(group.price.meter)
+                and any(
+                    sp.starts_at <= c.timestamp and (sp.ends_at is None or c.timestamp < sp.ends_at)
+                    for sp in group.spans
+                )
+            ]
+            if found:
+                touched.append((group, found))
+    return touched
+
+
+def _holding_period(group: _Group, correction, periods: list[Tally]) -> Tally | None:
+    """The invoiced period that billed the corrected event: the first close after its timestamp
+    that saw it (count/sum late units are billed by the close that first sees them); for
+    avg/min/max/unique the period whose set it joined — its own, or a later one as a late
+    arrival within the look-back. None: not billed yet."""
+    moment, arrival = correction.timestamp, correction.arrival_txid
+    for tally in periods:
+        lo, hi = tally.period
+        if hi <= moment or tally.seen is None or not tally.seen.sees(arrival):
+            continue
+        if is_additive(group.price.meter) or moment >= lo:
+            return tally
+        if moment < lo - settings.BILLING_LATE_LOOKBACK:
+            return None
+        if tally.late_since is None or not tally.late_since.sees(arrival):
+            return tally
+    return None
+
+
+def _fixes(touched: list, billed: dict, tallies: dict) -> dict:
+    """group key → Fix. A corrected invoiced period is billed again whole with the corrected
+    usage, less what its lines charged (`plan._marginal`): count/sum from the units the
+    corrections add or take away, avg/min/max/unique measured again over the period's set."""
+    fixes = {}
+    for group, corrections in touched:
+        meter = group.price.meter
+        fix = fixes.setdefault(group.key, Fix())
+        by_period: dict = defaultdict(list)
+        for correction in corrections:
+            tally = _holding_period(group, correction, billed.get(group.key, []))
+            if tally is not None:
+                by_period[tally.period].append((tally, correction))
+        for period, found in sorted(by_period.items()):
+            tally = found[0][0]
+            units = Decimal(0)
+            for _, c in found:
+                change = EXACT.subtract(
+                    c.contribution(meter, c.replacement), c.contribution(meter, c.original)
+                )
+                units = EXACT.add(units, change)
+            if not group.ranges and tallies.get(group.key) is tally:
+                fix.merged += len(found)  # the replaced price's marginal line takes it
+                continue
+            if is_additive(meter):
+                fix.units = EXACT.add(fix.units, units)
+                value = EXACT.add(tally.consumed, units)
+            else:
+                value = _measured_again(group, tally)
+            lo, hi = period
+            fix.lines.append(
+                PriceUsage(
+                    group.price,
+                    tuple(group.spans),
+                    _merged(_clip(sp, lo, hi) for sp in group.spans) or (period,),
+                    value=value,
+                    late=Decimal(0),
+                    tally=tally,
+                    corrections=len(found),
+                )
+            )
+    return fixes
+
+
+def _measured_again(group: _Group, tally: Tally) -> Decimal:
+    """An invoiced period's avg/min/max/unique value over its set as it is now: its own events
+    that its close saw, and the earlier ones that joined it as late arrivals — read raw (rare:
+    only corrected periods)."""
+    lo, hi = tally.period
+    meter, customer = group.price.meter, group.subscription.customer_id
+    own = queries.Window(None, meter, customer, _merged(_clip(sp, lo, hi) for sp in group.spans))
+    events = queries.window_events(own, seen_by=tally.seen)
+    earlier = group.earlier(lo)
+    if earlier and tally.late_since is not None:
+        window = queries.Window(None, meter, customer, earlier)
+        before = {e.id for e in queries.window_events(window, seen_by=tally.late_since)}
+        events += [
+            e for e in queries.window_events(window, seen_by=tally.seen) if e.id not in before
+        ]
+    return queries.set_value(meter, events)
 
 
 def _remeasured(pending: list, tallies: dict) -> dict:
@@ -371,12 +550,12 @@ def _remeasured(pending: list, tallies: dict) -> dict:
     return queries.window_values(windows) if windows else {}
 
 
-def _usage(group: _Group, values: dict, tallies: dict) -> PriceUsage | None:
+def _usage(group: _Group, values: dict, tallies: dict, fix: Fix) -> PriceUsage | None:
     additive = is_additive(group.price.meter)
     if group.ranges:
         period = values[(group.key, "period")]
         if additive:
-            unbilled, through = _cumulative(group, values)
+            unbilled, through = _cumulative(group, values, fix)
             return PriceUsage(
                 group.price,
                 tuple(group.spans),
@@ -394,7 +573,7 @@ def _usage(group: _Group, values: dict, tallies: dict) -> PriceUsage | None:
         )
     # a price that no longer applies: only what arrived since its last period closed
     if additive:
-        unbilled, through = _cumulative(group, values)
+        unbilled, through = _cumulative(group, values, fix)
         if not unbilled:
             return None
         last = group.spans[-1]
@@ -410,10 +589,12 @@ def _usage(group: _Group, values: dict, tallies: dict) -> PriceUsage | None:
             late=unbilled,
             billed_through=through,
             tally=tally,
+            corrections=fix.merged,
         )
     arrived = values.get((group.key, "arrived"))
+    late_events = arrived.late_events if arrived else 0
     tally = tallies.get(group.key)
-    if tally is None or arrived is None or not arrived.late_events:
+    if tally is None or not (late_events or fix.merged):
         return None
     lo, hi = tally.period
     ranges = _merged(_clip(sp, lo, hi) for sp in group.spans) or ((lo, hi),)
@@ -423,6 +604,7 @@ def _usage(group: _Group, values: dict, tallies: dict) -> PriceUsage | None:
         tuple(group.spans),
         ranges,
         value=again.value if again else tally.consumed,
-        late=Decimal(arrived.late_events),
+        late=Decimal(late_events),
         tally=tally,
+        corrections=fix.merged,
     )

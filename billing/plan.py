@@ -71,6 +71,13 @@ class MeteredLine:
     def draft(self, *, note: str = "") -> LineDraft:
         price = self.price
         ranges = self.usage.ranges
+        if not note and self.usage.corrections:
+            count = self.usage.corrections
+            start, end = ranges[0][0], ranges[-1][1]
+            note = (
+                f" — usage correction ({count} event{'s' if count != 1 else ''} of "
+                f"{start:%b %d} – {end:%b %d, %Y})"
+            )
         if not note and self.invoiced is not NOTHING_INVOICED:
             note = " (the rest after the spend-threshold invoices)"
         return LineDraft(

@@ -20,13 +20,15 @@ time ranges — never a table, so a second event store can stand behind the same
 import json
 from collections import defaultdict
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import connection, transaction
 
-from metering import aggregation, customer_meters, stores
-from metering.models import Meter, MeterState
+from metering import aggregation, customer_meters, filters, stores
+from metering.models import EventCorrection, Meter, MeterState
 from metering.stores.base import (
     Arrivals,
     Range,
@@ -48,6 +50,14 @@ HOUR = timedelta(hours=1)
 SNAPSHOT_SQL = "SELECT pg_current_snapshot()::text, pg_current_xact_id_if_assigned()::text, now()"
 
 
+_boundary_of_read: ContextVar = ContextVar("metering_read_boundary", default=None)
+
+
+def current_boundary() -> ReadBoundary | None:
+    """The boundary of the consistent read this code runs in (None outside one)."""
+    return _boundary_of_read.get()
+
+
 @contextmanager
 def consistent_read():
     """Yields the boundary of the reads made inside the block.
@@ -60,14 +70,27 @@ def consistent_read():
     store = stores.current()
     if connection.in_atomic_block:
         # a savepoint: a failed read leaves the caller's work intact
-        with transaction.atomic(), store.reading(_boundary()) as boundary:
+        with (
+            transaction.atomic(),
+            store.reading(_boundary()) as boundary,
+            _reading(boundary),
+        ):
             yield boundary
         return
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        with store.reading(_boundary()) as boundary:
+        with store.reading(_boundary()) as boundary, _reading(boundary):
             yield boundary
+
+
+@contextmanager
+def _reading(boundary: ReadBoundary):
+    token = _boundary_of_read.set(boundary)
+    try:
+        yield
+    finally:
+        _boundary_of_read.reset(token)
 
 
 def _boundary() -> ReadBoundary:
@@ -148,6 +171,80 @@ def _joined(own: aggregation.Partial, late: aggregation.Partial) -> aggregation.
         numeric_max=pick(max, own.numeric_max, late.numeric_max),
         distinct=own.distinct + late.distinct,
     )
+
+
+# --- usage corrections -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorrectedEvent:
+    """A usage correction as billing needs it (metering.corrections): the corrected event's
+    timestamp and arrival, what it was and what replaces it (None: canceled), and `txid`, the
+    correcting transaction — a read boundary that sees it sees the corrected usage."""
+
+    customer_id: object
+    txid: int
+    timestamp: datetime
+    arrival_txid: int | None
+    original: dict  # an event as the filters read it: name, source, timestamp, metadata
+    replacement: dict | None
+
+    def contribution(self, meter, event: dict | None) -> Decimal:
+        """What `event` adds to a count/sum meter's value."""
+        if event is None:
+            return Decimal(0)
+        partial = aggregation.python_partial(meter.filter, meter.aggregation, [event])
+        return aggregation.final_value(meter.aggregation["func"], partial)
+
+    def touches(self, meter) -> bool:
+        return any(
+            event is not None and filters.evaluate(meter.filter, event)
+            for event in (self.original, self.replacement)
+        )
+
+
+def corrections_since(customer_ids: list, since: datetime) -> list[CorrectedEvent]:
+    """The usage corrections of these customers made at or after `since` (oldest first)."""
+    found = EventCorrection.objects.filter(
+        customer_id__in=customer_ids, created_at__gte=since
+    ).order_by("created_at", "id")
+    return [
+        CorrectedEvent(
+            customer_id=c.customer_id,
+            txid=c.txid,
+            timestamp=c.event_timestamp,
+            arrival_txid=c.event_arrival_txid,
+            original=_as_event(c.original, c.event_timestamp),
+            replacement=_as_event(c.replacement, c.event_timestamp) if c.replacement else None,
+        )
+        for c in found
+    ]
+
+
+def _as_event(stored: dict, timestamp: datetime) -> dict:
+    return {
+        "name": stored["name"],
+        "source": "user",
+        "timestamp": timestamp,
+        "metadata": stored.get("metadata") or {},
+    }
+
+
+def set_value(meter, events: list[WindowEvent]) -> Decimal:
+    """A meter's value over a set of raw events (`window_events` reads)."""
+    partial = aggregation.Partial()
+    for event in events:
+        partial.event_count += 1
+        if event.number is not None:
+            partial.numeric_count += 1
+            partial.numeric_sum = aggregation.EXACT.add(partial.numeric_sum, event.number)
+            low, high = partial.numeric_min, partial.numeric_max
+            partial.numeric_min = event.number if low is None else min(low, event.number)
+            partial.numeric_max = event.number if high is None else max(high, event.number)
+        if event.value_key is not None:
+            partial.keys.add(event.value_key)
+    partial.distinct = len(partial.keys)
+    return aggregation.final_value(meter.aggregation["func"], partial)
 
 
 # --- credits ------------------------------------------------------------------------------------
