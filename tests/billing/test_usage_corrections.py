@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing import cycles, subscriptions
+from billing import cycles, plan_changes, subscriptions
 from metering import corrections, meters
 from metering.ingest import ingest_events
 from metering.models import Event
@@ -198,3 +198,41 @@ def test_two_corrections_of_one_period_at_two_closes_each_bill_their_own_differe
         (JANUARY[0], -40, -40, -4000),
         (at("2024-03-01T00:00:00"), 100, 100, 10000),
     ]
+
+
+def test_a_late_arrival_is_corrected_in_the_period_whose_set_it_joined(org, make_product, customer):
+    peak = meter(org, {"func": "max", "property": "v"})
+    subscribe(make_product, customer, peak, 100)
+    send_one(org, "a", "2024-01-05T00:00:00", v=10)
+    close("2024-02-01T02:00:00")
+    send_one(org, "late", "2024-01-20T00:00:00", v=90)  # January's, after January closed
+    send_one(org, "b", "2024-02-05T00:00:00", v=30)
+    (february,) = close("2024-03-01T02:00:00")
+    assert lines(february) == [(at("2024-02-01T00:00:00"), 90, 90, 9000)]
+    correct(org, replace("late", v=40))
+    send_one(org, "c", "2024-03-05T00:00:00", v=100)
+    (march,) = close("2024-04-01T02:00:00")
+    # February billed it (max 90 of 30 and the late 90): now max(30, 40) = 40
+    assert lines(march) == [
+        (at("2024-02-01T00:00:00"), -50, -50, -5000),
+        (at("2024-03-01T00:00:00"), 100, 100, 10000),
+    ]
+
+
+def test_a_replaced_prices_last_period_is_corrected_at_its_own_price(org, make_product, customer):
+    count = meter(org, {"func": "count"})
+    subscription = subscribe(make_product, customer, count, 25)
+    for i in range(10):
+        send_one(org, f"jan{i}", f"2024-01-{10 + i}T12:00:00")
+    close("2024-02-01T02:00:00")
+    dearer = make_product(unit_price(count, 40), name="Dearer", **MONTH)
+    plan_changes.change_product(subscription, dearer, at=at("2024-02-01T00:00:00"))
+    correct(org, cancel("jan0"), cancel("jan1"), cancel("jan2"))
+    send_one(org, "feb0", "2024-02-10T12:00:00")
+    send_one(org, "feb1", "2024-02-11T12:00:00")
+    (february,) = close("2024-03-01T02:00:00")
+    assert lines(february) == [
+        (JANUARY[0], -3, -3, -75),  # at the old price, January's
+        (at("2024-02-01T00:00:00"), 2, 2, 80),
+    ]
+    assert "usage correction" in february.lines.order_by("position")[0].label
