@@ -575,6 +575,8 @@ class InvoiceLine(models.Model):
     credited_units = models.BigIntegerField(default=0)
     # units of earlier (already closed) periods that arrived after their close
     late_units = ExactDecimalField(default=0)
+    # a correction line: how many corrected events of its (invoiced) period it bills
+    corrected_events = models.PositiveIntegerField(default=0)
     unit_amount = models.DecimalField(max_digits=30, decimal_places=12, null=True, blank=True)
     # the price's terms as billed (amount type, unit amount, tiers, cap, fixed amount): the line
     # explains itself after the catalog changes
