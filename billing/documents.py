@@ -39,6 +39,7 @@ class DocumentLine:
     period: str
     quantity: str
     late_units: str | None
+    corrected_events: int
     unit_amount: str | None
     amount: str
     proration: bool
@@ -79,6 +80,7 @@ def document_context(invoice: Invoice) -> dict:
                 period=period(line.period_start, line.period_end),
                 quantity=units(line.quantity),
                 late_units=units(line.late_units) if line.late_units else None,
+                corrected_events=line.corrected_events,
                 # rates are stored in minor units ("0.5" = half a cent): the customer reads an
                 # amount of the currency, with every significant digit ("0.005 USD")
                 unit_amount=unit_price(line.unit_amount, currency)

@@ -42,6 +42,7 @@ class LineDraft:
     consumed_units: Decimal = Decimal(0)
     credited_units: int = 0
     late_units: Decimal = Decimal(0)
+    corrected_events: int = 0  # usage corrections of an invoiced period this line bills
     proration: bool = False
     discount_amount: int = 0
     tax_amount: int = 0
@@ -188,6 +189,7 @@ def finalize(
                 consumed_units=line.consumed_units,
                 credited_units=line.credited_units,
                 late_units=line.late_units,
+                corrected_events=line.corrected_events,
                 unit_amount=line.unit_amount,
                 price_terms=line.price_terms,
                 amount=to_money(line.amount, currency),

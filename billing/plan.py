@@ -72,12 +72,7 @@ class MeteredLine:
         price = self.price
         ranges = self.usage.ranges
         if not note and self.usage.corrections:
-            count = self.usage.corrections
-            start, end = ranges[0][0], ranges[-1][1]
-            note = (
-                f" — usage correction ({count} event{'s' if count != 1 else ''} of "
-                f"{start:%b %d} – {end:%b %d, %Y})"
-            )
+            note = " — usage correction"
         if not note and self.invoiced is not NOTHING_INVOICED:
             note = " (the rest after the spend-threshold invoices)"
         return LineDraft(
@@ -93,6 +88,7 @@ class MeteredLine:
             consumed_units=self.due_consumed,
             credited_units=self.credited,
             late_units=self.due_late,
+            corrected_events=self.usage.corrections,
         )
 
 

@@ -135,6 +135,7 @@ class UpcomingLine:
     consumed_units: object
     credited_units: int
     late_units: object
+    corrected_events: int
     quantity: object
     metered: bool
     amount: Money
@@ -166,6 +167,7 @@ class UpcomingInvoice:
                 consumed_units=item.consumed_units,
                 credited_units=item.credited_units,
                 late_units=item.late_units,
+                corrected_events=item.corrected_events,
                 quantity=item.quantity,
                 metered=item.meter_id is not None,
                 amount=money(item.amount),
@@ -326,6 +328,7 @@ class DocumentLine:
     consumed_units: decimal.Decimal
     credited_units: int
     late_units: decimal.Decimal
+    corrected_events: int
     unit_price: str | None
     amount: Money
 
@@ -371,6 +374,7 @@ def invoice_document(invoice: Invoice) -> InvoiceDocument:
                 consumed_units=line.consumed_units,
                 credited_units=line.credited_units,
                 late_units=line.late_units,
+                corrected_events=line.corrected_events,
                 unit_price=unit_price(line.unit_amount, invoice.currency),
                 amount=line.amount,
             )

@@ -668,6 +668,9 @@ class OrderItemSerializer(serializers.Serializer):
     consumed_units = Units()
     credited_units = serializers.IntegerField()
     late_units = Units()
+    corrected_events = serializers.IntegerField(
+        default=0, help_text="a usage-correction line: the corrected events of its period it bills"
+    )
     discount_amount = MinorUnits()
 
     def get_id(self, item) -> uuid.UUID:

@@ -5,11 +5,13 @@ period not invoiced yet just changes what that period bills."""
 from decimal import Decimal
 
 import pytest
+from django.template.loader import render_to_string
 
-from billing import cycles, plan_changes, subscriptions
+from billing import cycles, documents, plan_changes, subscriptions
 from metering import corrections, meters
 from metering.ingest import ingest_events
 from metering.models import Event
+from portal import billing as portal_billing
 from tests.billing.conftest import at, unit_price
 
 # each ingest and correction commits on its own, as in production (arrivals are transactions)
@@ -101,7 +103,13 @@ def test_cancelling_3_of_10_billed_events_credits_3_units_on_the_next_invoice(
         (JANUARY[0], -3, -3, -75),  # January's correction, January's dates
         (at("2024-02-01T00:00:00"), 4, 4, 100),
     ]
-    assert "usage correction" in february.lines.order_by("position")[0].label
+    correction = february.lines.order_by("position")[0]
+    assert "usage correction" in correction.label and correction.corrected_events == 3
+    # the invoice document (PDF, portal page) says what the line is
+    (shown, _own) = portal_billing.invoice_document(february).lines
+    assert shown.corrected_events == 3
+    html = render_to_string("billing/invoice_document.html", documents.document_context(february))
+    assert "corrects 3 events of this invoiced period" in html
     (march,) = close("2024-04-01T02:00:00")
     assert lines(march) == [(at("2024-03-01T00:00:00"), 0, 0, 0)]  # billed once
     january.refresh_from_db()
