@@ -10,8 +10,11 @@ per meter and per product (docs/billing.md, "Costs and margins").
   events with timestamps in the period — a customer's row counts all its cost events, a meter's
   row the events the meter's filter matches (an event two meters match counts in both, so meter
   rows need not add up to the customers'), a product's row the events matched by any meter the
-  product prices, for the customers that product billed in the period. Unlinked events (no
-  customer yet) are left out. Read through metering's query API, from raw events.
+  product prices while a price of that product applied to the customer's subscription (its
+  `SubscriptionPrice` spans): after a plan change, the events before it count for the old
+  product and those after it for the new one, never for both. Usage no price applied to (a
+  trial, before or after a subscription) is in no product's row. Unlinked events (no customer
+  yet) are left out. Read through metering's query API, from raw events.
 - **Currencies** are never converted: a row is one currency; costs in a currency no invoice of
   the row uses appear as their own row with no revenue.
 - margin = revenue − cost; margin % = margin ÷ revenue × 100, rounded half up to 2 places (none
@@ -29,11 +32,18 @@ from django.db.models import F, Q, Sum
 from django.db.models.functions import Coalesce
 
 from billing.errors import BillingError
-from billing.models import CreditNote, InvoiceLine, InvoiceStatus, Price, Product
+from billing.models import (
+    CreditNote,
+    InvoiceLine,
+    InvoiceStatus,
+    Price,
+    Product,
+    SubscriptionPrice,
+)
 from billing.money import minor_factor, round_minor
 from customers.models import Customer
 from metering import queries
-from metering.models import Meter
+from metering.models import Meter, MeterState
 
 # finalized and not voided, as the dashboard counts revenue
 REVENUE_STATUSES = (InvoiceStatus.OPEN, InvoiceStatus.PAID, InvoiceStatus.UNCOLLECTIBLE)
@@ -212,6 +222,61 @@ def _either(filters: list[dict]) -> dict:
     return {"conjunction": "or", "clauses": filters}
 
 
+def _price_spans(organization, start, end, customer_id) -> dict:
+    """product id → {customer id → sorted, disjoint ranges inside [start, end) when a price of
+    the product applied to one of the customer's subscriptions}."""
+    spans = SubscriptionPrice.objects.filter(
+        subscription__organization=organization, starts_at__lt=end
+    ).filter(Q(ends_at__isnull=True) | Q(ends_at__gt=start))
+    if customer_id is not None:
+        spans = spans.filter(subscription__customer_id=customer_id)
+    clipped: dict = defaultdict(list)
+    for product_id, customer, lo, hi in spans.values_list(
+        "price__product_id", "subscription__customer_id", "starts_at", "ends_at"
+    ):
+        lo, hi = max(lo, start), min(hi or end, end)
+        if lo < hi:
+            clipped[(product_id, customer)].append((lo, hi))
+    result: dict = defaultdict(dict)
+    for (product_id, customer), ranges in clipped.items():
+        result[product_id][customer] = _merged(ranges)
+    return result
+
+
+def _merged(ranges: list) -> tuple:
+    """Overlapping or touching ranges joined (a product's prices share their spans)."""
+    merged: list = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return tuple(merged)
+
+
+def _span_costs(organization, event_filter, currencies, spans: dict) -> dict:
+    """(customer id, upper-case currency) → cost of the events `event_filter` matches inside
+    each customer's ranges (`spans`: customer id → ranges): one read per currency."""
+    costs = {}
+    for currency in sorted(currencies):
+        # never saved, as metering's own ad-hoc sums: without rollups it is read from raw events
+        meter = Meter(
+            organization_id=organization.pk,
+            name="costs",
+            filter=_with_currency(event_filter, currency),
+            aggregation={"func": "sum", "property": COST_AMOUNT},
+            state=MeterState.BACKFILLING,
+        )
+        windows = [
+            queries.Window(key=customer, meter=meter, customer_id=customer, ranges=ranges)
+            for customer, ranges in spans.items()
+        ]
+        for customer, found in queries.window_values(windows).items():
+            if found.value:
+                costs[(customer, currency.upper())] = found.value
+    return costs
+
+
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -240,16 +305,13 @@ def report(organization, *, start: datetime, end: datetime, customer_id=None) ->
         meter_id: _costs(organization, start, end, meter.filter, currencies, only)
         for meter_id, meter in meters.items()
     }
-    billed_by: dict = defaultdict(set)  # product → customers it billed in the period
-    for customer, _, _, product in revenue:
-        billed_by[product].add(customer)
     product_costs = {}
-    for product_id, customers in billed_by.items():
+    for product_id, spans in _price_spans(organization, start, end, customer_id).items():
         filters = [meters[m].filter for m in product_meters.get(product_id, ()) if m in meters]
-        if product_id is None or not filters:
-            continue
-        costs = _costs(organization, start, end, _either(filters), currencies, list(customers))
-        product_costs[product_id] = costs
+        if filters:
+            product_costs[product_id] = _span_costs(
+                organization, _either(filters), currencies, spans
+            )
 
     result = MarginReport(start=start, end=end)
     rows: dict = {}

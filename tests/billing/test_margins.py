@@ -17,13 +17,14 @@ from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from billing import credit_notes, margins
+from billing import credit_notes, cycles, margins, plan_changes, subscriptions
 from billing.models import CreditNote, Invoice, InvoiceLine, Price
 from billing.money import to_minor
 from customers.models import Customer, Organization
 from customers.tokens import create_token
 from metering.ingest import ingest_events
 from metering.models import Event
+from tests.billing.conftest import at, fixed_price, unit_price
 
 pytestmark = pytest.mark.django_db
 
@@ -256,8 +257,62 @@ def test_margin_api_refuses_bad_periods_with_the_field(api):
     assert locs({**good, "customer_id": "7f0b3b7e-5e0f-4a4e-9d43-8c55f1f8a111"}) == [
         ("query", "customer_id")
     ]
-    assert locs({**good, "format": "csv", "start_timestamp": "x"}) == [
-        ("query", "start_timestamp")
-    ]
+    assert locs({**good, "format": "csv", "start_timestamp": "x"}) == [("query", "start_timestamp")]
     empty = api.get("/v1/metrics/margins", good).json()
     assert [empty[k] for k in ("customers", "meters", "products", "totals")] == [[], [], [], []]
+
+
+def test_costs_after_a_plan_change_count_for_the_product_priced_at_their_time(
+    org, api_calls, tokens, make_product, customer, send
+):
+    """Ada starts on Starter (prices API calls), moves to Pro (API calls and tokens) on April
+    10th; Bob is on Pro all April. Each cost event counts for the product whose price applied
+    at its timestamp: Ada's calls before the change for Starter only, after it for Pro only."""
+    starter = make_product(fixed_price(1000), unit_price(api_calls, 1), name="Starter")
+    pro = make_product(
+        fixed_price(5000), unit_price(api_calls, 2), unit_price(tokens, 1), name="Pro"
+    )
+    bob = Customer.objects.create(organization=org, email="bob@example.com", external_id="bob")
+    april = at("2024-04-01T00:00:00")
+    ada_sub = subscriptions.create_subscription(
+        customer=customer, product=starter, started_at=april
+    )
+    subscriptions.create_subscription(customer=bob, product=pro, started_at=april)
+
+    def cost(amount):
+        return {"amount": amount, "currency": "usd"}
+
+    send("api.call", "ada", "2024-04-03T10:00:00", count=3, _cost=cost("1.5"))  # Starter
+    send("llm", "ada", "2024-04-05T10:00:00", _cost=cost("10"))  # no Starter price: no product
+    plan_changes.change_product(ada_sub, pro, at=at("2024-04-10T00:00:00"))
+    send("api.call", "ada", "2024-04-12T10:00:00", count=2, _cost=cost("2.25"))  # Pro
+    send("llm", "ada", "2024-04-15T10:00:00", _cost=cost("0.75"))  # Pro
+    send("api.call", "bob", "2024-04-20T10:00:00", _cost=cost("100"))  # Pro
+    send("api.call", "ada", "2024-05-02T10:00:00", _cost=cost("1000"))  # after the period
+    cycles.close_due(as_of=at("2024-05-01T02:00:00"))
+
+    report = margins.report(org, start=april, end=at("2024-05-01T00:00:00"))
+    products = by_name(report.products)
+    assert (products["Starter"].cost, products["Pro"].cost) == (Decimal("4.5"), Decimal("105.25"))
+    assert products["Starter"].revenue > 0 and products["Pro"].revenue > 0
+    assert {r.label: r.cost for r in report.customers} == {
+        "ada@example.com": Decimal("19.75"),
+        "bob@example.com": Decimal("100"),
+    }
+    assert [(t.currency, t.cost) for t in report.totals] == [("USD", Decimal("119.75"))]
+    assert {r.label: r.cost for r in report.meters} == {
+        "API calls": Decimal("109"),
+        "Tokens": Decimal("10.75"),
+    }
+
+    # one customer's report: the same split
+    only_ada = margins.report(
+        org, start=april, end=at("2024-05-01T00:00:00"), customer_id=customer.pk
+    )
+    assert {r.label: r.cost for r in only_ada.products} == {
+        "Starter": Decimal("4.5"),
+        "Pro": Decimal("5.25"),
+    }
+    # a period ending before the change: Ada's calls are Starter's, Pro has only its own
+    early = margins.report(org, start=april, end=at("2024-04-10T00:00:00"), customer_id=customer.pk)
+    assert [(r.label, r.cost) for r in early.products] == [("Starter", Decimal("4.5"))]
