@@ -12,31 +12,41 @@ With a store that keeps the user events outside PostgreSQL (ClickHouse), the sam
 PostgreSQL's system events merged with the store's user events under the same filters
 (`StoreEventChangeList`), look an event up in both, and the store's rows are shown as unsaved
 `Event` instances. The count is capped there too (never a full count in either store).
+
+Usage corrections (metering.corrections): a user event's page offers "Correct usage" to staff
+holding `metering.correct_event`; a canceled event is listed with a badge and its page says
+why, by whom and when, with links between an original and its replacement.
 """
 
-import json
 import uuid
 from datetime import timedelta
 
-from django.contrib import admin
+import msgspec
+from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Q, QuerySet
-from django.urls import NoReverseMatch, reverse
+from django.http import Http404
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from core.admin import MeterlineModelAdmin
+from core.admin import MeterlineModelAdmin, add_domain_errors
 from customers.admin import register_activity_section
 from customers.models import Customer, Organization
-from metering import filters, stores
+from metering import corrections, filters, jsonio, stores
+from metering.admin.correction_form import EventCorrectionForm
+from metering.errors import InvalidCorrection
 from metering.event_lists import MergedEvents
-from metering.models import Event, EventName, EventSource, Meter
+from metering.models import CorrectionAction, Event, EventCorrection, EventName, EventSource, Meter
 
 COUNT_CAP = 10_000
 CHILDREN_SHOWN = 20
@@ -220,9 +230,13 @@ def as_events(found: list) -> list:
     return out
 
 
+# the admin shows corrected originals too (marked); the store leaves them out unless asked
+ALL_SOURCES = {"include_canceled": True}
+
+
 def store_event(organization_id, event_id) -> Event | None:
     found = stores.current().list_events(
-        organization_id, {"ids": [event_id]}, descending=False, limit=1
+        organization_id, {"ids": [event_id], **ALL_SOURCES}, descending=False, limit=1
     )
     return as_events(found)[0] if found else None
 
@@ -258,7 +272,7 @@ class StoreEventChangeList(ChangeList):
 
     def store_criteria(self, request) -> tuple:
         values = {spec.parameter_name: spec.value() for spec in self.filter_specs}
-        criteria: dict = {}
+        criteria: dict = {**ALL_SOURCES}
         organization_id = None
         if values.get(OrganizationFilter.parameter_name) is not None:
             organization_id = _uuid_or_none(values[OrganizationFilter.parameter_name])
@@ -311,6 +325,13 @@ def _datetime_or_none(text):
 # --- events ---------------------------------------------------------------------------------
 
 
+def pretty_json(value) -> str:
+    """Indented JSON in a <pre>, from jsonio's text: a Decimal (the ClickHouse store's and the
+    corrections' numbers) prints as the exact number it is."""
+    text = msgspec.json.format(jsonio.dumps(value).encode(), indent=2).decode()
+    return format_html('<pre class="ml-pre">{}</pre>', text)
+
+
 def _admin_link(obj, label=None) -> str:
     if obj is None:
         return "—"
@@ -326,7 +347,7 @@ def _admin_link(obj, label=None) -> str:
 class EventAdmin(MeterlineModelAdmin):
     # four columns that fit beside the sidebar and the filters at 1440 px: the event's external
     # id under its name, the external customer id and organization under the customer
-    list_display = ("timestamp", "event_display", "customer_display", "source")
+    list_display = ("timestamp", "event_display", "customer_display", "source_display")
     list_display_links = ("timestamp",)
     list_select_related = ("organization", "customer")
     list_filter = (OrganizationFilter, EventNameFilter, SourceFilter, PeriodFilter, CustomerFilter)
@@ -350,6 +371,7 @@ class EventAdmin(MeterlineModelAdmin):
         ("Metadata", {"fields": ("metadata_pretty",)}),
         ("Meters", {"fields": ("matched_meters",)}),
     )
+    correction_fieldset = ("Correction", {"fields": ("correction_info",)})
     readonly_fields = (
         "id",
         "organization",
@@ -365,7 +387,9 @@ class EventAdmin(MeterlineModelAdmin):
         "children_links",
         "metadata_pretty",
         "matched_meters",
+        "correction_info",
     )
+    change_form_template = "admin/metering/event/change_form.html"
 
     # Events are immutable: view only, for everyone.
     def has_add_permission(self, request):
@@ -376,6 +400,117 @@ class EventAdmin(MeterlineModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None and self.corrections_of(obj):
+            return [fieldsets[0], self.correction_fieldset, *fieldsets[1:]]
+        return fieldsets
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra = dict(extra_context or {})
+        event = self.get_object(request, object_id)
+        if event is not None and self.may_correct(request, event):
+            extra["correct_url"] = reverse("admin:metering_event_correct", args=[event.pk])
+        return super().change_view(request, object_id, form_url, extra)
+
+    def get_urls(self):
+        correct = path(
+            "<uuid:event_id>/correct/",
+            self.admin_site.admin_view(self.correct_view),
+            name="metering_event_correct",
+        )
+        return [correct, *super().get_urls()]
+
+    # -- usage corrections ---------------------------------------------------------------------
+
+    def may_correct(self, request, event) -> bool:
+        # a corrected original is `canceled`; a replacement is a user event and may be corrected
+        return event.source == EventSource.USER and request.user.has_perm("metering.correct_event")
+
+    def correct_view(self, request, event_id):
+        """The "Correct usage" form: cancel or replace this one event through the service (which
+        validates, writes the EventCorrection and the audit entry); its refusals go back on the
+        form, nothing written."""
+        if not request.user.has_perm("metering.correct_event"):
+            raise PermissionDenied
+        event = self.get_object(request, str(event_id))
+        if event is None:
+            raise Http404
+        page = reverse("admin:metering_event_change", args=[event.pk])
+        if event.source != EventSource.USER:
+            self.message_user(
+                request,
+                f"Only user events can be corrected; this one is {event.get_source_display()}.",
+                messages.WARNING,
+            )
+            return redirect(page)
+        # the stored event with exact numbers (the model's JSONField would read floats)
+        found = stores.current().find_events(event.organization_id, ids=[event.pk], external_ids=[])
+        original = found[0] if found else event
+        if request.method == "POST":
+            form = EventCorrectionForm(request.POST, event=original)
+            if form.is_valid():
+                try:
+                    (made,) = corrections.correct_events(
+                        organization=event.organization,
+                        corrections=[form.correction(event.pk)],
+                        actor=f"staff:{request.user.get_username()}",
+                        user=request.user,
+                    )
+                except InvalidCorrection as exc:
+                    add_domain_errors(form, exc)
+                else:
+                    if made.replacement_id:
+                        self.message_user(
+                            request,
+                            f"Event replaced; the replacement is {made.replacement_id}.",
+                            messages.SUCCESS,
+                        )
+                        return redirect(
+                            reverse("admin:metering_event_change", args=[made.replacement_id])
+                        )
+                    self.message_user(request, "Event canceled.", messages.SUCCESS)
+                    return redirect(page)
+        else:
+            form = EventCorrectionForm(event=original)
+        return TemplateResponse(
+            request,
+            "admin/metering/event/correct.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Correct usage: {event.name}",
+                "event": event,
+                "event_url": page,
+                "form": form,
+                "opts": self.model._meta,
+                "media": self.media + form.media,
+            },
+        )
+
+    def corrections_of(self, obj) -> dict:
+        """{"made": the correction that canceled this event, "replaces": the one this event is
+        the replacement of} — either may be absent; read once per event page."""
+        cached = getattr(obj, "_corrections", None)
+        if cached is not None:
+            return cached
+        # (organization, event_id) is the unique constraint's index; a replacement is found
+        # among its customer's corrections (correction_customer index), a customer that was
+        # unlinked when corrected among those without one
+        match = Q(replacement_id=obj.pk) & (
+            Q(customer_id=obj.customer_id) | Q(customer_id__isnull=True)
+            if obj.customer_id
+            else Q(customer_id__isnull=True)
+        )
+        if obj.source == EventSource.CANCELED:
+            match |= Q(event_id=obj.pk)
+        found = {}
+        for correction in EventCorrection.objects.filter(
+            match, organization_id=obj.organization_id
+        ):
+            found["made" if correction.event_id == obj.pk else "replaces"] = correction
+        obj._corrections = found
+        return found
 
     def get_changelist(self, request, **kwargs):
         return StoreEventChangeList if user_events_elsewhere() else super().get_changelist(request)
@@ -453,6 +588,53 @@ class EventAdmin(MeterlineModelAdmin):
             sub,
         )
 
+    @admin.display(description="source")
+    def source_display(self, obj):
+        if obj.source == EventSource.CANCELED:
+            return format_html(
+                '<span class="ml-status ml-status-void" title="{}">{}</span>',
+                "Corrected: counts in no meter",
+                obj.get_source_display(),
+            )
+        return obj.get_source_display()
+
+    @admin.display(description="correction")
+    def correction_info(self, obj):
+        found = self.corrections_of(obj)
+        parts = []
+        made = found.get("made")
+        if made is not None:
+            verb = "Replaced" if made.action == CorrectionAction.REPLACE else "Canceled"
+            parts.append(
+                format_html(
+                    "<p><strong>{}</strong> {} by {}: counts in no meter.</p><p>Reason: {}</p>",
+                    verb,
+                    timezone.localtime(made.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+                    made.actor,
+                    made.reason,
+                )
+            )
+            if made.replacement_id:
+                parts.append(
+                    format_html(
+                        '<p>Replacement: <a href="{}">{}</a></p>',
+                        reverse("admin:metering_event_change", args=[made.replacement_id]),
+                        made.replacement_id,
+                    )
+                )
+            parts.append(_admin_link(made, "The correction's record →"))
+        replaces = found.get("replaces")
+        if replaces is not None:
+            parts.append(
+                format_html(
+                    '<p>Replaces <a href="{}">{}</a> (reason: {})</p>',
+                    reverse("admin:metering_event_change", args=[replaces.event_id]),
+                    replaces.event_id,
+                    replaces.reason,
+                )
+            )
+        return format_html_join("", "{}", ((part,) for part in parts)) if parts else "—"
+
     @admin.display(description="parent")
     def parent_link(self, obj):
         if obj.parent_id is None:
@@ -465,7 +647,7 @@ class EventAdmin(MeterlineModelAdmin):
             children = as_events(
                 stores.current().list_events(
                     obj.organization_id,
-                    {"parent_ids": [obj.pk]},
+                    {"parent_ids": [obj.pk], **ALL_SOURCES},
                     descending=False,
                     limit=CHILDREN_SHOWN + 1,
                 )
@@ -490,8 +672,7 @@ class EventAdmin(MeterlineModelAdmin):
 
     @admin.display(description="metadata")
     def metadata_pretty(self, obj):
-        text = json.dumps(obj.metadata or {}, indent=2, sort_keys=True, ensure_ascii=False)
-        return format_html('<pre class="ml-pre">{}</pre>', text)
+        return pretty_json(dict(sorted((obj.metadata or {}).items())))
 
     # ------------------------------------------------------------------------------------------
     # MATCHED METERS: which meters this event matched, and with what value. Uses the meter
@@ -526,9 +707,13 @@ class EventAdmin(MeterlineModelAdmin):
             rows.append((_admin_link(meter), func, value, archived))
         if not rows:
             return "No meter matches this event."
+        note = ""
+        if obj.source == EventSource.CANCELED:
+            note = format_html("<p>{}</p>", "Corrected: counts in none of these any more.")
         return format_html(
-            "<table><thead><tr><th>meter</th><th>aggregation</th><th>value</th></tr></thead>"
+            "{}<table><thead><tr><th>meter</th><th>aggregation</th><th>value</th></tr></thead>"
             "<tbody>{}</tbody></table>",
+            note,
             format_html_join(
                 "",
                 "<tr><td>{}{}</td><td>{}</td><td>{}</td></tr>",
@@ -574,14 +759,14 @@ def recent_events_section(customer: Customer) -> str:
                 "-timestamp", "-id"
             ),
             customer.organization_id,
-            {"customer_ids": [customer.pk]},
+            {"customer_ids": [customer.pk], **ALL_SOURCES},
             descending=True,
         )[0:RECENT_EVENTS]
     else:
         events = list(
             Event.objects.filter(customer=customer)
             .order_by("-timestamp")
-            .only("id", "name", "timestamp", "external_id", "metadata")[:RECENT_EVENTS]
+            .only("id", "name", "source", "timestamp", "external_id", "metadata")[:RECENT_EVENTS]
         )
     if not events:
         return format_html("<p>{}</p>", "No events yet.")
@@ -593,7 +778,7 @@ def recent_events_section(customer: Customer) -> str:
             (
                 reverse("admin:metering_event_change", args=[event.pk]),
                 timezone.localtime(event.timestamp).strftime("%Y-%m-%d %H:%M:%S"),
-                event.name,
+                f"{event.name} (canceled)" if event.source == EventSource.CANCELED else event.name,
                 event.external_id or "—",
                 _short_metadata(event.metadata),
             )

@@ -11,7 +11,7 @@ from customers.services import create_customer
 from metering import customer_meters, meters
 from metering.admin.events import recent_events_section
 from metering.ingest import ingest_events
-from metering.models import Event
+from metering.models import Event, EventCorrection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -149,3 +149,45 @@ def test_an_events_page_and_a_customers_recent_events(data, admin_client):
     ]
     assert recent.index("meter.credited") < recent.index("llm-1") < recent.index("run-1")
     assert recent.count("<tr>") == 5  # the header and four events
+
+
+def test_a_corrected_event_is_marked_in_the_list_and_on_both_pages(data, admin_client):
+    acme, other, ada, bob = data
+    (llm_1,) = [e for e in _listed(admin_client, "?name=llm") if e.external_id == "llm-1"]
+    response = admin_client.post(
+        f"/admin/metering/event/{llm_1.pk}/correct/",
+        {
+            "action": "replace",
+            "reason": "tokens mis-counted",
+            "name": "llm",
+            "metadata": '{"tokens": 7.5, "model": "gpt"}',
+        },
+    )
+    made = EventCorrection.objects.get()
+    new_page = f"/admin/metering/event/{made.replacement_id}/change/"
+    assert response.status_code == 302 and response["Location"] == new_page
+    listed = admin_client.get(f"/admin/metering/event/?customer={ada.pk}")
+    listed_rows = listed.context["cl"].result_list
+    sources = sorted((e.name, e.external_id or "", e.source) for e in listed_rows)
+    assert sources == [
+        ("llm", "", "user"),
+        ("llm", "", "user"),  # the replacement
+        ("llm", "llm-1", "canceled"),
+        ("meter.credited", "", "system"),
+        ("run", "run-1", "user"),
+    ]
+    assert listed.content.decode().count("ml-status-void") == 1  # the "Canceled" badge
+    assert rows(admin_client, "?source=canceled") == ([LLM_1], 1)
+    assert rows(admin_client, "?source=user")[1] == 6  # the replacement in, the original out
+    original = admin_client.get(f"/admin/metering/event/{llm_1.pk}/change/")
+    assert original.context["original"].source == "canceled"
+    text = original.content.decode()
+    assert made.actor == "staff:admin"  # pytest-django's admin_client
+    assert "tokens mis-counted" in text and "by staff:admin" in text
+    assert f'href="{new_page}"' in text and "/correct/" not in text
+    replacement = admin_client.get(new_page).content.decode()
+    assert f'href="/admin/metering/event/{llm_1.pk}/change/"' in replacement
+    assert "<td>sum</td><td>7.5</td>" in replacement  # the meter it matches, with its value
+    assert f"/admin/metering/event/{made.replacement_id}/correct/" in replacement
+    recent = recent_events_section(ada)
+    assert recent.count("<tr>") == 6 and recent.count("llm (canceled)") == 1  # header, 5 events
