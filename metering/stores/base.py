@@ -235,7 +235,8 @@ class EventStore:
     # --- lists (API, admin) ---------------------------------------------------------------------
     def list_events(self, organization_id, criteria: dict, *, descending: bool, limit: int):
         """The first `limit` user events matching `criteria` (the API's list filters, the
-        admin's; every organization when `organization_id` is None) by timestamp then id,
+        admin's; every organization when `organization_id` is None; canceled events too when
+        `criteria["include_canceled"]`, `sources` narrowing either) by timestamp then id,
         with the attributes of `Event` the API and the admin read. Only stores without
         `user_events_in_postgres`: the PostgreSQL store's lists are querysets."""
         raise NotImplementedError

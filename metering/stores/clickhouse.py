@@ -41,7 +41,16 @@ from core.db import bound_cursor
 from core.metadata import metadata_value_candidates
 from customers.models import Customer
 from metering import aggregation, filters, jsonio, locks, rollups, series
-from metering.models import CustomerLink, Event, EventBatch, EventKey, Meter
+from metering.errors import InvalidCorrection
+from metering.models import (
+    CustomerLink,
+    Event,
+    EventBatch,
+    EventCorrection,
+    EventKey,
+    EventSource,
+    Meter,
+)
 from metering.stores import clickhouse_schema, postgres
 from metering.stores.base import (
     EventStore,
@@ -55,6 +64,7 @@ from metering.stores.base import (
     utc_ranges,
     visible,
 )
+from metering.stores.base import StoredEvent as FoundEvent
 
 logger = logging.getLogger(__name__)
 
@@ -504,7 +514,8 @@ def _payload(row: list) -> list:
 
 def _from_payload(item: list, batch_id: int, txid: int) -> list:
     """A payload row back, with its batch's id and transaction (both known only after the
-    outbox insert)."""
+    outbox insert). A row that names its own arrival keeps it: a correction's rows stand where
+    the original stood (`ClickHouseStore.correct`)."""
     return [
         uuid.UUID(item[0]),
         uuid.UUID(item[1]),
@@ -512,7 +523,7 @@ def _from_payload(item: list, batch_id: int, txid: int) -> list:
         uuid.UUID(item[3]),
         *item[4:9],
         from_micros(item[9]),
-        txid,
+        item[10] or txid,
         batch_id,
         {k: Decimal(v) for k, v in item[12].items()},
         item[13],
@@ -538,6 +549,26 @@ def _mark_delivered(batch_ids: list[int]) -> None:
     EventBatch.objects.filter(pk__in=batch_ids, delivered_at__isnull=True).update(
         delivered_at=timezone.now(), rows=None
     )
+
+
+def _enqueue(cursor, org, ch_rows: list, customers: set) -> None:
+    """Record `ch_rows` in the outbox, in the caller's transaction (whose id becomes the
+    arrival of every row that names none), and deliver them as one insert after its commit.
+    `customers`: what `customers_of_events` answers for the batch's first event."""
+    cursor.execute(
+        OUTBOX_SQL,
+        {
+            "org": org,
+            "count": len(ch_rows),
+            "first": ch_rows[0][3],
+            "customers": sorted(customers, key=str),
+            "rows": jsonio.dumps([_payload(r) for r in ch_rows]),
+        },
+    )
+    batch_id, txid = cursor.fetchone()
+    for r in ch_rows:
+        r[10], r[11] = r[10] or txid, batch_id
+    transaction.on_commit(lambda: deliver(batch_id, ch_rows))
 
 
 def deliver(batch_id: int, rows: list) -> bool:
@@ -733,21 +764,7 @@ class ClickHouseStore(EventStore):
                     "lasts": [names[n][2] for n in order],
                 },
             )
-            payload = [_payload(r) for r in ch_rows]
-            cursor.execute(
-                OUTBOX_SQL,
-                {
-                    "org": org,
-                    "count": len(ch_rows),
-                    "first": ch_rows[0][3],
-                    "customers": sorted({r[1] for r in ch_rows if r[1] != ZERO}, key=str),
-                    "rows": jsonio.dumps(payload),
-                },
-            )
-            batch_id, txid = cursor.fetchone()
-        for r in ch_rows:
-            r[10], r[11] = txid, batch_id
-        transaction.on_commit(lambda: deliver(batch_id, ch_rows))
+            _enqueue(cursor, org, ch_rows, {r[1] for r in ch_rows if r[1] != ZERO})
         return [r[3] for r in ch_rows]
 
     def link(self, *, customer) -> int:
@@ -777,7 +794,7 @@ class ClickHouseStore(EventStore):
             f"SELECT count(), min(timestamp){', ' + counts if counts else ''} "
             f"FROM {layout().events} FINAL WHERE organization_id = {p(str(customer.organization_id))} "
             "AND customer_id = toUUID('00000000-0000-0000-0000-000000000000') "
-            f"AND external_customer_id = {p(customer.external_id)}"
+            f"AND external_customer_id = {p(customer.external_id)} AND source = 'user'"
         )
         row = client().query(sql, parameters=p.values).result_rows[0]
         total, first = row[0], row[1]
@@ -792,6 +809,151 @@ class ClickHouseStore(EventStore):
                 )
             cursor.execute(FIRST_EVENT_SQL, {"customers": [customer.pk], "firsts": [_utc(first)]})
         return total
+
+    def find_events(self, organization_id, *, ids: list, external_ids: list) -> list:
+        """User and canceled events from ClickHouse (an event whose correction is committed
+        but not delivered yet reads as canceled), external ids through `EventKey`; system
+        events from PostgreSQL, so the service can tell why they can't be corrected."""
+        if not ids and not external_ids:
+            return []
+        keys = dict(
+            EventKey.objects.filter(
+                organization_id=organization_id, external_id__in=list(external_ids)
+            ).values_list("event_id", "external_id")
+        )
+        if EventBatch.objects.filter(
+            organization_id=organization_id, delivered_at__isnull=True
+        ).exists():
+            # batches accepted but not (known to be) in ClickHouse yet go first: their events
+            # can then be found, and no resend of a batch can reach ClickHouse after the
+            # canceled copy of one of its rows (a later row with the same key would win)
+            relay(min_age=timedelta(0), organization_id=organization_id)
+        rows = _stored_rows(organization_id, set(ids) | set(keys))
+        corrected = set(
+            EventCorrection.objects.filter(
+                organization_id=organization_id, event_id__in=list(rows)
+            ).values_list("event_id", flat=True)
+        )
+        links = {
+            ext: (customer, txid)
+            for ext, customer, txid in CustomerLink.objects.filter(
+                organization_id=organization_id,
+                external_customer_id__in=[r[6] for r in rows.values() if r[1] == ZERO],
+            ).values_list("external_customer_id", "customer_id", "txid")
+        }
+        parents = _parent_ids(organization_id, {r[8] for r in rows.values() if r[8]})
+        found = [_found(row, links, parents, corrected) for row in rows.values()]
+        named = {r[7] for r in rows.values() if r[7]}
+        found += [
+            event
+            for event in postgres.PostgresStore().find_events(
+                organization_id,
+                ids=[i for i in ids if i not in rows],
+                external_ids=[x for x in external_ids if x not in named],
+            )
+            if event.source == EventSource.SYSTEM
+        ]
+        return found
+
+    def correct(self, *, organization, corrections: list) -> list:
+        """One outbox batch, so one ClickHouse insert: each original re-inserted as stored
+        (same sorting key, so FINAL keeps this later copy) with `source = 'canceled'`, and each
+        replacement in the original's place — customer column, timestamp, parent reference
+        and arrival as stored. The batch's transaction is the caller's: a consistent read sees
+        the correction exactly when ClickHouse has it."""
+        org = organization.pk
+        ids = [c.event.id for c in corrections]
+        stored = _stored_rows(org, ids)
+        corrected = EventCorrection.objects.filter(organization_id=org, event_id__in=ids)
+        if corrected.exists() or any(
+            i not in stored or stored[i][5] != EventSource.USER for i in ids
+        ):
+            raise InvalidCorrection(
+                "One of these events was corrected by another request meanwhile.",
+                type_="already_corrected",
+            )
+        replaced = [stored[c.event.id] for c in corrections if c.replacement is not None]
+        now = timezone.now()
+        replacements, canceled, replacement_ids = [], [], []
+        pairs, names, customers = set(), {}, set()
+        with bound_cursor() as cursor:
+            locks.lock_external_ids(cursor, org, [r[6] for r in replaced if r[6]])
+            # under the slots' lock: a link being made for one of them has committed or waits
+            unlinked = [r[6] for r in replaced if r[1] == ZERO]
+            links = _links(org, external_ids=unlinked) if unlinked else {}
+            # the organization's meters, read under its shared lock as ingestion does
+            locks.lock_organization(cursor, org)
+            meters = [
+                m for m in rollups.organization_meters(cursor, org) if m.filter and m.aggregation
+            ]
+            for correction in corrections:
+                row = stored[correction.event.id]
+                canceled.append([*row[:5], "canceled", *row[6:11], 0, *row[12:]])
+                new = correction.replacement
+                if new is None:
+                    replacement_ids.append(None)
+                    continue
+                new_id = uuid7()
+                replacement_ids.append(new_id)
+                numbers, strings, booleans = typed_paths(new.metadata)
+                replacements.append(
+                    [
+                        *row[:3],
+                        new_id,
+                        new.name,
+                        "user",
+                        row[6],
+                        "",  # the original keeps its external id: a resend stays a duplicate
+                        row[8],
+                        now,
+                        row[10],
+                        0,
+                        numbers,
+                        strings,
+                        booleans,
+                        jsonio.dumps(new.metadata),
+                    ]
+                )
+                seen = names.get(new.name)
+                names[new.name] = (
+                    (1, row[2], row[2])
+                    if seen is None
+                    else (seen[0] + 1, min(seen[1], row[2]), max(seen[2], row[2]))
+                )
+                customer = row[1] if row[1] != ZERO else links.get(row[6])
+                if customer is None:
+                    continue
+                customers.add(customer)
+                event = {
+                    "name": new.name,
+                    "source": EventSource.USER,
+                    "timestamp": row[2],
+                    "metadata": new.metadata,
+                }
+                # new name or metadata: the replacement may fall under meters the original
+                # didn't (existing pairs are skipped by the statement)
+                pairs |= {(m.id, customer) for m in meters if filters.evaluate(m.filter, event)}
+            if pairs:
+                ordered = sorted(pairs, key=lambda pair: (str(pair[0]), str(pair[1])))
+                cursor.execute(
+                    CUSTOMER_METERS_SQL,
+                    {"customers": [c for _, c in ordered], "meters": [m for m, _ in ordered]},
+                )
+            if names:
+                order = sorted(names)
+                cursor.execute(
+                    EVENT_NAMES_SQL,
+                    {
+                        "org": org,
+                        "names": order,
+                        "counts": [names[n][0] for n in order],
+                        "firsts": [names[n][1] for n in order],
+                        "lasts": [names[n][2] for n in order],
+                    },
+                )
+            # replacements first: the batch's first event is what customers_of_events finds
+            _enqueue(cursor, org, replacements + canceled, customers)
+        return replacement_ids
 
     def relay(self) -> int:
         return relay()
@@ -1371,10 +1533,20 @@ EVENT_LIST_COLUMNS = (
 
 def event_where(organization_id, criteria: dict, p: Params) -> str:
     """The list filters of the event API (and the admin's, across organizations when
-    `organization_id` is None) over ClickHouse (the user events it holds)."""
+    `organization_id` is None) over ClickHouse (the user events it holds, and the canceled
+    ones with `include_canceled`)."""
     parts = ["1"] if organization_id is None else [f"organization_id = {p(str(organization_id))}"]
-    if criteria.get("sources") and "user" not in criteria["sources"]:
+    # canceled events (usage corrections) only when asked for: the admin, the API on request
+    sources = (
+        {EventSource.USER, EventSource.CANCELED}
+        if criteria.get("include_canceled")
+        else {EventSource.USER}
+    )
+    if criteria.get("sources"):
+        sources &= set(criteria["sources"])
+    if not sources:
         return "0"
+    parts.append(f"source IN {p(sorted(str(s) for s in sources))}")
     customer_ids, external_ids = criteria.get("customer_ids"), criteria.get("external_ids")
     if customer_ids or external_ids:
         ids = {str(c) for c in customer_ids or ()}
@@ -1434,6 +1606,51 @@ def event_where(organization_id, criteria: dict, p: Params) -> str:
     return " AND ".join(parts)
 
 
+def _stored_rows(organization_id, ids) -> dict:
+    """id → the row as stored (COLUMNS order, times in UTC), as FINAL reads it."""
+    if not ids:
+        return {}
+    p = Params()
+    rows = (
+        client()
+        .query(
+            f"SELECT {', '.join(COLUMNS)} FROM {layout().events} FINAL "
+            f"WHERE organization_id = {p(str(organization_id))} "
+            f"AND id IN {Params.literal_uuids(sorted({str(i) for i in ids}))}",
+            parameters=p.values,
+        )
+        .result_rows
+    )
+    found = {}
+    for row in rows:
+        row = list(row)
+        row[2], row[9] = _utc(row[2]), _utc(row[9])
+        found[row[3]] = row
+    return found
+
+
+def _found(row: list, links: dict, parents: dict, corrected: set) -> FoundEvent:
+    """A stored row as a correction needs it: an unlinked row is its linked customer's, and
+    arrived with the link (as `window_events` reports it)."""
+    customer, arrival = row[1], row[10]
+    if customer == ZERO:
+        customer, link_txid = links.get(row[6], (None, None))
+        arrival = link_txid or arrival
+    return FoundEvent(
+        id=row[3],
+        name=row[4],
+        source=EventSource.CANCELED if row[3] in corrected else row[5],
+        timestamp=row[2],
+        customer_id=customer,
+        external_customer_id=row[6] or None,
+        external_id=row[7] or None,
+        parent_id=parents.get(row[8]) if row[8] else None,
+        parent_reference=row[8] or None,
+        arrival_txid=arrival,
+        metadata=jsonio.loads(row[15]) if row[15] else {},
+    )
+
+
 def references(event_ids: list) -> list[str]:
     """How children name these events: by id, or by their external id (their key)."""
     keys = EventKey.objects.filter(event_id__in=event_ids).values_list("external_id", flat=True)
@@ -1487,41 +1704,47 @@ def _tree_sql(organization_id, depth: int, p: Params) -> str:
     return "(" + " OR ".join(levels) + ")"
 
 
+def _parent_ids(organization_id, references: set) -> dict:
+    """parent reference → parent id: the event whose external id it is, or whose id it is when
+    that event exists (as PostgreSQL resolves it)."""
+    parents: dict = {}
+    if not references:
+        return parents
+    for key, event_id in EventKey.objects.filter(
+        organization_id=organization_id, external_id__in=references
+    ).values_list("external_id", "event_id"):
+        parents[key] = event_id
+    by_id = {
+        reference: _as_uuid(reference)
+        for reference in references - set(parents)
+        if _as_uuid(reference) is not None
+    }
+    if by_id:
+        p = Params()
+        wanted = sorted({str(i) for i in by_id.values()})
+        existing = {
+            row[0]
+            for row in client()
+            .query(
+                f"SELECT DISTINCT id FROM {layout().events} WHERE organization_id = "
+                f"{p(str(organization_id))} AND id IN {Params.literal_uuids(wanted)}",
+                parameters=p.values,
+            )
+            .result_rows
+        }
+        existing |= set(
+            Event.objects.filter(organization_id=organization_id, pk__in=wanted).values_list(
+                "pk", flat=True
+            )
+        )
+        parents.update({r: i for r, i in by_id.items() if i in existing})
+    return parents
+
+
 def _parents_and_children(organization_id, rows) -> tuple[dict, dict]:
     """parent reference → parent id (an event id, or an external id), and event id → number of
     events naming it as parent."""
-    references = {r[8] for r in rows if r[8]}
-    parents: dict = {}
-    if references:
-        for key, event_id in EventKey.objects.filter(
-            organization_id=organization_id, external_id__in=references
-        ).values_list("external_id", "event_id"):
-            parents[key] = event_id
-        by_id = {
-            reference: _as_uuid(reference)
-            for reference in references - set(parents)
-            if _as_uuid(reference) is not None
-        }
-        if by_id:
-            # an id names a parent only when that event exists (as PostgreSQL resolves it)
-            p = Params()
-            wanted = sorted({str(i) for i in by_id.values()})
-            existing = {
-                row[0]
-                for row in client()
-                .query(
-                    f"SELECT DISTINCT id FROM {layout().events} WHERE organization_id = "
-                    f"{p(str(organization_id))} AND id IN {Params.literal_uuids(wanted)}",
-                    parameters=p.values,
-                )
-                .result_rows
-            }
-            existing |= set(
-                Event.objects.filter(organization_id=organization_id, pk__in=wanted).values_list(
-                    "pk", flat=True
-                )
-            )
-            parents.update({r: i for r, i in by_id.items() if i in existing})
+    parents = _parent_ids(organization_id, {r[8] for r in rows if r[8]})
     children: dict = {}
     names = {str(r[0]): r[0] for r in rows} | {r[7]: r[0] for r in rows if r[7]}
     if names:
