@@ -26,7 +26,15 @@ SELECT id FROM tree
 """
 
 
-def filter_events(request, queryset, errors: ErrorList):
+def with_canceled(sources: list[str], include_canceled: bool) -> list[str]:
+    """Canceled originals go out as "user" events: with `include_canceled`, `source=user`
+    finds them too."""
+    if include_canceled and "user" in sources:
+        return [*sources, "canceled"]
+    return sources
+
+
+def filter_events(request, queryset, errors: ErrorList, *, include_canceled: bool = False):
     query_params = request.query_params
     customer_ids = params.uuid_list(request, "customer_id", errors)
     external_ids = params.string_list(request, "external_customer_id", errors)
@@ -37,7 +45,7 @@ def filter_events(request, queryset, errors: ErrorList):
         queryset = queryset.filter(name__in=names)
     sources = params.enum_list(request, "source", ("user", "system"), errors)
     if sources:
-        queryset = queryset.filter(source__in=sources)
+        queryset = queryset.filter(source__in=with_canceled(sources, include_canceled))
     start = params.parse_datetime(query_params.get("start_timestamp"), "start_timestamp", errors)
     end = params.parse_datetime(query_params.get("end_timestamp"), "end_timestamp", errors)
     if start:
@@ -55,15 +63,17 @@ def filter_events(request, queryset, errors: ErrorList):
     return queryset
 
 
-def event_criteria(request, errors: ErrorList) -> dict:
+def event_criteria(request, errors: ErrorList, *, include_canceled: bool = False) -> dict:
     """The list filters as plain values (the ClickHouse event store applies them itself), with
     the same parsing and errors as `filter_events`. Tree filters are the caller's."""
     query_params = request.query_params
+    sources = params.enum_list(request, "source", ("user", "system"), errors)
     criteria = {
         "customer_ids": params.uuid_list(request, "customer_id", errors),
         "external_ids": params.string_list(request, "external_customer_id", errors),
         "names": params.string_list(request, "name", errors, max_length=128),
-        "sources": params.enum_list(request, "source", ("user", "system"), errors),
+        "sources": with_canceled(sources, include_canceled),
+        "include_canceled": include_canceled,
         "start": params.parse_datetime(
             query_params.get("start_timestamp"), "start_timestamp", errors
         ),

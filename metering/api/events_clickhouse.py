@@ -12,9 +12,9 @@ from metering.event_lists import MergedEvents
 from metering.models import EventKey, EventSource
 
 
-def clickhouse_criteria(request, errors: ErrorList) -> dict | None:
+def clickhouse_criteria(request, errors: ErrorList, include_canceled: bool) -> dict | None:
     """The list filters for the store; None when nothing there can match."""
-    criteria = event_criteria(request, errors)
+    criteria = event_criteria(request, errors, include_canceled=include_canceled)
     raw_parent = request.query_params.get("parent_id")
     parent_id = (
         params.parse_uuid(raw_parent, ["query", "parent_id"], errors) if raw_parent else None
@@ -33,7 +33,8 @@ def clickhouse_criteria(request, errors: ErrorList) -> dict | None:
     for _ in range(depth):
         children = stores.current().list_events(
             organization_id,
-            {"parent_refs": _references(level, organization_id)},
+            # the tree walks through canceled events as PostgreSQL's does; the list filters them
+            {"parent_refs": _references(level, organization_id), "include_canceled": True},
             descending=False,
             limit=10_000,
         )
@@ -51,8 +52,10 @@ def _references(event_ids: list, organization_id) -> list[str]:
     return [str(i) for i in event_ids] + list(keys.values_list("external_id", flat=True))
 
 
-def merged_events(request, queryset, errors: ErrorList, descending: bool) -> MergedEvents:
-    criteria = clickhouse_criteria(request, errors)
+def merged_events(
+    request, queryset, errors: ErrorList, descending: bool, *, include_canceled: bool
+) -> MergedEvents:
+    criteria = clickhouse_criteria(request, errors, include_canceled)
     system = filter_events(request, queryset, errors).filter(source=EventSource.SYSTEM)
     order = "-" if descending else ""
     system = system.order_by(f"{order}timestamp", f"{order}id")
@@ -64,7 +67,10 @@ def lookup(request, queryset, event_id):
     if found is not None:
         return found
     events = stores.current().list_events(
-        request.auth.organization.pk, {"ids": [event_id]}, descending=False, limit=1
+        request.auth.organization.pk,
+        {"ids": [event_id], "include_canceled": True},  # a canceled event is still found
+        descending=False,
+        limit=1,
     )
     if not events:
         raise Http404

@@ -6,6 +6,7 @@ urlpatterns = [
     path("events/ingest", views.EventIngestView.as_view()),
     path("events/", views.EventListView.as_view()),
     path("events/names", views.EventNameListView.as_view()),
+    path("events/corrections", views.EventCorrectionsView.as_view()),
     path("events/<uuid:id>", views.EventDetailView.as_view()),
     path("meters/", meter_views.MeterListView.as_view()),
     path("meters/<str:id>", meter_views.MeterDetailView.as_view()),

@@ -1,3 +1,5 @@
+from collections import deque
+
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db.models import Count, OuterRef, Subquery, Value
@@ -13,16 +15,20 @@ from core.api import params
 from core.api.errors import PolarValidationError
 from core.errors import ErrorList
 from core.strict_json import loads
-from metering import ingest, stores
+from metering import corrections, ingest, stores
 from metering.api import events_clickhouse
 from metering.api.event_filters import filter_events
 from metering.api.serializers import (
+    CorrectionsRequestSerializer,
+    CorrectionsResponseSerializer,
+    EventCorrectionSerializer,
     EventNameSerializer,
     EventSerializer,
     EventsIngestResponseSerializer,
     EventsIngestSerializer,
 )
-from metering.models import Event, EventName
+from metering.errors import InvalidCorrection
+from metering.models import Event, EventCorrection, EventName, EventSource
 
 EVENT_SOURCES = ("user", "system")
 
@@ -82,7 +88,7 @@ class EventIngestView(GenericAPIView):
         return Response({"inserted": result.inserted, "duplicates": result.duplicates})
 
 
-def organization_events(request):
+def organization_events(request, *, include_canceled: bool = True):
     child_counts = (
         Event.objects.filter(parent=OuterRef("pk"))
         .order_by()
@@ -90,14 +96,13 @@ def organization_events(request):
         .annotate(n=Count("*"))
         .values("n")
     )
-    return (
-        Event.objects.filter(organization=request.auth.organization)
-        .select_related("customer")
-        .annotate(
-            child_count=Coalesce(Subquery(child_counts), Value(0)),
-            # the cost as PostgreSQL holds it (exact); the JSON decoder would make it a float
-            cost_amount=KeyTextTransform("amount", KeyTransform("_cost", "metadata")),
-        )
+    events = Event.objects.filter(organization=request.auth.organization)
+    if not include_canceled:
+        events = events.exclude(source=EventSource.CANCELED)
+    return events.select_related("customer").annotate(
+        child_count=Coalesce(Subquery(child_counts), Value(0)),
+        # the cost as PostgreSQL holds it (exact); the JSON decoder would make it a float
+        cost_amount=KeyTextTransform("amount", KeyTransform("_cost", "metadata")),
     )
 
 
@@ -116,6 +121,14 @@ EVENT_LIST_PARAMETERS = [
     OpenApiParameter("page", int),
     OpenApiParameter("limit", int),
     OpenApiParameter("sorting", str, many=True, enum=("timestamp", "-timestamp")),
+    OpenApiParameter(
+        "include_canceled",
+        bool,
+        description=(
+            "Meterline extension: also list the events that usage corrections canceled "
+            "(they carry `correction`)."
+        ),
+    ),
 ]
 
 
@@ -128,15 +141,17 @@ class EventListView(GenericAPIView):
 
         errors = ErrorList()
         order = params.sorting(request, {"timestamp": "timestamp"}, ["-timestamp"], errors)
+        include_canceled = bool(params.parse_bool(request, "include_canceled", errors))
+        events = organization_events(request, include_canceled=include_canceled)
         if stores.current().name == "clickhouse":
             descending = order[0].startswith("-")
             merged = events_clickhouse.merged_events(
-                request, organization_events(request), errors, descending
+                request, events, errors, descending, include_canceled=include_canceled
             )
             errors.raise_if_any(PolarValidationError)
             page = self.paginate_queryset(merged)
             return self.get_paginated_response(EventSerializer(page, many=True).data)
-        queryset = filter_events(request, organization_events(request), errors)
+        queryset = filter_events(request, events, errors, include_canceled=include_canceled)
         errors.raise_if_any(PolarValidationError)
         queryset = queryset.order_by(*order, "-id" if order[0].startswith("-") else "id")
         page = self.paginate_queryset(queryset)
@@ -202,7 +217,8 @@ class EventNameListView(GenericAPIView):
         organization = request.auth.organization
         customer_ids = params.uuid_list(request, "customer_id", errors)
         external_ids = params.string_list(request, "external_customer_id", errors)
-        sources = params.enum_list(request, "source", EVENT_SOURCES, errors)
+        # canceled events are no usage, and polar-sdk's names are "user" or "system" only
+        sources = params.enum_list(request, "source", EVENT_SOURCES, errors) or list(EVENT_SOURCES)
         query = request.query_params.get("query")
         order = params.sorting(request, NAME_SORTING, ["-last_seen"], errors)
         errors.raise_if_any(PolarValidationError)
@@ -218,12 +234,91 @@ class EventNameListView(GenericAPIView):
             )
             page = self.paginate_queryset(_Rows(sort_rows(names, [*order, "name", "source"])))
             return self.get_paginated_response(EventNameSerializer(page, many=True).data)
-        queryset = EventName.objects.filter(organization=organization)
-        if sources:
-            queryset = queryset.filter(source__in=sources)
+        queryset = EventName.objects.filter(organization=organization, source__in=sources)
         if query:
             queryset = queryset.filter(name__icontains=query)
         queryset = queryset.values("name", "source", "occurrences", "first_seen", "last_seen")
         queryset = queryset.order_by(*order, "name")
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(EventNameSerializer(page, many=True).data)
+
+
+def _nul_problems(value, loc: list, errors: ErrorList) -> None:
+    """NUL characters anywhere in the corrections: PostgreSQL's text can't hold one, so the
+    service's lookups and writes would fail on it. Iterative: the body may nest deeply."""
+    queue = deque([(loc, value)])
+    while queue:
+        where, item = queue.popleft()
+        if isinstance(item, str):
+            if "\x00" in item:
+                errors.add(where, "NUL characters are not allowed", "string_nul")
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in key:
+                    errors.add([*where, key], "NUL characters are not allowed", "string_nul")
+                else:
+                    queue.append(([*where, key], child))
+        elif isinstance(item, list):
+            queue.extend(([*where, index], child) for index, child in enumerate(item))
+
+
+class EventCorrectionsView(GenericAPIView):
+    """Usage corrections (Meterline extension): cancel events or replace them with corrected
+    ones, all or nothing; and the corrections made so far, newest first."""
+
+    serializer_class = EventCorrectionSerializer
+
+    @extend_schema(
+        operation_id="events_corrections_list",
+        parameters=[
+            OpenApiParameter("customer_id", str, many=True),
+            OpenApiParameter("event_id", str, many=True, description="The corrected event"),
+            OpenApiParameter("page", int),
+            OpenApiParameter("limit", int),
+        ],
+        responses={200: EventCorrectionSerializer(many=True)},
+    )
+    def get(self, request):
+        errors = ErrorList()
+        customer_ids = params.uuid_list(request, "customer_id", errors)
+        event_ids = params.uuid_list(request, "event_id", errors)
+        errors.raise_if_any(PolarValidationError)
+        queryset = EventCorrection.objects.filter(organization=request.auth.organization)
+        if customer_ids:
+            queryset = queryset.filter(customer_id__in=customer_ids)
+        if event_ids:
+            queryset = queryset.filter(event_id__in=event_ids)
+        page = self.paginate_queryset(queryset.order_by("-created_at", "-id"))
+        return self.get_paginated_response(EventCorrectionSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="events_corrections_create",
+        request=CorrectionsRequestSerializer,
+        responses={200: CorrectionsResponseSerializer},
+        parameters=[],
+    )
+    def post(self, request):
+        payload = read_json_body(request, settings.INGEST_MAX_BODY_BYTES)
+        if not isinstance(payload, dict):
+            raise PolarValidationError.single(
+                ["body"], "Expected an object with a `corrections` list", "dict_type"
+            )
+        errors = ErrorList()
+        for key in sorted(set(payload) - {"corrections"}):
+            errors.add(["body", key], "Extra inputs are not permitted", "extra_forbidden")
+        if "corrections" not in payload:
+            errors.add(["body", "corrections"], "Field required", "missing")
+        _nul_problems(payload.get("corrections"), ["body", "corrections"], errors)
+        errors.raise_if_any(PolarValidationError)
+        try:
+            rows = corrections.correct_events(
+                organization=request.auth.organization,
+                corrections=payload["corrections"],
+                actor=f"api:{request.auth.name}",
+            )
+        except InvalidCorrection as exc:
+            # the service names fields inside the list it was given
+            raise PolarValidationError(
+                [{**item, "loc": ["body", "corrections", *item["loc"]]} for item in exc.items]
+            ) from exc
+        return Response({"corrections": EventCorrectionSerializer(rows, many=True).data})
