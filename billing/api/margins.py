@@ -3,7 +3,8 @@ for a period (`billing.margins`), as JSON or, with `?format=csv` (or `Accept: te
 same rows in CSV."""
 
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.generics import GenericAPIView
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -62,6 +63,15 @@ def payload(report: margins.MarginReport, customer_id) -> dict:
     }
 
 
+REPORT_DESCRIPTION = (
+    "The report as JSON; with `format=csv` (or `Accept: text/csv`) the same rows as a CSV "
+    "attachment `margins.csv`: a header row `"
+    + ",".join(margins.CSV_COLUMNS)
+    + "`, then one row per customer, meter, product and total (`section`: `customer`, `meter`, "
+    "`product`, `total`), values as in the JSON rows (`margin_percent` empty when null)."
+)
+
+
 class MarginReportView(GenericAPIView):
     serializer_class = MarginReportSerializer
     renderer_classes = [JSONRenderer, CSVRenderer]
@@ -73,8 +83,20 @@ class MarginReportView(GenericAPIView):
             OpenApiParameter("start_timestamp", str, required=True),
             OpenApiParameter("end_timestamp", str, required=True),
             OpenApiParameter("customer_id", str),
+            OpenApiParameter(
+                "format",
+                str,
+                enum=["json", "csv"],
+                description=(
+                    "`csv`: the same rows as a CSV file (`text/csv`) instead of JSON; "
+                    "`Accept: text/csv` does the same. Errors are JSON whatever the format."
+                ),
+            ),
         ],
-        responses={200: MarginReportSerializer},
+        responses={
+            (200, "application/json"): OpenApiResponse(MarginReportSerializer, REPORT_DESCRIPTION),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, REPORT_DESCRIPTION),
+        },
     )
     def get(self, request):
         errors = ErrorList()

@@ -182,3 +182,13 @@ def test_two_requests_with_one_key_at_once_buy_one_pack(org_token, monkeypatch):
     (order,) = purchases()
     assert str(order.pk) == responses[0].json()["id"]
     assert IdempotencyKey.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_schema_documents_the_header(client):
+    schema = client.get("/v1/openapi.json").json()
+    operation = schema["paths"]["/v1/customers/{id}/credit-packs"]["post"]
+    (header,) = [p for p in operation["parameters"] if p["in"] == "header"]
+    assert (header["name"], header.get("required", False)) == ("Idempotency-Key", False)
+    assert "24 hours" in header["description"]
+    assert list(operation["responses"]) == ["201"]

@@ -316,3 +316,28 @@ def test_costs_after_a_plan_change_count_for_the_product_priced_at_their_time(
     # a period ending before the change: Ada's calls are Starter's, Pro has only its own
     early = margins.report(org, start=april, end=at("2024-04-10T00:00:00"), customer_id=customer.pk)
     assert [(r.label, r.cost) for r in early.products] == [("Starter", Decimal("4.5"))]
+
+
+def test_the_schema_documents_the_csv_format(client, api):
+    schema = client.get("/v1/openapi.json").json()
+    operation = schema["paths"]["/v1/metrics/margins"]["get"]
+    (fmt,) = [p for p in operation["parameters"] if p["name"] == "format"]
+    assert (fmt["in"], sorted(fmt["schema"]["enum"])) == ("query", ["csv", "json"])
+    assert "text/csv" in fmt["description"]
+    ok = operation["responses"]["200"]
+    assert ok["content"] == {
+        "application/json": {"schema": {"$ref": "#/components/schemas/MarginReport"}},
+        "text/csv": {"schema": {"type": "string"}},
+    }
+    header = ",".join(margins.CSV_COLUMNS)
+    assert f"`{header}`" in ok["description"]
+
+    # what is served is what is documented: the media type and the header row
+    query = {"start_timestamp": "2025-01-01T00:00:00Z", "end_timestamp": "2025-02-01T00:00:00Z"}
+    response = api.get("/v1/metrics/margins", {**query, "format": "csv"})
+    assert response.status_code == 200
+    assert response["Content-Type"].split(";")[0] in ok["content"]
+    assert response.content.decode() == header + "\n"
+    response = api.get("/v1/metrics/margins", query, HTTP_ACCEPT="text/csv")
+    assert response["Content-Type"].startswith("text/csv")
+    assert response.content.decode() == header + "\n"
