@@ -7,8 +7,12 @@ admin both change the catalog through these functions, which own its rules:
 - a price in use (by a subscription or an invoice) is never edited in place: a change archives
   it and creates its replacement, so what was sold keeps its terms;
 - a product's billing interval can't change while a live subscription (or a scheduled plan
-  change) uses it, and its currency is fixed at creation."""
+  change) uses it, and its currency is fixed at creation.
 
+A staff user's edits of prices (the admin's `change_prices`) are in the audit log (core.audit):
+each price added, changed or removed, with its terms before and after."""
+
+import json
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -30,6 +34,7 @@ from billing.models import (
 )
 from billing.money import is_known_currency, to_minor, to_money
 from billing.pricing import GRADUATED, VOLUME
+from core import audit
 from metering.models import Meter
 
 MAX_RATE_DECIMALS = 12
@@ -376,6 +381,27 @@ def replace_prices(*, product: Product, prices: list[PriceSpec], keep_ids: list)
         Price.objects.create(product=product, **_price_fields(spec, product.currency))
 
 
+def _audited_terms(spec: PriceSpec, meter_names: dict) -> dict:
+    """A price's terms as the audit log writes them: amounts in minor units, the meter by name,
+    rates as plain decimals, tiers as JSON; None for a term its kind does not have."""
+    metered = spec.amount_type != PriceType.FIXED
+    rate = spec.unit_amount if spec.amount_type == PriceType.METERED_UNIT else None
+    tiers = spec.tiers if spec.amount_type == PriceType.METERED_TIERS else None
+    return {
+        "amount_type": spec.amount_type,
+        "price_amount": None if metered else spec.price_amount,
+        "meter": meter_names.get(spec.meter_id) if metered else None,
+        "unit_amount": None if rate is None else format(rate.normalize(), "f"),
+        "tiers": None if tiers is None else json.dumps(tiers, sort_keys=True),
+        "cap_amount": spec.cap_amount if metered else None,
+    }
+
+
+def _meter_names(specs) -> dict:
+    ids = {spec.meter_id for spec in specs if spec.meter_id is not None}
+    return dict(Meter.objects.filter(pk__in=ids).values_list("pk", "name")) if ids else {}
+
+
 @transaction.atomic
 def change_prices(
     *,
@@ -395,21 +421,46 @@ def change_prices(
         organization=product.organization,
         specs=_live_specs(product, exclude=touched) + list(added) + list(changed.values()),
     )
+    # the meters' names for the audit log's entries (written only in a staff user's request)
+    names = _meter_names([*added, *changed.values(), *map(spec_of, [*changed, *removed])])
     for price in removed:
+        terms = _audited_terms(spec_of(price), names)
+        gone = {key: (value, None) for key, value in terms.items() if value is not None}
         if price_in_use(price):
+            audit.record(
+                price, action="price removal", changes={"status": ("live", "archived"), **gone}
+            )
             Price.objects.filter(pk=price.pk).update(is_archived=True)
         else:
+            # recorded first: the entry needs the price's id, which the deletion clears
+            audit.record(
+                price, action="price removal", changes={"status": ("live", "deleted"), **gone}
+            )
             price.delete()
     for price, spec in changed.items():
+        old, new = _audited_terms(spec_of(price), names), _audited_terms(spec, names)
+        changes = {key: (old[key], new[key]) for key in old if old[key] != new[key]}
         if price_in_use(price):
             Price.objects.filter(pk=price.pk).update(is_archived=True)
-            Price.objects.create(product=product, **_price_fields(spec, product.currency))
+            replacement = Price.objects.create(
+                product=product, **_price_fields(spec, product.currency)
+            )
+            # what was sold keeps its terms: the new ones are the replacement's
+            changes |= {"is_archived": (False, True), "replaced_by": (None, replacement.pk)}
         else:
             for key, value in _price_fields(spec, product.currency).items():
                 setattr(price, key, value)
             price.save()
+        audit.record(price, action="price change", changes=changes)
     for spec in added:
-        Price.objects.create(product=product, **_price_fields(spec, product.currency))
+        price = Price.objects.create(product=product, **_price_fields(spec, product.currency))
+        terms = _audited_terms(spec, names)
+        audit.record(
+            price,
+            action="price added",
+            created=True,
+            changes={key: (None, value) for key, value in terms.items() if value is not None},
+        )
 
 
 def set_benefits(*, product: Product, benefit_ids: list) -> Product:

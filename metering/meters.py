@@ -2,13 +2,16 @@
 stored: a new or redefined meter is rolled up by a backfill (`metering.backfill`), and reads use
 raw events until it is done. The API and the admin both change meters through these functions,
 which refuse what the apps above forbid (a meter on a finalized invoice keeps its definition, a
-meter a price uses can't be archived) with `InvalidMeter`."""
+meter a price uses can't be archived) with `InvalidMeter`. A staff user's edit of a meter is in
+the audit log (core.audit) with each changed field before and after."""
 
 import decimal
+import json
 
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core import audit
 from customers.models import Organization
 from metering import hooks, locks, rollups, stores
 from metering.errors import InvalidMeter
@@ -91,11 +94,20 @@ def create_meter(
     return meter
 
 
+# JSON fields, audited as JSON text (keys sorted): comparable before and after
+JSON_FIELDS = ("filter", "aggregation", "metadata")
+
+
+def _audited(key: str, value):
+    return json.dumps(value, sort_keys=True) if key in JSON_FIELDS and value is not None else value
+
+
 def update_meter(*, meter: Meter, **changes) -> Meter:
     """Apply changes; a new filter or aggregation rebuilds the rollups like a create."""
     with transaction.atomic():
         meter = Meter.objects.select_for_update().get(pk=meter.pk)
         check_change(meter, changes)
+        before = {key: getattr(meter, key) for key in changes}
         redefine = False
         for key in ("filter", "aggregation"):
             if key in changes and changes[key] != getattr(meter, key):
@@ -109,6 +121,13 @@ def update_meter(*, meter: Meter, **changes) -> Meter:
             _reset_rollups(meter)
             _enqueue_backfill(meter)
         meter.save()
+        changed = {
+            key: (_audited(key, old), _audited(key, getattr(meter, key)))
+            for key, old in before.items()
+            if old != getattr(meter, key)
+        }
+        if changed:
+            audit.record(meter, action="meter change", changes=changed)
     return meter
 
 
