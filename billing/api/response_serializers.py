@@ -669,7 +669,7 @@ class OrderItemSerializer(serializers.Serializer):
     credited_units = serializers.IntegerField()
     late_units = Units()
     corrected_events = serializers.IntegerField(
-        default=0, help_text="a usage-correction line: the corrected events of its period it bills"
+        help_text="a usage-correction line: how many corrected events of its period it bills"
     )
     discount_amount = MinorUnits()
 
