@@ -14,10 +14,12 @@ Both stores implement `EventStore.correct`; this module validates, looks the eve
 records the corrections."""
 
 import uuid
+from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
 
 from core import audit
 from core.errors import ErrorList
@@ -26,36 +28,21 @@ from customers.models import Organization
 from metering import hooks, stores
 from metering.errors import InvalidCorrection
 from metering.ingest import CURRENT_TXID_SQL, MAX_NAME, EventRow, IngestedBatch
-from metering.models import CorrectionAction, EventCorrection, EventSource
+from metering.models import CorrectionAction, EventCorrection, EventName, EventSource
+from metering.stores.base import StoredEvent
 
 MAX_CORRECTIONS = 1000
+NUL = "\x00"  # PostgreSQL text can't hold it
 PAST = {CorrectionAction.CANCEL: "canceled", CorrectionAction.REPLACE: "replaced"}
 MAX_REASON = 500
 FIELDS = {"event_id", "external_id", "action", "reason", "name", "metadata"}
 
 
 @dataclass(frozen=True)
-class StoredEvent:
-    """A user event as the store holds it: what a correction needs of it."""
-
-    id: uuid.UUID
-    name: str
-    source: str
-    timestamp: datetime
-    customer_id: uuid.UUID | None
-    external_customer_id: str | None
-    external_id: str | None
-    parent_id: uuid.UUID | None
-    parent_reference: str | None
-    arrival_txid: int | None
-    metadata: dict
-
-
-@dataclass(frozen=True)
 class Correction:
     """One validated correction: the event, and for a replacement the row that replaces it."""
 
-    event: StoredEvent
+    event: StoredEvent  # metering.stores.base
     action: str
     reason: str
     replacement: EventRow | None = None
@@ -127,6 +114,7 @@ def correct_events(
                     for correction, replacement_id in zip(validated, replacement_ids, strict=True)
                 ]
             )
+            _uncount_names(organization, validated)
             for row in rows:
                 audit.record(
                     row,
@@ -156,6 +144,16 @@ def correct_events(
     return rows
 
 
+def _uncount_names(organization, corrections: list[Correction]) -> None:
+    """The organization's event-name counts (`EventName`, kept by ingestion) leave canceled
+    events out; a replacement was counted when the store inserted it."""
+    by_name = Counter(c.event.name for c in corrections)
+    for name in sorted(by_name):  # the ingest's lock order: event names by name
+        EventName.objects.filter(
+            organization=organization, name=name, source=EventSource.USER
+        ).update(occurrences=Greatest(F("occurrences") - by_name[name], 0))
+
+
 def _read(item, loc: list, errors: ErrorList) -> tuple[str, object]:
     """Check one correction's shape; returns what names its event: (field, value)."""
     if not isinstance(item, dict):
@@ -174,6 +172,8 @@ def _read(item, loc: list, errors: ErrorList) -> tuple[str, object]:
             errors.add([*loc, "event_id"], "Input should be a valid UUID", "uuid_parsing")
     elif not isinstance(item["external_id"], str) or not item["external_id"]:
         errors.add([*loc, "external_id"], "Input should be a non-empty string", "string_type")
+    elif NUL in item["external_id"]:
+        errors.add([*loc, "external_id"], "NUL characters are not allowed", "string_nul")
     else:
         target = ("external_id", item["external_id"])
     action = item.get("action")
@@ -186,6 +186,8 @@ def _read(item, loc: list, errors: ErrorList) -> tuple[str, object]:
         errors.add([*loc, "reason"], "A reason is required", "missing")
     elif len(reason) > MAX_REASON:
         errors.add([*loc, "reason"], f"At most {MAX_REASON} characters", "string_too_long")
+    elif NUL in reason:
+        errors.add([*loc, "reason"], "NUL characters are not allowed", "string_nul")
     if action == CorrectionAction.CANCEL:
         for key in ("name", "metadata"):
             if key in item:
@@ -199,6 +201,8 @@ def _read(item, loc: list, errors: ErrorList) -> tuple[str, object]:
                 errors.add(
                     [*loc, "name"], f"A non-empty string of at most {MAX_NAME}", "string_type"
                 )
+            elif NUL in name:
+                errors.add([*loc, "name"], "NUL characters are not allowed", "string_nul")
         if "metadata" in item:
             before = len(errors.items)
             cleaned = validate_metadata(

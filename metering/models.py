@@ -498,6 +498,14 @@ class EventCorrection(models.Model):
         ]
         indexes = [
             models.Index(fields=["customer", "created_at"], name="correction_customer"),
+            # the admin's and the API's newest-first lists
+            models.Index(fields=["organization", "-created_at"], name="correction_org_created"),
+            # a replacement's page and the API's `replaces`: its correction
+            models.Index(
+                fields=["organization", "replacement_id"],
+                name="correction_replacement",
+                condition=models.Q(replacement_id__isnull=False),
+            ),
         ]
         permissions = [("correct_event", "Can cancel or replace events (usage corrections)")]
 

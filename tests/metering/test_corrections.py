@@ -12,7 +12,7 @@ from customers.models import Customer
 from metering import corrections, meters, queries
 from metering.errors import InvalidCorrection
 from metering.ingest import ingest_events
-from metering.models import Event, EventCorrection, EventSource
+from metering.models import Event, EventCorrection, EventName, EventSource
 
 pytestmark = pytest.mark.django_db
 
@@ -189,3 +189,31 @@ def test_an_event_is_corrected_once_and_its_replacement_again(organization, ada,
         actor="api:test",
     )
     assert value(count, ada) == 550 - 10 + 12
+
+
+def test_nul_characters_are_refused_and_names_count_what_is_left(organization, ada, ten):
+    with pytest.raises(InvalidCorrection) as caught:
+        corrections.correct_events(
+            organization=organization,
+            corrections=[
+                {"external_id": "r0", "action": "cancel", "reason": "a\x00b"},
+                {"external_id": "r\x001", "action": "cancel", "reason": "x"},
+                {"external_id": "r2", "action": "replace", "reason": "x", "name": "re\x00q"},
+            ],
+            actor="api:test",
+        )
+    assert [(i["loc"], i["type"]) for i in caught.value.items] == [
+        ([0, "reason"], "string_nul"),
+        ([1, "external_id"], "string_nul"),
+        ([2, "name"], "string_nul"),
+    ]
+    corrections.correct_events(
+        organization=organization,
+        corrections=[
+            {"external_id": "r0", "action": "cancel", "reason": "x"},
+            {"external_id": "r1", "action": "replace", "reason": "x", "name": "req.fixed"},
+        ],
+        actor="api:test",
+    )
+    names = dict(EventName.objects.filter(source="user").values_list("name", "occurrences"))
+    assert names == {"req": 8, "req.fixed": 1}
