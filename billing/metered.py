@@ -34,6 +34,7 @@ from billing import credits as ledger
 from billing.models import BillingReason, InvoiceLine, InvoiceStatus, Price, SubscriptionPrice
 from billing.money import EXACT, to_minor
 from metering import queries
+from metering.aggregation import exact_sum
 from metering.queries import Arrivals, ReadBoundary, Window
 
 Range = tuple[datetime, datetime]
@@ -376,8 +377,9 @@ def _tally(invoice, lines: list) -> Tally:
     mine = [line for line in lines if lo <= line.period_start < hi]
     return Tally(
         period=(lo, hi),
-        consumed=sum((line.consumed_units for line in mine), Decimal(0)),
-        quantity=sum((line.quantity for line in mine), Decimal(0)),
+        # exactly: the built-in sum rounds at 28 digits (an average has 40)
+        consumed=exact_sum(line.consumed_units for line in mine),
+        quantity=exact_sum(line.quantity for line in mine),
         amount=sum(to_minor(line.amount) for line in mine),
         credited=max(line.credited_units for line in mine),
         late_since=_boundary(invoice.late_since_snapshot, invoice.late_since_at),
@@ -479,12 +481,12 @@ def _fixes(touched: list, billed: dict, tallies: dict) -> dict:
                 by_period[tally.period].append((tally, correction))
         for period, found in sorted(by_period.items()):
             tally = found[0][0]
-            units = Decimal(0)
-            for _, c in found:
-                change = EXACT.subtract(
+            units = exact_sum(
+                EXACT.subtract(
                     c.contribution(meter, c.replacement), c.contribution(meter, c.original)
                 )
-                units = EXACT.add(units, change)
+                for _, c in found
+            )
             if not group.ranges and tallies.get(group.key) is tally:
                 fix.merged += len(found)  # the replaced price's marginal line takes it
                 continue

@@ -11,7 +11,7 @@ from billing import catalog, cycles, subscriptions
 from billing.catalog import PriceSpec
 from billing.models import InvoiceLine
 from customers.services import create_customer
-from metering import meters
+from metering import corrections, meters
 from metering.ingest import ingest_events
 from tests.billing.conftest import at
 
@@ -80,7 +80,24 @@ def lifecycle(store, settings, chdb_url, token_for) -> list[str]:
     send("2024-01-20T00:00:00", 60, "c", "k3")  # January's, after January closed
     send("2024-02-10T00:00:00", 30, "a", "k4")
     (february,) = cycles.close_due(as_of=at("2024-03-01T02:00:00")).invoices
-    lines = InvoiceLine.objects.filter(invoice__in=[january, february]).order_by(
+    # corrections of both invoiced periods: January's 20.125 "b" becomes 5 "a", February's own
+    # 30 "a" is canceled
+    corrections.correct_events(
+        organization=org,
+        corrections=[
+            {
+                "external_id": "k2",
+                "action": "replace",
+                "reason": "r",
+                "metadata": {"v": 5, "model": "a"},
+            },
+            {"external_id": "k4", "action": "cancel", "reason": "r"},
+        ],
+        actor="test",
+    )
+    send("2024-03-10T00:00:00", 7, "d", "k5")
+    (march,) = cycles.close_due(as_of=at("2024-04-01T02:00:00")).invoices
+    lines = InvoiceLine.objects.filter(invoice__in=[january, february, march]).order_by(
         "invoice__period_start", "position"
     )
     return [json.dumps(list(line.values()), default=str) for line in lines.values(*COMPARED)]
@@ -89,7 +106,7 @@ def lifecycle(store, settings, chdb_url, token_for) -> list[str]:
 def test_the_same_events_close_to_identical_invoice_lines(settings, chdb_url, token_for):
     postgres = lifecycle("postgres", settings, chdb_url, token_for)
     clickhouse = lifecycle("clickhouse", settings, chdb_url, token_for)
-    assert len(postgres) == 12
+    assert len(postgres) == 12 + 15
     assert postgres == clickhouse
     quantities = [json.loads(line)[COMPARED.index("quantity")] for line in postgres]
     # January: count, sum, avg, min, max, unique over 1.25 ("a", linked), 10 ("a"), 20.125 ("b");
@@ -107,4 +124,22 @@ def test_the_same_events_close_to_identical_invoice_lines(settings, chdb_url, to
         "30",
         "60",
         "2",
+        # March: the correction lines (no line where the value did not change: count and min
+        # of January, max of February), then March's own 7 "d"
+        "-1",  # count, February: k4 canceled
+        "-15.125",  # sum, January: 20.125 → 5
+        "-30.000",  # sum, February
+        # avg, January: 16.25 / 3 − 31.375 / 3, each rounded to 40 digits as billed
+        "-5.041666666666666666666666666666666666663",
+        "15",  # avg, February: {30, 60} → {60}
+        "30",  # min, February: 30 → 60
+        "-10.125",  # max, January: 20.125 → 10
+        "-1",  # unique, January: {a, b} → {a}
+        "-1",  # unique, February: {a, c} → {c}
+        "1",
+        "7.000",
+        "7",
+        "7",
+        "7",
+        "1",
     ]
