@@ -108,3 +108,50 @@ def test_two_batches_crossing_together_buy_one_pack(setup):
         2000,
         Decimal(1100),
     )
+
+
+def test_a_second_check_waits_for_the_first_ones_purchase(setup, monkeypatch):
+    """The row lock, not timing, makes it once: the first check holds its purchase open until
+    the second one has read the balance (or 3 s went by). With the lock the second reads it only
+    after the first's order is committed (units on the way); without it, before — and buys a
+    second pack."""
+    organization, meter, pack, customer = setup
+    packs.buy(customer=customer, product=pack)
+    batch(organization, 900)  # balance 100; no top-up rule yet, so nothing is bought
+    AutoTopUp.objects.create(customer=customer, meter=meter, pack=pack, threshold_units=200)
+    balances, other_checked = [], threading.Event()
+    read_balance, buy = packs.balance_of, packs.buy
+
+    def counted_balance(*args, **kwargs):
+        balances.append(read_balance(*args, **kwargs))
+        if len(balances) == 2:
+            other_checked.set()
+        return balances[-1]
+
+    def held_buy(**kwargs):
+        other_checked.wait(3)
+        return buy(**kwargs)
+
+    monkeypatch.setattr(packs, "balance_of", counted_balance)
+    monkeypatch.setattr(packs, "buy", held_buy)
+    errors = []
+
+    def worker():
+        try:
+            packs.check_top_ups([customer.pk])
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert errors == []
+    assert len(balances) == 2  # both checked
+    assert (
+        Invoice.objects.filter(customer=customer, billing_reason=BillingReason.PURCHASE).count()
+        == 2
+    )
