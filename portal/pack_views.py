@@ -18,7 +18,9 @@ def buy_pack(request, product_id):
     if limited is not None:
         return limited
     try:
-        purchase = packs.buy(request.customer, product_id)
+        purchase = packs.buy(
+            request.customer, product_id, purchase_key=request.POST.get("purchase_key") or None
+        )
     except payments.PaymentError as error:
         return _payment_error(request, error)
     if purchase is None:

@@ -3,8 +3,9 @@ and buying one — the order issued by billing's `packs.buy`, then the saved car
 through payments (portal.payments), as "Pay now" does for an open invoice.
 
 Products are looked up among the customer's organization's one-time products that carry
-credits (the page offers those of the meters it shows); any other id is simply not found. A click while an order of the same
-pack is still unpaid does not buy a second one: it leads to that order."""
+credits (the page offers those of the meters it shows); any other id is simply not found. A
+click while an order of the same pack is still unpaid does not buy a second one: it leads to
+that order; nor does the same form sent twice (its purchase key), paid or not."""
 
 import uuid
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from djmoney.money import Money
 
 from billing import packs
 from billing.models import Benefit, BillingReason, Invoice, InvoiceStatus, Product
+from core import idempotency
 from customers.models import Customer
 from portal import payments
 
@@ -54,15 +56,12 @@ def _packs(customer: Customer, meter_ids=None):
     )
     if meter_ids is not None:
         products = products.filter(benefits__meter_id__in=list(meter_ids))
-    return (
-        products.distinct()
-        .prefetch_related(
-            "prices",
-            Prefetch(
-                "benefits",
-                queryset=Benefit.objects.filter(is_deleted=False).select_related("meter"),
-            ),
-        )
+    return products.distinct().prefetch_related(
+        "prices",
+        Prefetch(
+            "benefits",
+            queryset=Benefit.objects.filter(is_deleted=False).select_related("meter"),
+        ),
     )
 
 
@@ -90,6 +89,9 @@ def offers(customer: Customer, meter_ids) -> list[PackOffer]:
     return sorted(found, key=lambda offer: (offer.price.amount, offer.name))
 
 
+MAX_KEY = 255  # core.IdempotencyKey.key
+
+
 def _unpaid_order(customer: Customer, product: Product) -> Invoice | None:
     return (
         Invoice.objects.filter(
@@ -103,19 +105,36 @@ def _unpaid_order(customer: Customer, product: Product) -> Invoice | None:
     )
 
 
-def buy(customer: Customer, product_id) -> Purchase | None:
+def buy(customer: Customer, product_id, *, purchase_key: str | None = None) -> Purchase | None:
     """Buy one pack and charge the saved card for it; None when the product is not a pack of
-    the customer's organization."""
+    the customer's organization. `purchase_key` (the form's, one per page shown) buys once: the
+    same key again — a double click, a resent form — leads to the first click's order."""
     product = _packs(customer).filter(pk=product_id).first()
     if product is None or packs.pack_price(product) is None:
         return None
+    endpoint = f"portal_pack:{customer.pk}:{product.pk}"
     with transaction.atomic():
         # one click at a time per customer: a double click finds the first one's order
         Customer.objects.select_for_update().filter(pk=customer.pk).first()
+        claimed = None
+        if purchase_key is not None and len(purchase_key) <= MAX_KEY:
+            claimed = idempotency.claim(
+                organization_id=customer.organization_id,
+                endpoint=endpoint,
+                key=purchase_key,
+                request_hash=str(product.pk),
+            )
+            if claimed is None:
+                first = idempotency.answered(
+                    organization_id=customer.organization_id, endpoint=endpoint, key=purchase_key
+                )
+                return Purchase(Invoice.objects.get(pk=first.response_body["order_id"]))
         waiting = _unpaid_order(customer, product)
         if waiting is not None:
             return Purchase(waiting, refusal="unpaid_order")
         order = packs.buy(customer=customer, product=product)
+        if claimed is not None:
+            idempotency.answer(claimed, status=201, body={"order_id": str(order.pk)})
     order.refresh_from_db()
     if order.status != InvoiceStatus.OPEN:
         return Purchase(order)  # paid on finalization (automatic collection, or nothing owed)

@@ -20,32 +20,18 @@ per organization and endpoint."""
 
 import hashlib
 import json
-from datetime import timedelta
 
-from django.db import connection, transaction
-from django.utils import timezone
+from django.db import transaction
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
+from core import idempotency
 from core.api.errors import PolarValidationError
-from core.models import IdempotencyKey
+from core.idempotency import TTL
 
 HEADER = "Idempotency-Key"
 LOC = ["header", HEADER]
 MAX_LENGTH = 255
-TTL = timedelta(hours=24)
-
-# Claims the key, or takes over one past its TTL; no row returned: a live claim holds it (the
-# insert waited for the transaction that made it, when that one was still running).
-CLAIM_SQL = """
-INSERT INTO core_idempotencykey AS k (organization_id, endpoint, key, request_hash, created_at)
-VALUES (%s, %s, %s, %s, %s)
-ON CONFLICT (organization_id, endpoint, key) DO UPDATE
-   SET request_hash = EXCLUDED.request_hash, created_at = EXCLUDED.created_at,
-       response_status = NULL, response_body = NULL
- WHERE k.created_at <= %s
-RETURNING k.id
-"""
 
 
 def key_of(request) -> str | None:
@@ -74,23 +60,23 @@ def run_once(request, *, organization_id, endpoint: str, act) -> Response:
     if key is None:
         return act()
     fingerprint = request_hash(request)
-    now = timezone.now()
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(CLAIM_SQL, [organization_id, endpoint, key, fingerprint, now, now - TTL])
-            claimed = cursor.fetchone()
+        claimed = idempotency.claim(
+            organization_id=organization_id, endpoint=endpoint, key=key, request_hash=fingerprint
+        )
         if claimed is None:
             return _replay(organization_id, endpoint, key, fingerprint)
         response = act()
-        IdempotencyKey.objects.filter(pk=claimed[0]).update(
-            response_status=response.status_code,
-            response_body=json.loads(json.dumps(response.data, cls=JSONEncoder)),
+        idempotency.answer(
+            claimed,
+            status=response.status_code,
+            body=json.loads(json.dumps(response.data, cls=JSONEncoder)),
         )
         return response
 
 
 def _replay(organization_id, endpoint: str, key: str, fingerprint: str) -> Response:
-    stored = IdempotencyKey.objects.get(organization_id=organization_id, endpoint=endpoint, key=key)
+    stored = idempotency.answered(organization_id=organization_id, endpoint=endpoint, key=key)
     if stored.request_hash != fingerprint:
         raise PolarValidationError.single(
             LOC,

@@ -1,3 +1,5 @@
+import uuid
+
 from django import template
 
 from portal import packs, payments
@@ -14,4 +16,9 @@ def pack_offers(context) -> dict:
     if customer is None or usage is None or not payments.cards_accepted(customer.organization):
         return {"offers": [], "card": None}
     offers = packs.offers(customer, [meter.meter_id for meter in usage.meters])
-    return {"offers": offers, "card": payments.default_method(customer) if offers else None}
+    return {
+        "offers": offers,
+        "card": payments.default_method(customer) if offers else None,
+        # one per page shown: sent back with "Buy", so a double click or a resent form buys once
+        "purchase_key": uuid.uuid4(),
+    }

@@ -120,3 +120,30 @@ def test_only_the_organizations_packs_can_be_bought(world, signed_in, stripe_set
     assert buy(signed_in(world.carol), alice, ours).status_code == 404  # signed in elsewhere
     assert not Invoice.objects.filter(billing_reason=BillingReason.PURCHASE).exists()
     assert not Payment.objects.exists()
+
+
+def test_the_same_form_sent_twice_buys_once(world, signed_in, stripe_settings):
+    """A double click (or a form resent by the browser's back button) after the first order was
+    paid: its purchase key leads to that order instead of a second charge."""
+    alice = world.alice
+    pack = make_pack(world.acme)
+    methods.set_default_method(alice, stripe_settings.card(GOOD))
+    client = signed_in(alice)
+    html = client.get(portal_path(alice, "")).content.decode()
+    (key,) = re.findall(r'name="purchase_key" value="([^"]+)"', html)
+    path = portal_path(alice, f"credit-packs/{pack.pk}/buy")
+    first = client.post(path, {"purchase_key": key})
+    again = client.post(path, {"purchase_key": key})
+    order = Invoice.objects.get(customer=alice, billing_reason=BillingReason.PURCHASE)
+    assert first["Location"].startswith(portal_path(alice, f"invoices/{order.pk}?payment="))
+    assert again["Location"] == portal_path(alice, f"invoices/{order.pk}")
+    assert Payment.objects.filter(invoice=order).count() == 1
+    assert CreditGrant.objects.filter(customer=alice).count() == 1
+    # the next page shown has a new key: a second pack is a second order
+    html = client.get(portal_path(alice, "")).content.decode()
+    (next_key,) = re.findall(r'name="purchase_key" value="([^"]+)"', html)
+    assert next_key != key
+    client.post(path, {"purchase_key": next_key})
+    assert (
+        Invoice.objects.filter(customer=alice, billing_reason=BillingReason.PURCHASE).count() == 2
+    )
