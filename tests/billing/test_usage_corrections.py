@@ -244,3 +244,22 @@ def test_a_replaced_prices_last_period_is_corrected_at_its_own_price(org, make_p
         (at("2024-02-01T00:00:00"), 2, 2, 80),
     ]
     assert "usage correction" in february.lines.order_by("position")[0].label
+
+
+def test_a_replaced_max_prices_last_period_is_measured_again_with_the_correction(
+    org, make_product, customer
+):
+    peak = meter(org, {"func": "max", "property": "v"})
+    subscription = subscribe(make_product, customer, peak, 100)
+    send_one(org, "a", "2024-01-05T00:00:00", v=10)
+    send_one(org, "b", "2024-01-06T00:00:00", v=60)
+    close("2024-02-01T02:00:00")
+    dearer = make_product(unit_price(peak, 200), name="Dearer", **MONTH)
+    plan_changes.change_product(subscription, dearer, at=at("2024-02-01T00:00:00"))
+    correct(org, replace("b", v=30))
+    send_one(org, "c", "2024-02-05T00:00:00", v=50)
+    (february,) = close("2024-03-01T02:00:00")
+    assert lines(february) == [
+        (JANUARY[0], -30, -30, -3000),  # January's max 60 → 30, at January's price
+        (at("2024-02-01T00:00:00"), 50, 50, 10000),
+    ]
