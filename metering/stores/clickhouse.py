@@ -493,6 +493,22 @@ RETURNING id, txid
 """
 
 
+def _count_names(cursor, org, names: dict) -> None:
+    """The organization's event-name summary: name → [occurrences, first, last], by name (the
+    writers' lock order)."""
+    order = sorted(names)
+    cursor.execute(
+        EVENT_NAMES_SQL,
+        {
+            "org": org,
+            "names": order,
+            "counts": [names[n][0] for n in order],
+            "firsts": [names[n][1] for n in order],
+            "lasts": [names[n][2] for n in order],
+        },
+    )
+
+
 def _payload(row: list) -> list:
     """A ClickHouse row as JSON (UUIDs and times as text and microseconds, decimals exact)."""
     numbers, strings, booleans = row[12], row[13], row[14]
@@ -753,17 +769,7 @@ class ClickHouseStore(EventStore):
                 cursor.execute(
                     FIRST_EVENT_SQL, {"customers": order, "firsts": [firsts[c] for c in order]}
                 )
-            order = sorted(names)
-            cursor.execute(
-                EVENT_NAMES_SQL,
-                {
-                    "org": org,
-                    "names": order,
-                    "counts": [names[n][0] for n in order],
-                    "firsts": [names[n][1] for n in order],
-                    "lasts": [names[n][2] for n in order],
-                },
-            )
+            _count_names(cursor, org, names)
             _enqueue(cursor, org, ch_rows, {r[1] for r in ch_rows if r[1] != ZERO})
         return [r[3] for r in ch_rows]
 
@@ -940,17 +946,7 @@ class ClickHouseStore(EventStore):
                     {"customers": [c for _, c in ordered], "meters": [m for m, _ in ordered]},
                 )
             if names:
-                order = sorted(names)
-                cursor.execute(
-                    EVENT_NAMES_SQL,
-                    {
-                        "org": org,
-                        "names": order,
-                        "counts": [names[n][0] for n in order],
-                        "firsts": [names[n][1] for n in order],
-                        "lasts": [names[n][2] for n in order],
-                    },
-                )
+                _count_names(cursor, org, names)
             # replacements first: the batch's first event is what customers_of_events finds
             _enqueue(cursor, org, replacements + canceled, customers)
         return replacement_ids
