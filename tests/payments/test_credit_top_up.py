@@ -52,6 +52,26 @@ def setup(live_org_token, stripe_settings, eager_tasks):
     return organization, meter, pack, customer
 
 
+def in_two_threads(work) -> list:
+    """Run `work` in two threads at once; the exceptions they raised."""
+    errors = []
+
+    def worker():
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - the caller asserts there are none
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    return errors
+
+
 def batch(organization, n):
     at = (timezone.now() - timedelta(seconds=5)).isoformat()
     ingest_events(
@@ -70,25 +90,14 @@ def test_two_batches_crossing_together_buy_one_pack(setup):
     AutoTopUp.objects.create(customer=customer, meter=meter, pack=pack, threshold_units=200)
 
     barrier = threading.Barrier(2, timeout=60)
-    errors = []
 
-    def worker():
-        try:
-            barrier.wait()
-            batch(organization, 450)  # its ingest-time check runs on commit (eager task)
-            barrier.wait()
-            packs.check_top_ups([customer.pk])  # and both check again at the same moment
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-        finally:
-            connection.close()
+    def crossing():
+        barrier.wait()
+        batch(organization, 450)  # its ingest-time check runs on commit (eager task)
+        barrier.wait()
+        packs.check_top_ups([customer.pk])  # and both check again at the same moment
 
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(90)
-    assert errors == []
+    assert in_two_threads(crossing) == []
     assert packs.check_top_ups([customer.pk]) == []  # nothing left to buy
 
     orders = Invoice.objects.filter(customer=customer, billing_reason=BillingReason.PURCHASE)
@@ -134,22 +143,7 @@ def test_a_second_check_waits_for_the_first_ones_purchase(setup, monkeypatch):
 
     monkeypatch.setattr(packs, "balance_of", counted_balance)
     monkeypatch.setattr(packs, "buy", held_buy)
-    errors = []
-
-    def worker():
-        try:
-            packs.check_top_ups([customer.pk])
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(90)
-    assert errors == []
+    assert in_two_threads(lambda: packs.check_top_ups([customer.pk])) == []
     assert len(balances) == 2  # both checked
     assert (
         Invoice.objects.filter(customer=customer, billing_reason=BillingReason.PURCHASE).count()
