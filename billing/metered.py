@@ -70,6 +70,7 @@ class PriceUsage:
     billed_through: dict = field(default_factory=dict)  # span id → units billed after this
     tally: Tally | None = None
     corrections: int = 0  # usage corrections of the invoiced period `tally` this line bills
+    correcting: bool = False  # only that: a correction line, not the price's usage of a period
 
     @property
     def replaced(self) -> bool:
@@ -505,6 +506,7 @@ def _fixes(touched: list, billed: dict, tallies: dict) -> dict:
                     late=Decimal(0),
                     tally=tally,
                     corrections=len(found),
+                    correcting=True,
                 )
             )
     return fixes

@@ -385,9 +385,12 @@ def carry_excess_credit(lines: list[LineDraft]) -> tuple[list[LineDraft], int]:
 
 def merged_by_meter(lines: list[MeteredLine]) -> list[MeteredLine]:
     """One figure per meter (a customer meter, the subscription's `meters`): the lines of a
-    meter's prices added up, the period's credits counted once."""
+    meter's prices added up, the period's credits counted once. Usage corrections of invoiced
+    periods are not this period's usage: they are on the upcoming invoice only."""
     merged: dict = {}
     for line in lines:
+        if line.usage.correcting:
+            continue
         seen = merged.get(line.meter_id)
         merged[line.meter_id] = (
             line

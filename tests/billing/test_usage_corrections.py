@@ -263,3 +263,21 @@ def test_a_replaced_max_prices_last_period_is_measured_again_with_the_correction
         (JANUARY[0], -30, -30, -3000),  # January's max 60 → 30, at January's price
         (at("2024-02-01T00:00:00"), 50, 50, 10000),
     ]
+
+
+def test_the_current_periods_meter_figures_leave_an_earlier_periods_correction_out(
+    org, make_product, customer
+):
+    count = meter(org, {"func": "count"})
+    subscription = subscribe(make_product, customer, count, 25)
+    for i in range(10):
+        send_one(org, f"jan{i}", f"2024-01-{10 + i}T12:00:00")
+    close("2024-02-01T02:00:00")
+    correct(org, cancel("jan0"), cancel("jan1"))
+    for i in range(4):
+        send_one(org, f"feb{i}", f"2024-02-{10 + i}T12:00:00")
+    subscription.refresh_from_db()  # in February now
+    (line,) = subscriptions.current_meters([subscription])[subscription.pk]
+    assert (line.consumed, line.amount) == (4, 100)  # February's own calls
+    upcoming = subscriptions.upcoming_invoice(subscription)
+    assert [(item.quantity, item.amount) for item in upcoming.lines] == [(-2, -50), (4, 100)]
