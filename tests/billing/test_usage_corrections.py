@@ -8,11 +8,12 @@ import pytest
 from django.template.loader import render_to_string
 
 from billing import cycles, documents, plan_changes, subscriptions
-from metering import corrections, meters
+from metering import corrections
 from metering.ingest import ingest_events
 from metering.models import Event
 from portal import billing as portal_billing
 from tests.billing.conftest import at, unit_price
+from tests.factories import event_meter
 
 # each ingest and correction commits on its own, as in production (arrivals are transactions)
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,15 +23,7 @@ JANUARY = (at("2024-01-01T00:00:00"), at("2024-02-01T00:00:00"))
 
 
 def meter(org, aggregation):
-    return meters.create_meter(
-        organization=org,
-        name=f"req {aggregation['func']}",
-        filter={
-            "conjunction": "and",
-            "clauses": [{"property": "name", "operator": "eq", "value": "req"}],
-        },
-        aggregation=aggregation,
-    )
+    return event_meter(org, aggregation)
 
 
 def close(moment):

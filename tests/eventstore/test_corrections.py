@@ -10,15 +10,16 @@ from decimal import Decimal
 import pytest
 
 from customers.services import create_customer
-from metering import corrections, meters, queries, stores
+from metering import corrections, queries, stores
 from metering.errors import InvalidCorrection
 from metering.ingest import ingest_events
 from metering.models import EventBatch, EventCorrection
 from metering.queries import Window
+from tests.factories import TEN_REQUESTS_AT as T0
+from tests.factories import event_meter, send_ten_requests
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-T0 = datetime(2024, 1, 5, 10, tzinfo=UTC)
 WHOLE = ((datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC)),)
 
 
@@ -35,31 +36,11 @@ def ada(org):
 @pytest.fixture
 def ten(org, ada):
     """r0..r9 seven minutes apart, v = 10..100, model m0..m3 in turn."""
-    ingest_events(
-        organization=org,
-        events=[
-            {
-                "name": "req",
-                "external_customer_id": "ada",
-                "timestamp": (T0 + timedelta(minutes=i * 7)).isoformat(),
-                "external_id": f"r{i}",
-                "metadata": {"v": (i + 1) * 10, "model": f"m{i % 4}"},
-            }
-            for i in range(10)
-        ],
-    )
+    send_ten_requests(org)
 
 
 def meter(org, func, prop=None):
-    return meters.create_meter(
-        organization=org,
-        name=f"req {func}",
-        filter={
-            "conjunction": "and",
-            "clauses": [{"property": "name", "operator": "eq", "value": "req"}],
-        },
-        aggregation={"func": func, **({"property": prop} if prop else {})},
-    )
+    return event_meter(org, {"func": func, **({"property": prop} if prop else {})})
 
 
 def value(m, customer) -> Decimal:

@@ -2,35 +2,16 @@
 runs the corrections themselves on both stores; the billing side is
 tests/billing/test_usage_corrections.py): the audit log, NUL characters, event-name counts."""
 
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-
 import pytest
 from auditlog.models import LogEntry
 
 from customers.models import Customer
-from metering import corrections, meters, queries
+from metering import corrections
 from metering.errors import InvalidCorrection
-from metering.ingest import ingest_events
 from metering.models import EventCorrection, EventName
+from tests.factories import send_ten_requests
 
 pytestmark = pytest.mark.django_db
-
-T0 = datetime(2024, 1, 5, 10, tzinfo=UTC)
-WHOLE = ((datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC)),)
-
-
-def meter(org, func, prop=None):
-    aggregation = {"func": func, **({"property": prop} if prop else {})}
-    return meters.create_meter(
-        organization=org,
-        name=f"req {func}",
-        filter={
-            "conjunction": "and",
-            "clauses": [{"property": "name", "operator": "eq", "value": "req"}],
-        },
-        aggregation=aggregation,
-    )
 
 
 @pytest.fixture
@@ -40,24 +21,7 @@ def ada(organization):
 
 @pytest.fixture
 def ten(organization, ada):
-    ingest_events(
-        organization=organization,
-        events=[
-            {
-                "name": "req",
-                "external_customer_id": "ada",
-                "timestamp": (T0 + timedelta(minutes=i * 7)).isoformat(),
-                "external_id": f"r{i}",
-                "metadata": {"v": (i + 1) * 10, "model": f"m{i % 4}"},
-            }
-            for i in range(10)
-        ],
-    )
-
-
-def value(m, customer) -> Decimal:
-    window = queries.Window("k", m, customer.pk, WHOLE)
-    return queries.window_values([window])["k"].value
+    send_ten_requests(organization)
 
 
 def test_every_correction_is_in_the_audit_log_whoever_makes_it(organization, ada, ten):
