@@ -68,6 +68,20 @@ NUMBER_FIELDS = {
 }
 
 
+class ReadOnlyAdminMixin:
+    """A record nobody adds, edits or deletes in the admin (events, payments, corrections, credit
+    notes): its pages are views, and its changes go through services."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class MeterlineModelAdmin(GuardedActionsMixin, admin.ModelAdmin):
     """Base class of every Meterline ModelAdmin."""
 

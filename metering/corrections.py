@@ -25,9 +25,9 @@ from core import audit
 from core.errors import ErrorList
 from core.metadata import validate_metadata
 from customers.models import Organization
-from metering import hooks, stores
+from metering import ingest, stores
 from metering.errors import InvalidCorrection
-from metering.ingest import CURRENT_TXID_SQL, MAX_NAME, EventRow, IngestedBatch
+from metering.ingest import CURRENT_TXID_SQL, MAX_NAME, EventRow
 from metering.models import CorrectionAction, EventCorrection, EventName, EventSource
 from metering.stores.base import StoredEvent
 
@@ -126,15 +126,8 @@ def correct_events(
                     created=True,
                     caller=actor,
                 )
-            new_ids = [i for i in replacement_ids if i is not None]
-            if new_ids:
-                # spend thresholds, alerts and top-ups look at the replacements like any ingest
-                hooks.events_ingested.send(
-                    sender=Organization,
-                    organization=organization,
-                    event_ids=new_ids,
-                    batch=IngestedBatch(new_ids),
-                )
+            # spend thresholds, alerts and top-ups look at the replacements like any ingest
+            ingest.announce(organization, [i for i in replacement_ids if i is not None])
     except IntegrityError as exc:
         # two requests corrected the same event at once: the second one loses, whole
         raise InvalidCorrection(

@@ -416,6 +416,18 @@ def is_transient(exc: Exception) -> bool:
     return getattr(exc.__cause__, "sqlstate", None) in TRANSIENT_SQLSTATES
 
 
+def announce(organization: Organization, event_ids: list) -> None:
+    """Tell the receivers of `events_ingested` (alerts, spend thresholds, credit top-ups) about
+    new usage, in the writing transaction; nothing for no events."""
+    if event_ids:
+        hooks.events_ingested.send(
+            sender=Organization,
+            organization=organization,
+            event_ids=event_ids,
+            batch=IngestedBatch(event_ids),
+        )
+
+
 def ingest_events(*, organization: Organization, events: list) -> IngestResult:
     """All or nothing: any invalid event rejects the batch (InvalidEvents), else one
     transaction inserts it; external_ids already stored (or repeated) count as duplicates."""
@@ -427,13 +439,7 @@ def ingest_events(*, organization: Organization, events: list) -> IngestResult:
         try:
             with transaction.atomic():
                 ids = stores.current().write(organization=organization, rows=unique)
-                if ids:
-                    hooks.events_ingested.send(
-                        sender=Organization,
-                        organization=organization,
-                        event_ids=ids,
-                        batch=IngestedBatch(ids),
-                    )
+                announce(organization, ids)
             break
         except OperationalError as exc:
             # The batch is one idempotent transaction, so a deadlock victim can simply run again;

@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from billing.admin.invoices import InvoiceAdmin as BillingInvoiceAdmin
 from billing.models import Invoice, InvoiceStatus
 from billing.money import format_amount, minor_factor, to_money
-from core.admin import MeterlineModelAdmin, add_domain_errors
+from core.admin import MeterlineModelAdmin, ReadOnlyAdminMixin, add_domain_errors
 from core.errors import DomainError
 from customers.admin import register_activity_section
 from metering.admin.events import EstimatedCountPaginator
@@ -359,7 +359,7 @@ class DunningFilter(admin.SimpleListFilter):
 
 
 @admin.register(InvoiceCollection)
-class DunningAdmin(MeterlineModelAdmin):
+class DunningAdmin(ReadOnlyAdminMixin, MeterlineModelAdmin):
     """Dunning: the invoices whose collection is failing, the amount at risk and the next
     retry. The count under the list is bounded (no COUNT(*) over every collection)."""
 
@@ -391,15 +391,6 @@ class DunningAdmin(MeterlineModelAdmin):
         "modified_at",
     )
     fields = readonly_fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Invoice", ordering="invoice__number")
     def invoice_link(self, obj):
@@ -439,7 +430,7 @@ class OrganizationPaymentsAdmin(MeterlineModelAdmin):
 
 
 @admin.register(Payment)
-class PaymentAdmin(MeterlineModelAdmin):
+class PaymentAdmin(ReadOnlyAdminMixin, MeterlineModelAdmin):
     """Every attempt to collect (read-only: payments change through collection only)."""
 
     list_display = (
@@ -462,15 +453,6 @@ class PaymentAdmin(MeterlineModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in Payment._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="Amount")
     def amount_display(self, obj):

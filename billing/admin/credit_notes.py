@@ -10,7 +10,7 @@ from django.utils.html import format_html, format_html_join
 from billing import balance, documents
 from billing.admin.display import amount_cell, day, money, money_minor
 from billing.models import BalanceTransaction, CreditNote
-from core.admin import MeterlineModelAdmin
+from core.admin import MeterlineModelAdmin, ReadOnlyAdminMixin
 from customers.admin import register_activity_section
 
 
@@ -63,7 +63,7 @@ class CreditNoteInline(admin.TabularInline):
 
 
 @admin.register(CreditNote)
-class CreditNoteAdmin(MeterlineModelAdmin):
+class CreditNoteAdmin(ReadOnlyAdminMixin, MeterlineModelAdmin):
     list_display = (
         "number",
         "invoice",
@@ -107,15 +107,6 @@ class CreditNoteAdmin(MeterlineModelAdmin):
     @admin.display(description="Amount", ordering="amount")
     def amount_display(self, obj):
         return amount_cell(money(obj.amount))
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 RECENT_MOVEMENTS = 20

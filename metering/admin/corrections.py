@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils.html import format_html
 
-from core.admin import MeterlineModelAdmin
+from core.admin import MeterlineModelAdmin, ReadOnlyAdminMixin
 from customers.models import Organization
 from metering.admin.events import EstimatedCountPaginator, OrganizationFilter, pretty_json
 from metering.models import EventCorrection
@@ -32,7 +32,7 @@ def _json(value) -> str:
 
 
 @admin.register(EventCorrection)
-class EventCorrectionAdmin(MeterlineModelAdmin):
+class EventCorrectionAdmin(ReadOnlyAdminMixin, MeterlineModelAdmin):
     list_display = ("created_at", "action", "event_display", "customer_display", "actor")
     list_display_links = ("created_at",)
     list_filter = (OrganizationFilter, "action", ("created_at", admin.DateFieldListFilter))
@@ -66,15 +66,6 @@ class EventCorrectionAdmin(MeterlineModelAdmin):
         "event_arrival_txid",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

@@ -39,7 +39,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from core.admin import MeterlineModelAdmin, add_domain_errors
+from core.admin import MeterlineModelAdmin, ReadOnlyAdminMixin, add_domain_errors
 from customers.admin import register_activity_section
 from customers.models import Customer, Organization
 from metering import corrections, filters, jsonio, stores
@@ -344,7 +344,7 @@ def _admin_link(obj, label=None) -> str:
 
 
 @admin.register(Event)
-class EventAdmin(MeterlineModelAdmin):
+class EventAdmin(ReadOnlyAdminMixin, MeterlineModelAdmin):
     # four columns that fit beside the sidebar and the filters at 1440 px: the event's external
     # id under its name, the external customer id and organization under the customer
     list_display = ("timestamp", "event_display", "customer_display", "source_display")
@@ -390,16 +390,6 @@ class EventAdmin(MeterlineModelAdmin):
         "correction_info",
     )
     change_form_template = "admin/metering/event/change_form.html"
-
-    # Events are immutable: view only, for everyone.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
@@ -723,7 +713,7 @@ class EventAdmin(MeterlineModelAdmin):
 
 
 @admin.register(EventName)
-class EventNameAdmin(MeterlineModelAdmin):
+class EventNameAdmin(ReadOnlyAdminMixin, MeterlineModelAdmin):
     """The per-organization summary of event names (read-only; maintained by ingestion)."""
 
     list_display = ("name", "organization", "source", "occurrences", "first_seen", "last_seen")
@@ -731,15 +721,6 @@ class EventNameAdmin(MeterlineModelAdmin):
     list_select_related = ("organization",)
     search_fields = ("name",)
     ordering = ("organization", "name")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 RECENT_EVENTS = 20
